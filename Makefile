@@ -1,0 +1,39 @@
+# Tether. `make help` lists the targets.
+GO        ?= go
+BIN       ?= bin/tether
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+GOBIN     := $(shell $(GO) env GOPATH)/bin
+
+.PHONY: help build test test-short bench demo generate lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build bin/tether
+	$(GO) build -o $(BIN) ./cmd/tether
+
+generate: ## regenerate rpc/ from the .proto files (needs protoc)
+	GOFLAGS= $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOFLAGS= $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	PATH="$(GOBIN):$$PATH" protoc -I rpc --go_out=rpc --go_opt=paths=source_relative \
+		--go-grpc_out=rpc --go-grpc_opt=paths=source_relative \
+		manager/manager.proto daemon/daemon.proto
+
+test: ## run all tests (root: also the namespace-lab end-to-end tests)
+	$(GO) vet ./...
+	$(GO) test -race -timeout 15m ./...
+
+bench: ## run the benchmarks (root: the namespace lab, as ratios to the direct veth)
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./e2e/ | tee bench.txt
+	$(GO) test -run '^$$' -bench . -benchmem ./vif/ ./tunnel/ | tee -a bench.txt
+
+demo: build ## build, then run manager + daemon + a pod in network namespaces and curl through the VIF (root)
+	$(GO) run ./internal/netlab/demo -tether $(BIN)
+
+lint: ## gofmt and go vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet ./...
+
+clean: ## remove build output
+	rm -rf bin bench.txt

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tether-dev/tether/daemon"
+	pb "github.com/tether-dev/tether/rpc/daemon"
+)
+
+// callDaemon runs fn against the daemon, turning "nobody listens" into an
+// error that says what to do.
+func callDaemon(ctx context.Context, g *globals, timeout time.Duration, fn func(context.Context, pb.DaemonClient) (*pb.StatusResponse, error)) (*pb.StatusResponse, error) {
+	cc, err := daemon.Dial(g.socket)
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := fn(ctx, pb.NewDaemonClient(cc))
+	if status.Code(err) == codes.Unavailable && strings.Contains(status.Convert(err).Message(), g.socket) {
+		return nil, fmt.Errorf("no daemon answers on %s: start one with `tether daemon` (as root)", g.socket)
+	}
+	return resp, err
+}
+
+func newConnectCmd(g *globals) *cobra.Command {
+	var mgr string
+	var allow bool
+	cmd := &cobra.Command{
+		Use:   "connect",
+		Short: "Connect to a traffic manager and route its subnets through the VIF",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			req := &pb.ConnectRequest{Manager: mgr, AllowConflictingSubnets: allow, User: currentUser()}
+			resp, err := callDaemon(cmd.Context(), g, 30*time.Second, func(ctx context.Context, c pb.DaemonClient) (*pb.StatusResponse, error) {
+				return c.Connect(ctx, req)
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Connected to %s: routing %s through %s\n", resp.Manager, strings.Join(resp.Subnets, ", "), resp.Device)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&mgr, "manager", os.Getenv("TETHER_MANAGER"), "traffic manager host:port (env TETHER_MANAGER)")
+	cmd.Flags().BoolVar(&allow, "allow-conflicting-subnets", false, "route subnets even when they overlap a network the host is directly connected to")
+	return cmd
+}
+
+func newQuitCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "quit",
+		Short: "End the session: close tunnels, remove routes and the TUN",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := callDaemon(cmd.Context(), g, 30*time.Second, func(ctx context.Context, c pb.DaemonClient) (*pb.StatusResponse, error) {
+				return c.Quit(ctx, &pb.QuitRequest{})
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "Disconnected")
+			return nil
+		},
+	}
+}
+
+func newStatusCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the session: manager, subnets, tunnel counters",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			resp, err := callDaemon(cmd.Context(), g, 10*time.Second, func(ctx context.Context, c pb.DaemonClient) (*pb.StatusResponse, error) {
+				return c.Status(ctx, &pb.StatusRequest{})
+			})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(toStatusJSON(resp))
+			}
+			printStatus(cmd.OutOrStdout(), resp)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON object (fields documented in README.md)")
+	return cmd
+}
+
+// statusJSON is the stable output of `tether status --json`; README.md
+// documents every field. Add fields, never rename or remove them.
+type statusJSON struct {
+	Connected bool         `json:"connected"`
+	Reason    string       `json:"reason,omitempty"`
+	Manager   string       `json:"manager"`
+	Subnets   []string     `json:"subnets"`
+	SessionID string       `json:"session_id"`
+	Device    string       `json:"device"`
+	Link      string       `json:"link"`
+	Offloads  string       `json:"offloads"`
+	Counters  countersJSON `json:"counters"`
+}
+
+type countersJSON struct {
+	TCPTunnels     uint64 `json:"tcp_tunnels"`
+	TCPTunnelsLive uint64 `json:"tcp_tunnels_live"`
+	TCPRefused     uint64 `json:"tcp_refused"`
+	UDPFlows       uint64 `json:"udp_flows"`
+	UDPFlowsLive   uint64 `json:"udp_flows_live"`
+	BytesOut       uint64 `json:"bytes_out"`
+	BytesIn        uint64 `json:"bytes_in"`
+}
+
+func toStatusJSON(r *pb.StatusResponse) statusJSON {
+	c := r.GetCounters()
+	subnets := r.Subnets
+	if subnets == nil {
+		subnets = []string{}
+	}
+	return statusJSON{
+		Connected: r.Connected, Reason: r.Reason, Manager: r.Manager, Subnets: subnets,
+		SessionID: r.SessionId, Device: r.Device, Link: r.Link, Offloads: r.Offloads,
+		Counters: countersJSON{
+			TCPTunnels: c.GetTcpTunnels(), TCPTunnelsLive: c.GetTcpTunnelsLive(), TCPRefused: c.GetTcpRefused(),
+			UDPFlows: c.GetUdpFlows(), UDPFlowsLive: c.GetUdpFlowsLive(), BytesOut: c.GetBytesOut(), BytesIn: c.GetBytesIn(),
+		},
+	}
+}
+
+func printStatus(w io.Writer, r *pb.StatusResponse) {
+	if !r.Connected {
+		fmt.Fprintln(w, "Not connected")
+		if r.Reason != "" {
+			fmt.Fprintln(w, "  Reason:", r.Reason)
+		}
+		return
+	}
+	c := r.GetCounters()
+	fmt.Fprintf(w, "Connected to %s (%s)\n", r.Manager, r.Link)
+	fmt.Fprintf(w, "  Session:  %s\n", r.SessionId)
+	fmt.Fprintf(w, "  Subnets:  %s via %s\n", strings.Join(r.Subnets, ", "), r.Device)
+	fmt.Fprintf(w, "  TCP:      %d live, %d opened, %d refused\n", c.GetTcpTunnelsLive(), c.GetTcpTunnels(), c.GetTcpRefused())
+	fmt.Fprintf(w, "  UDP:      %d live, %d opened\n", c.GetUdpFlowsLive(), c.GetUdpFlows())
+	fmt.Fprintf(w, "  Bytes:    %d out, %d in\n", c.GetBytesOut(), c.GetBytesIn())
+	fmt.Fprintf(w, "  Offloads: %s\n", r.Offloads)
+}
+
+func currentUser() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return os.Getenv("USER")
+}

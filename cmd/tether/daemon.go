@@ -1,0 +1,38 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/tether-dev/tether/daemon"
+	"github.com/tether-dev/tether/vif"
+)
+
+func newDaemonCmd(g *globals) *cobra.Command {
+	var configFile string
+	cmd := &cobra.Command{
+		Use:   "daemon",
+		Short: "Run the root daemon in the foreground (needs root)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v, err := newViper(cmd, configFile, map[string]string{"tun.name": "tun-name", "tun.mtu": "mtu"})
+			if err != nil {
+				return err
+			}
+			d, err := daemon.New(daemon.Config{
+				Socket:  g.socket,
+				TUNName: v.GetString("tun.name"),
+				MTU:     v.GetInt("tun.mtu"),
+				Log:     g.logger(),
+			})
+			if err != nil {
+				return err
+			}
+			return d.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "daemon configuration file (YAML)")
+	f.String("tun-name", "tether%d", "name of the TUN device (%d: first free number)")
+	f.Int("mtu", vif.DefaultMTU, "MTU of the TUN device")
+	return cmd
+}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	"github.com/tether-dev/tether/manager"
+	"github.com/tether-dev/tether/tunnel"
+)
+
+// shutdownGrace is how long a stopping manager waits for calls to end after
+// it ended all flows.
+const shutdownGrace = 2 * time.Second
+
+func newManagerCmd(g *globals) *cobra.Command {
+	var configFile string
+	cmd := &cobra.Command{
+		Use:   "manager",
+		Short: "Run the traffic manager: dials into the cluster network for daemons",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v, err := newViper(cmd, configFile, map[string]string{
+				"listen": "listen", "subnets": "subnet",
+				"tunnel.dialTimeout": "dial-timeout", "tunnel.udpIdleTimeout": "udp-idle-timeout",
+			})
+			if err != nil {
+				return err
+			}
+			var subnets []netip.Prefix
+			for _, s := range v.GetStringSlice("subnets") {
+				p, err := netip.ParsePrefix(s)
+				if err != nil {
+					return fmt.Errorf("subnets: %q is not a CIDR subnet: %w", s, err)
+				}
+				subnets = append(subnets, p.Masked())
+			}
+			durations := map[string]time.Duration{}
+			for _, key := range []string{"tunnel.dialTimeout", "tunnel.udpIdleTimeout"} {
+				d, err := time.ParseDuration(v.GetString(key))
+				if err != nil || d <= 0 {
+					return fmt.Errorf("%s: %q is not a positive duration (e.g. 5s)", key, v.GetString(key))
+				}
+				durations[key] = d
+			}
+			log := g.logger()
+			mgr, err := manager.New(manager.Config{
+				Subnets: subnets, DialTimeout: durations["tunnel.dialTimeout"],
+				UDPIdleTimeout: durations["tunnel.udpIdleTimeout"], Log: log,
+			})
+			if err != nil {
+				return err
+			}
+			ln, err := net.Listen("tcp", v.GetString("listen"))
+			if err != nil {
+				return fmt.Errorf("listen: %w", err)
+			}
+			srv := grpc.NewServer(tunnel.ServerOptions()...)
+			mgr.Register(srv)
+			log.Warn("serving without TLS: traffic travels in clear text", "component", "manager")
+			log.Info("traffic manager started", "component", "manager", "listen", ln.Addr().String(), "subnets", subnets)
+			errc := make(chan error, 1)
+			go func() { errc <- srv.Serve(ln) }()
+			select {
+			case err = <-errc:
+				return err
+			case <-cmd.Context().Done():
+			}
+			log.Info("traffic manager stopping: ending all flows", "component", "manager")
+			mgr.Shutdown()
+			stopped := make(chan struct{})
+			go func() { srv.GracefulStop(); close(stopped) }()
+			ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+			defer cancel()
+			select {
+			case <-stopped:
+			case <-ctx.Done():
+				srv.Stop()
+			}
+			log.Info("traffic manager stopped", "component", "manager")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "manager configuration file (YAML)")
+	f.String("listen", ":8081", "address to serve daemons on")
+	f.StringSlice("subnet", nil, "cluster subnet to offer (repeatable, CIDR)")
+	f.String("dial-timeout", tunnel.DefaultDialTimeout.String(), "how long to wait for a destination to accept a connection")
+	f.String("udp-idle-timeout", tunnel.DefaultUDPIdleTimeout.String(), "end UDP flows idle for this long")
+	return cmd
+}

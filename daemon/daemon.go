@@ -1,0 +1,250 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/tether-dev/tether/platform"
+	pb "github.com/tether-dev/tether/rpc/daemon"
+)
+
+// DefaultSocket is where the daemon listens unless told otherwise.
+const DefaultSocket = "/run/tether/daemon.sock"
+
+// Config configures the daemon.
+type Config struct {
+	Socket  string
+	TUNName string // "%d" is replaced by the kernel
+	MTU     int
+	Log     *slog.Logger
+	// NewRouter makes the OS routes; platform.NewRouter when nil.
+	NewRouter func(dev string, log *slog.Logger) (platform.Router, error)
+}
+
+// Daemon serves the control API and owns the session.
+type Daemon struct {
+	pb.UnimplementedDaemonServer
+	cfg      Config
+	log      *slog.Logger
+	instance string
+	ln       net.Listener
+	srv      *grpc.Server
+
+	// mu guards sess and reason, and serialises Connect and Quit.
+	mu     sync.Mutex
+	sess   *session
+	reason string
+}
+
+// New recovers from a daemon that died without cleaning up, then listens on
+// the control socket.
+func New(cfg Config) (*Daemon, error) {
+	if cfg.Socket == "" {
+		cfg.Socket = DefaultSocket
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.NewRouter == nil {
+		cfg.NewRouter = platform.NewRouter
+	}
+	d := &Daemon{cfg: cfg, log: cfg.Log.With("component", "daemon"), instance: rand.Text()[:12]}
+	d.removeStale()
+	ln, err := listenSocket(cfg.Socket)
+	if err != nil {
+		return nil, err
+	}
+	d.ln = ln
+	d.srv = grpc.NewServer()
+	pb.RegisterDaemonServer(d.srv, d)
+	return d, nil
+}
+
+// Run serves until ctx ends, then ends the session (routes and TUN
+// removed) and removes the socket.
+func (d *Daemon) Run(ctx context.Context) error {
+	d.log.Info("daemon started", "socket", d.cfg.Socket, "pid", os.Getpid())
+	errc := make(chan error, 1)
+	go func() { errc <- d.srv.Serve(d.ln) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	d.mu.Lock()
+	if d.sess != nil {
+		err = errors.Join(err, d.endSessionLocked("daemon stopped"))
+	}
+	d.mu.Unlock()
+	d.srv.Stop()
+	os.Remove(d.cfg.Socket)
+	d.log.Info("daemon stopped")
+	return err
+}
+
+// Connect implements pb.DaemonServer.
+func (d *Daemon) Connect(ctx context.Context, req *pb.ConnectRequest) (*pb.StatusResponse, error) {
+	if req.Manager == "" {
+		return nil, status.Error(codes.InvalidArgument, "no traffic manager address (--manager host:port)")
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.sess != nil {
+		if d.sess.addr == req.Manager {
+			return d.statusLocked(), nil
+		}
+		return nil, status.Errorf(codes.FailedPrecondition, "already connected to %s: run `tether quit` first", d.sess.addr)
+	}
+	host := req.Host
+	if host == "" {
+		host = hostname()
+	}
+	sess, err := startSession(ctx, sessionConfig{
+		manager: req.Manager, allowConf: req.AllowConflictingSubnets,
+		user: req.User, host: host, instance: d.instance,
+		tunName: d.cfg.TUNName, mtu: d.cfg.MTU, newRouter: d.cfg.NewRouter, log: d.cfg.Log,
+	})
+	if err != nil {
+		d.reason = err.Error()
+		return nil, status.Error(codes.Unavailable, err.Error())
+	}
+	d.sess, d.reason = sess, ""
+	d.saveState(sess.vif.Name())
+	return d.statusLocked(), nil
+}
+
+// Status implements pb.DaemonServer.
+func (d *Daemon) Status(context.Context, *pb.StatusRequest) (*pb.StatusResponse, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.statusLocked(), nil
+}
+
+// Quit implements pb.DaemonServer.
+func (d *Daemon) Quit(context.Context, *pb.QuitRequest) (*pb.StatusResponse, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.sess != nil {
+		if err := d.endSessionLocked("quit by the user"); err != nil {
+			d.log.Warn("cleanup after quit", "error", err)
+		}
+	}
+	return d.statusLocked(), nil
+}
+
+func (d *Daemon) endSessionLocked(reason string) error {
+	err := d.sess.close(true)
+	d.sess, d.reason = nil, reason
+	d.clearState()
+	d.log.Info("session ended", "reason", reason)
+	return err
+}
+
+func (d *Daemon) statusLocked() *pb.StatusResponse {
+	s := d.sess
+	if s == nil {
+		return &pb.StatusResponse{Reason: d.reason}
+	}
+	st := s.vif.Stats()
+	resp := &pb.StatusResponse{
+		Connected: true,
+		Manager:   s.addr,
+		Device:    s.vif.Name(),
+		Link:      linkState(s.cc.GetState().String()),
+		Offloads:  s.vif.Offloads(),
+		Counters: &pb.Counters{
+			TcpTunnels: st.TCPFlows, TcpTunnelsLive: st.TCPLive, TcpRefused: st.TCPFailed,
+			UdpFlows: st.UDPFlows, UdpFlowsLive: st.UDPLive, BytesOut: st.BytesOut, BytesIn: st.BytesIn,
+		},
+	}
+	if c := s.creds.Load(); c != nil {
+		resp.SessionId = c.id
+	}
+	for _, p := range s.subnets {
+		resp.Subnets = append(resp.Subnets, p.String())
+	}
+	return resp
+}
+
+func linkState(grpcState string) string {
+	if grpcState == "READY" || grpcState == "IDLE" {
+		return "ready"
+	}
+	return "reconnecting"
+}
+
+// The state file records the device of the live session, so that a daemon
+// started after a SIGKILL can remove what the dead one left behind.
+type state struct {
+	Device string `json:"device"`
+	PID    int    `json:"pid"`
+}
+
+func (d *Daemon) statePath() string { return d.cfg.Socket + ".state" }
+
+func (d *Daemon) saveState(dev string) {
+	b, _ := json.Marshal(state{Device: dev, PID: os.Getpid()})
+	if err := os.WriteFile(d.statePath(), b, 0o600); err != nil {
+		d.log.Warn("cannot record state; a crash would leave the device for the kernel to remove", "error", err)
+	}
+}
+
+func (d *Daemon) clearState() { os.Remove(d.statePath()) }
+
+func (d *Daemon) removeStale() {
+	b, err := os.ReadFile(d.statePath())
+	if err != nil {
+		return
+	}
+	var st state
+	if json.Unmarshal(b, &st) == nil && st.Device != "" {
+		removed, err := platform.RemoveStale(st.Device)
+		switch {
+		case err != nil:
+			d.log.Warn("removing a stale device failed", "device", st.Device, "error", err)
+		case removed:
+			d.log.Info("removed the device a previous daemon left", "device", st.Device, "pid", st.PID)
+		}
+	}
+	d.clearState()
+}
+
+// listenSocket listens on path unless another daemon answers there.
+func listenSocket(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("control socket directory: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("a daemon already listens on %s", path)
+	}
+	os.Remove(path) // a socket left by a dead daemon
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// Dial connects the CLI to the daemon at socket.
+func Dial(socket string) (*grpc.ClientConn, error) {
+	return grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}

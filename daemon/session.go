@@ -1,0 +1,289 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/tether-dev/tether/manager"
+	"github.com/tether-dev/tether/platform"
+	pbm "github.com/tether-dev/tether/rpc/manager"
+	"github.com/tether-dev/tether/tunnel"
+	"github.com/tether-dev/tether/vif"
+)
+
+// Timeouts of the calls the daemon makes itself.
+const (
+	arriveTimeout = 10 * time.Second
+	departTimeout = 2 * time.Second
+)
+
+// creds are a session's credentials; they change when the manager hands
+// out a new session after a restart.
+type creds struct {
+	id, secret string
+}
+
+// session is one connection to a traffic manager with its VIF and routes.
+type session struct {
+	addr     string
+	log      *slog.Logger
+	cc       *grpc.ClientConn
+	vif      *vif.VIF
+	router   platform.Router
+	subnets  []netip.Prefix
+	instance string
+	user     string
+	host     string
+	creds    atomic.Pointer[creds]
+
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the supervisor returns
+
+	closeOnce sync.Once
+}
+
+// sessionConfig is what a session needs to start.
+type sessionConfig struct {
+	manager    string
+	allowConf  bool
+	user, host string
+	instance   string
+	tunName    string
+	mtu        int
+	newRouter  func(dev string, log *slog.Logger) (platform.Router, error)
+	log        *slog.Logger
+}
+
+// startSession connects to the manager, opens the session, and brings up
+// the VIF and its routes. On failure it undoes what it did.
+func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error) {
+	s := &session{addr: cfg.manager, log: cfg.log.With("manager", cfg.manager), instance: cfg.instance, user: cfg.user, host: cfg.host, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			s.close(false)
+		}
+	}()
+	opts := append(tunnel.DialOptions(),
+		grpc.WithUnaryInterceptor(s.unaryCreds),
+		grpc.WithStreamInterceptor(s.streamCreds))
+	s.cc, err = grpc.NewClient(cfg.manager, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("traffic manager address %q: %w", cfg.manager, err)
+	}
+	resp, err := s.arrive(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cannot reach the traffic manager at %s: %s", cfg.manager, status.Convert(err).Message())
+	}
+	if s.subnets, err = parseSubnets(resp.Subnets); err != nil {
+		return nil, err
+	}
+	if err := checkManagerOutside(cfg.manager, s.subnets); err != nil {
+		return nil, err
+	}
+	if !cfg.allowConf {
+		if err := platform.CheckConflicts(s.subnets, ""); err != nil {
+			return nil, fmt.Errorf("%w (pass --allow-conflicting-subnets to route them anyway)", err)
+		}
+	}
+	client := tunnel.NewClient(s.cc, 0)
+	s.vif, err = vif.New(vif.Config{Name: cfg.tunName, MTU: cfg.mtu, Open: s.opener(client), Log: cfg.log})
+	if err != nil {
+		return nil, err
+	}
+	s.router, err = cfg.newRouter(s.vif.Name(), cfg.log)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.router.Set(s.subnets); err != nil {
+		return nil, fmt.Errorf("route %v through %s: %w", s.subnets, s.vif.Name(), err)
+	}
+	var sctx context.Context
+	sctx, s.cancel = context.WithCancel(context.Background())
+	go s.supervise(sctx)
+	s.log.Info("connected", "session", resp.SessionId, "subnets", s.subnets, "device", s.vif.Name())
+	return s, nil
+}
+
+func (s *session) arrive(ctx context.Context) (*pbm.ArriveResponse, error) {
+	req := &pbm.ArriveRequest{User: s.user, Host: s.host, DaemonInstance: s.instance, Version: manager.Version}
+	if c := s.creds.Load(); c != nil {
+		req.ResumeSessionId, req.ResumeSessionSecret = c.id, c.secret
+	}
+	ctx, cancel := context.WithTimeout(ctx, arriveTimeout)
+	defer cancel()
+	resp, err := pbm.NewManagerClient(s.cc).Arrive(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	s.creds.Store(&creds{id: resp.SessionId, secret: resp.SessionSecret})
+	return resp, nil
+}
+
+// supervise re-arrives whenever the link comes back after a failure. It
+// waits on state changes only: an idle, healthy link wakes it never.
+func (s *session) supervise(ctx context.Context) {
+	defer close(s.done)
+	wasDown := false
+	for {
+		st := s.cc.GetState()
+		switch st {
+		case connectivity.Ready:
+			if wasDown {
+				s.rearrive(ctx)
+				wasDown = false
+			}
+		case connectivity.TransientFailure:
+			if !wasDown {
+				s.log.Warn("lost the traffic manager; reconnecting with backoff")
+			}
+			wasDown = true
+		case connectivity.Idle:
+			s.cc.Connect()
+		}
+		if !s.cc.WaitForStateChange(ctx, st) {
+			return
+		}
+	}
+}
+
+func (s *session) rearrive(ctx context.Context) {
+	old := s.creds.Load()
+	resp, err := s.arrive(ctx)
+	if err != nil {
+		// The link dropped again; the next Ready retries.
+		s.log.Warn("re-arrive failed", "error", err)
+		return
+	}
+	if resp.Resumed {
+		s.log.Info("link back; session resumed", "session", resp.SessionId)
+	} else {
+		s.log.Info("link back; the manager opened a new session", "session", resp.SessionId, "old", old.id)
+	}
+	subnets, err := parseSubnets(resp.Subnets)
+	if err == nil && !equalPrefixes(subnets, s.subnets) {
+		if err := s.router.Set(subnets); err != nil {
+			s.log.Error("updating routes failed", "error", err)
+		} else {
+			s.subnets = subnets
+		}
+	}
+}
+
+// opener adapts the tunnel client to the VIF.
+func (s *session) opener(c *tunnel.Client) vif.Opener {
+	return func(ctx context.Context, id vif.FlowID) (vif.Remote, error) {
+		proto := pbm.Protocol_TCP
+		if id.Proto == vif.UDP {
+			proto = pbm.Protocol_UDP
+		}
+		return c.Open(ctx, proto, id.Src, id.Dst)
+	}
+}
+
+func (s *session) withCreds(ctx context.Context) context.Context {
+	if c := s.creds.Load(); c != nil {
+		return metadata.AppendToOutgoingContext(ctx, manager.MDSession, c.id, manager.MDSecret, c.secret)
+	}
+	return ctx
+}
+
+func (s *session) unaryCreds(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return invoker(s.withCreds(ctx), method, req, reply, cc, opts...)
+}
+
+func (s *session) streamCreds(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return streamer(s.withCreds(ctx), desc, cc, method, opts...)
+}
+
+// close ends the session: with depart, it tells the manager first. Routes
+// go before the device so no packet is routed into a closing stack.
+func (s *session) close(depart bool) error {
+	var errs []error
+	s.closeOnce.Do(func() {
+		if s.cancel != nil {
+			s.cancel()
+			<-s.done
+		}
+		if depart && s.cc != nil && s.creds.Load() != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), departTimeout)
+			if _, err := pbm.NewManagerClient(s.cc).Depart(ctx, &pbm.DepartRequest{}); err != nil {
+				s.log.Warn("depart failed; the manager will expire the session", "error", err)
+			}
+			cancel()
+		}
+		if s.router != nil {
+			errs = append(errs, s.router.Close())
+		}
+		if s.vif != nil {
+			errs = append(errs, s.vif.Close())
+		}
+		if s.cc != nil {
+			errs = append(errs, s.cc.Close())
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func parseSubnets(ss []string) ([]netip.Prefix, error) {
+	if len(ss) == 0 {
+		return nil, errors.New("the traffic manager advertised no subnets")
+	}
+	out := make([]netip.Prefix, 0, len(ss))
+	for _, s := range ss {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("the traffic manager advertised a bad subnet %q: %w", s, err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// checkManagerOutside refuses subnets that contain the manager itself:
+// routing them into the VIF would send the tunnel into itself.
+func checkManagerOutside(addr string, subnets []netip.Prefix) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return nil // a name; resolved by gRPC
+	}
+	for _, p := range subnets {
+		if p.Contains(ip.Unmap()) {
+			return fmt.Errorf("the traffic manager %s is inside the subnet %s it asks to route", ip, p)
+		}
+	}
+	return nil
+}
+
+func equalPrefixes(a, b []netip.Prefix) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}

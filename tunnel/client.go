@@ -1,0 +1,141 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"time"
+
+	"google.golang.org/grpc"
+
+	pb "github.com/tether-dev/tether/rpc/manager"
+)
+
+// DefaultOpenTimeout bounds how long Open waits for the manager's dial.
+const DefaultOpenTimeout = 10 * time.Second
+
+// OpenError is a flow the manager could not open.
+type OpenError struct {
+	Status pb.OpenStatus
+	Msg    string
+}
+
+func (e *OpenError) Error() string {
+	return fmt.Sprintf("%s: %s", e.Status, e.Msg)
+}
+
+// Client opens flows through a manager. The caller's context carries the
+// session credentials (see the manager package).
+type Client struct {
+	mgr         pb.ManagerClient
+	openTimeout time.Duration
+}
+
+// NewClient returns a Client over cc. openTimeout 0 means DefaultOpenTimeout.
+func NewClient(cc grpc.ClientConnInterface, openTimeout time.Duration) *Client {
+	if openTimeout == 0 {
+		openTimeout = DefaultOpenTimeout
+	}
+	return &Client{mgr: pb.NewManagerClient(cc), openTimeout: openTimeout}
+}
+
+// Open asks the manager to open a flow to dst and waits for its answer.
+// ctx bounds the life of the flow.
+func (c *Client) Open(ctx context.Context, proto pb.Protocol, src, dst netip.AddrPort) (*Flow, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	stream, err := c.mgr.Tunnel(ctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("open stream: %w", err)
+	}
+	f := &Flow{stream: stream, cancel: cancel}
+	f.out.Open = &pb.OpenFlow{Protocol: proto, Source: src.String(), Destination: dst.String()}
+	if err := stream.Send(&f.out); err != nil {
+		cancel()
+		return nil, fmt.Errorf("send open: %w", streamErr(stream, err))
+	}
+	f.out.Open = nil
+	timer := time.AfterFunc(c.openTimeout, cancel)
+	err = stream.RecvMsg(&f.in)
+	stopped := timer.Stop()
+	switch {
+	case err != nil && !stopped:
+		return nil, &OpenError{Status: pb.OpenStatus_OPEN_UNREACHABLE, Msg: fmt.Sprintf("manager did not answer within %s", c.openTimeout)}
+	case err != nil:
+		cancel()
+		return nil, fmt.Errorf("open: %w", err)
+	case f.in.Opened == nil:
+		cancel()
+		return nil, errors.New("open: manager sent no Opened frame")
+	case f.in.Opened.Status != pb.OpenStatus_OPEN_OK:
+		cancel()
+		return nil, &OpenError{Status: f.in.Opened.Status, Msg: f.in.Opened.Error}
+	}
+	return f, nil
+}
+
+// streamErr turns the io.EOF that Send returns on a failed stream into the
+// stream's status.
+func streamErr(s grpc.ClientStream, err error) error {
+	if err != io.EOF {
+		return err
+	}
+	if rerr := s.RecvMsg(new(pb.Frame)); rerr != nil && rerr != io.EOF {
+		return rerr
+	}
+	return err
+}
+
+// Flow is the daemon's end of one flow. Send and CloseWrite belong to one
+// goroutine, Recv to another (gRPC allows one sender and one receiver).
+type Flow struct {
+	stream grpc.BidiStreamingClient[pb.Frame, pb.Frame]
+	cancel context.CancelFunc
+	out    pb.Frame // reused by Send
+	in     pb.Frame // reused by Recv
+}
+
+// Send sends b as one data frame; it blocks while the stream's window is
+// full.
+func (f *Flow) Send(b []byte) error {
+	f.out.Data = b
+	err := f.stream.Send(&f.out)
+	f.out.Data = nil
+	return err
+}
+
+// Recv returns the next data; io.EOF once the manager half-closed.
+func (f *Flow) Recv() ([]byte, error) {
+	for {
+		if err := f.stream.RecvMsg(&f.in); err != nil {
+			if err == io.EOF {
+				// The handler returned OK without an EOF frame: nothing
+				// more comes.
+				return nil, io.EOF
+			}
+			return nil, err
+		}
+		if len(f.in.Data) > 0 {
+			return f.in.Data, nil
+		}
+		if f.in.Control == pb.Control_EOF {
+			return nil, io.EOF
+		}
+	}
+}
+
+// CloseWrite half-closes the flow toward the destination.
+func (f *Flow) CloseWrite() error { return f.stream.CloseSend() }
+
+// Close ends the flow. Without reset it first waits for the manager to
+// confirm that everything reached the destination.
+func (f *Flow) Close(reset bool) {
+	if !reset {
+		var sink pb.Frame
+		for f.stream.RecvMsg(&sink) == nil {
+		}
+	}
+	f.cancel()
+}

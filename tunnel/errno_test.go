@@ -1,0 +1,5 @@
+package tunnel_test
+
+import "syscall"
+
+const syscall_ECONNRESET = syscall.ECONNRESET

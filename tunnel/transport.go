@@ -1,0 +1,59 @@
+package tunnel
+
+import (
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+)
+
+// Tuning of the gRPC transport that carries flows. Both ends use the same
+// values so that neither caps the other.
+const (
+	// MaxBackoff bounds the reconnect delay to a lost manager.
+	MaxBackoff = 5 * time.Second
+	// keepaliveTime detects a vanished manager (and keeps NAT state) without
+	// waking an idle daemon more than once per this period;
+	// keepaliveMinTime is the manager's limit, below it.
+	keepaliveTime    = 30 * time.Second
+	keepaliveTimeout = 10 * time.Second
+	keepaliveMinTime = 10 * time.Second
+	// Flow-control windows. A stream's window bounds what one flow buffers
+	// (its backpressure); the connection's bounds all flows together.
+	// Memory is used only as data arrives.
+	streamWindow = 4 << 20
+	connWindow   = 64 << 20
+	// Buffers of the HTTP/2 transport: larger ones cut syscalls per byte
+	// on bulk flows.
+	transportBuffer = 512 << 10
+)
+
+// DialOptions are the daemon's options for the link to a manager.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: MaxBackoff},
+			MinConnectTimeout: 5 * time.Second,
+		}),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout, PermitWithoutStream: true}),
+		grpc.WithInitialWindowSize(streamWindow),
+		grpc.WithInitialConnWindowSize(connWindow),
+		grpc.WithReadBufferSize(transportBuffer),
+		grpc.WithWriteBufferSize(transportBuffer),
+	}
+}
+
+// ServerOptions are the manager's options; its keepalive policy allows the
+// daemon's pings.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
+		grpc.InitialWindowSize(streamWindow),
+		grpc.InitialConnWindowSize(connWindow),
+		grpc.ReadBufferSize(transportBuffer),
+		grpc.WriteBufferSize(transportBuffer),
+	}
+}

@@ -1,0 +1,303 @@
+package vif
+
+import (
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"golang.zx2c4.com/wireguard/tun"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
+)
+
+const (
+	// readOffset is where packets start in read buffers. wireguard-go needs
+	// room for a virtio_net_hdr (10 bytes) in front; 16 keeps the IP header
+	// aligned.
+	readOffset = 16
+	// virtioNetHdrLen is sizeof(struct virtio_net_hdr).
+	virtioNetHdrLen = 10
+	// maxGSOSize bounds the superpackets gVisor hands us. An IPv4 packet
+	// cannot be longer, and wireguard-go's read buffer is 64 KiB.
+	maxGSOSize = 65535
+)
+
+// virtio_net_hdr constants (include/uapi/linux/virtio_net.h).
+const (
+	virtioNetHdrFNeedsCsum = 1
+	virtioNetHdrGSONone    = 0
+	virtioNetHdrGSOTCPv4   = 1
+	virtioNetHdrGSOTCPv6   = 4
+)
+
+// endpointStats are the packet counters of the link endpoint. They are
+// atomics because the reader and any number of writers update them.
+type endpointStats struct {
+	rxPackets   atomic.Uint64 // packets read from the TUN
+	rxBatches   atomic.Uint64 // Read calls that returned packets
+	rxDropped   atomic.Uint64 // packets that were not IPv4/IPv6
+	txPackets   atomic.Uint64 // packets written to the TUN
+	txGSO       atomic.Uint64 // of those, superpackets the kernel segments
+	txErrors    atomic.Uint64
+	txOversized atomic.Uint64
+}
+
+// linkEndpoint connects a TUN device to gVisor. It implements
+// stack.LinkEndpoint and stack.GSOEndpoint.
+//
+// Inbound, one goroutine reads batches from the device and feeds them
+// through GRO to the stack. Outbound, WritePackets writes each packet to the
+// device file itself, prefixed with a virtio_net_hdr when the device has
+// one, rather than through tun.Device.Write: that keeps gVisor's GSO
+// superpackets whole (the kernel segments them) and needs no lock.
+type linkEndpoint struct {
+	dev  tun.Device
+	file *os.File
+	mtu  uint32
+	vnet bool // the device was opened with IFF_VNET_HDR
+	log  *slog.Logger
+
+	stats endpointStats
+
+	// mu guards dispatcher and started.
+	mu         sync.Mutex
+	dispatcher stack.NetworkDispatcher
+	started    bool
+	done       chan struct{} // closed when the reader returns
+
+	bufPool sync.Pool // *[]byte of virtioNetHdrLen+maxGSOSize, for writes
+}
+
+var (
+	_ stack.LinkEndpoint = (*linkEndpoint)(nil)
+	_ stack.GSOEndpoint  = (*linkEndpoint)(nil)
+)
+
+func newLinkEndpoint(dev tun.Device, mtu uint32, vnet bool, log *slog.Logger) *linkEndpoint {
+	e := &linkEndpoint{dev: dev, file: dev.File(), mtu: mtu, vnet: vnet, log: log, done: make(chan struct{})}
+	e.bufPool.New = func() any {
+		b := make([]byte, virtioNetHdrLen+maxGSOSize)
+		return &b
+	}
+	return e
+}
+
+// MTU implements stack.LinkEndpoint.
+func (e *linkEndpoint) MTU() uint32 { return e.mtu }
+
+// SetMTU implements stack.LinkEndpoint. The MTU is the device's; the stack
+// never changes it.
+func (e *linkEndpoint) SetMTU(uint32) {}
+
+// MaxHeaderLength implements stack.LinkEndpoint: a TUN has no link header.
+func (e *linkEndpoint) MaxHeaderLength() uint16 { return 0 }
+
+// LinkAddress implements stack.LinkEndpoint.
+func (e *linkEndpoint) LinkAddress() tcpip.LinkAddress { return "" }
+
+// SetLinkAddress implements stack.LinkEndpoint.
+func (e *linkEndpoint) SetLinkAddress(tcpip.LinkAddress) {}
+
+// Capabilities implements stack.LinkEndpoint. RX checksum offload is safe
+// because the only source of packets is the local kernel, whose partial
+// checksums wireguard-go completes; GRO needs it.
+func (e *linkEndpoint) Capabilities() stack.LinkEndpointCapabilities {
+	return stack.CapabilityRXChecksumOffload
+}
+
+// GSOMaxSize implements stack.GSOEndpoint.
+func (e *linkEndpoint) GSOMaxSize() uint32 { return maxGSOSize }
+
+// SupportedGSO implements stack.GSOEndpoint: the kernel segments for us when
+// it can read a virtio_net_hdr.
+func (e *linkEndpoint) SupportedGSO() stack.SupportedGSO {
+	if e.vnet {
+		return stack.HostGSOSupported
+	}
+	return stack.GSONotSupported
+}
+
+// Attach implements stack.LinkEndpoint. The first non-nil dispatcher starts
+// the reader.
+func (e *linkEndpoint) Attach(d stack.NetworkDispatcher) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.dispatcher = d
+	if d != nil && !e.started {
+		e.started = true
+		go e.readLoop(d)
+	}
+}
+
+// IsAttached implements stack.LinkEndpoint.
+func (e *linkEndpoint) IsAttached() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.dispatcher != nil
+}
+
+// Wait implements stack.LinkEndpoint: it returns once the reader stopped,
+// which happens when the device is closed.
+func (e *linkEndpoint) Wait() {
+	e.mu.Lock()
+	started := e.started
+	e.mu.Unlock()
+	if started {
+		<-e.done
+	}
+}
+
+// ARPHardwareType implements stack.LinkEndpoint.
+func (e *linkEndpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
+
+// AddHeader implements stack.LinkEndpoint.
+func (e *linkEndpoint) AddHeader(*stack.PacketBuffer) {}
+
+// ParseHeader implements stack.LinkEndpoint.
+func (e *linkEndpoint) ParseHeader(*stack.PacketBuffer) bool { return true }
+
+// Close implements stack.LinkEndpoint. The device belongs to the VIF, which
+// closes it.
+func (e *linkEndpoint) Close() {}
+
+// SetOnCloseAction implements stack.LinkEndpoint.
+func (e *linkEndpoint) SetOnCloseAction(func()) {}
+
+// readLoop moves packets from the TUN into the stack until the device is
+// closed. GRO and the buffers belong to this goroutine alone.
+func (e *linkEndpoint) readLoop(d stack.NetworkDispatcher) {
+	defer close(e.done)
+	batch := e.dev.BatchSize()
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, readOffset+int(e.mtu))
+	}
+	sizes := make([]int, batch)
+	var g gro.GRO
+	g.Init(e.vnet) // without vnet every packet is at most one MTU: nothing to merge
+	g.Dispatcher = d
+	for {
+		n, err := e.dev.Read(bufs, sizes, readOffset)
+		for i := 0; i < n; i++ {
+			e.deliver(&g, bufs[i][readOffset:readOffset+sizes[i]])
+		}
+		if n > 0 {
+			g.Flush()
+			e.stats.rxBatches.Add(1)
+		}
+		if err != nil {
+			if errors.Is(err, tun.ErrTooManySegments) {
+				// A superpacket had more segments than bufs; the kernel
+				// retransmits what was lost.
+				continue
+			}
+			if !errors.Is(err, os.ErrClosed) {
+				e.log.Warn("TUN read failed; packet reader stops", "error", err)
+			}
+			return
+		}
+	}
+}
+
+// deliver hands one IP packet to GRO. Anything that is not IPv4 or IPv6 is
+// counted and dropped here; gVisor validates the rest.
+func (e *linkEndpoint) deliver(g *gro.GRO, b []byte) {
+	e.stats.rxPackets.Add(1)
+	var proto tcpip.NetworkProtocolNumber
+	switch header.IPVersion(b) {
+	case header.IPv4Version:
+		proto = header.IPv4ProtocolNumber
+	case header.IPv6Version:
+		proto = header.IPv6ProtocolNumber
+	default:
+		e.stats.rxDropped.Add(1)
+		return
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
+	pkt.NetworkProtocolNumber = proto
+	pkt.RXChecksumValidated = true
+	g.Enqueue(pkt)
+	pkt.DecRef()
+}
+
+// WritePackets implements stack.LinkWriter.
+func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	n := 0
+	for _, pkt := range pkts.AsSlice() {
+		if err := e.writePacket(pkt); err != nil {
+			e.stats.txErrors.Add(1)
+			if errors.Is(err, os.ErrClosed) {
+				return n, &tcpip.ErrClosedForSend{}
+			}
+			// One bad packet must not stall the ones behind it; TCP
+			// retransmits.
+			continue
+		}
+		n++
+	}
+	return n, nil
+}
+
+func (e *linkEndpoint) writePacket(pkt *stack.PacketBuffer) error {
+	size := pkt.Size()
+	if size > maxGSOSize {
+		e.stats.txOversized.Add(1)
+		return errOversized
+	}
+	bp := e.bufPool.Get().(*[]byte)
+	defer e.bufPool.Put(bp)
+	b := *bp
+	start := 0
+	if e.vnet {
+		e.putVirtioHdr(b[:virtioNetHdrLen], pkt, size)
+	} else {
+		start = virtioNetHdrLen
+	}
+	end := virtioNetHdrLen
+	for _, s := range pkt.AsSlices() {
+		end += copy(b[end:], s)
+	}
+	e.stats.txPackets.Add(1)
+	_, err := e.file.Write(b[start:end])
+	return err
+}
+
+var errOversized = errors.New("packet larger than 64 KiB")
+
+// putVirtioHdr fills a virtio_net_hdr for pkt. With host GSO, gVisor marks
+// every TCP packet (pure ACKs too) as needing its checksum finished, and
+// leaves only the pseudo-header sum in place: NEEDS_CSUM must be sent for all
+// of them, segmentation only when the payload exceeds one MSS.
+func (e *linkEndpoint) putVirtioHdr(h []byte, pkt *stack.PacketBuffer, size int) {
+	clear(h)
+	gso := pkt.GSOOptions
+	if !gso.NeedsCsum && gso.Type == stack.GSONone {
+		return
+	}
+	if gso.NeedsCsum {
+		h[0] = virtioNetHdrFNeedsCsum
+		binary.NativeEndian.PutUint16(h[6:], gso.L3HdrLen)
+		binary.NativeEndian.PutUint16(h[8:], gso.CsumOffset)
+	}
+	hdrLen := len(pkt.NetworkHeader().Slice()) + len(pkt.TransportHeader().Slice())
+	if gso.MSS == 0 || size-hdrLen <= int(gso.MSS) {
+		return
+	}
+	switch gso.Type {
+	case stack.GSOTCPv4:
+		h[1] = virtioNetHdrGSOTCPv4
+	case stack.GSOTCPv6:
+		h[1] = virtioNetHdrGSOTCPv6
+	default:
+		return
+	}
+	e.stats.txGSO.Add(1)
+	binary.NativeEndian.PutUint16(h[2:], uint16(hdrLen))
+	binary.NativeEndian.PutUint16(h[4:], gso.MSS)
+}
