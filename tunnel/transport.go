@@ -43,6 +43,7 @@ func DialOptions() []grpc.DialOption {
 		grpc.WithInitialConnWindowSize(connWindow),
 		grpc.WithReadBufferSize(transportBuffer),
 		grpc.WithWriteBufferSize(transportBuffer),
+		dialPool,
 	}
 }
 
@@ -55,5 +56,6 @@ func ServerOptions() []grpc.ServerOption {
 		grpc.InitialConnWindowSize(connWindow),
 		grpc.ReadBufferSize(transportBuffer),
 		grpc.WriteBufferSize(transportBuffer),
+		serverPool,
 	}
 }

@@ -50,12 +50,12 @@ type Stats struct {
 
 // VIF is a TUN device served by a gVisor stack.
 type VIF struct {
-	dev   tun.Device
-	name  string
-	ep    *linkEndpoint
-	stack *stack.Stack
-	open  Opener
-	log   *slog.Logger
+	dev     tun.Device
+	name    string
+	ep      *linkEndpoint
+	stack   *stack.Stack
+	open    Opener
+	log     *slog.Logger
 	udpIdle time.Duration
 
 	// ctx is alive until Close; every flow derives from it.

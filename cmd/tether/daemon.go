@@ -18,6 +18,9 @@ func newDaemonCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := servePprof(g.pprofAddr, g.logger()); err != nil {
+				return err
+			}
 			d, err := daemon.New(daemon.Config{
 				Socket:  g.socket,
 				TUNName: v.GetString("tun.name"),

@@ -49,6 +49,9 @@ func newManagerCmd(g *globals) *cobra.Command {
 				durations[key] = d
 			}
 			log := g.logger()
+			if err := servePprof(g.pprofAddr, log); err != nil {
+				return err
+			}
 			mgr, err := manager.New(manager.Config{
 				Subnets: subnets, DialTimeout: durations["tunnel.dialTimeout"],
 				UDPIdleTimeout: durations["tunnel.udpIdleTimeout"], Log: log,

@@ -16,6 +16,7 @@ type globals struct {
 	socket     string
 	noActivity bool
 	logLevel   string
+	pprofAddr  string
 }
 
 func newRoot() *cobra.Command {
@@ -36,6 +37,7 @@ func newRoot() *cobra.Command {
 	// (a later issue) give it meaning: the command does not count as use.
 	pf.BoolVar(&g.noActivity, "no-activity", false, "do not count this command as user activity (for monitoring scripts)")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level of daemon and manager: debug, info, warn, error")
+	pf.StringVar(&g.pprofAddr, "pprof", "", "serve Go's profiler on this address (daemon and manager), e.g. 127.0.0.1:6060")
 	root.AddCommand(
 		newDaemonCmd(g), newConnectCmd(g), newStatusCmd(g), newQuitCmd(g), newManagerCmd(g),
 	)

@@ -409,8 +409,16 @@ func TestLab(t *testing.T) {
 			t.Errorf("%v still running after Close", p.Cmd.Args)
 		}
 	}
-	if out, err := exec.Command("pgrep", "-g", fmt.Sprint(stubborn.Cmd.Process.Pid)).Output(); err == nil {
-		t.Errorf("processes left in the group of a stopped process: %s", out)
+	// SIGKILL is delivered asynchronously: give the group's last member a moment to go.
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		out, err := exec.Command("pgrep", "-g", fmt.Sprint(stubborn.Cmd.Process.Pid)).Output()
+		if err != nil {
+			break // none left (or no pgrep)
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("processes left in the group of a stopped process: %s", out)
+			break
+		}
 	}
 	ns := namespaces(t)
 	for _, n := range names {

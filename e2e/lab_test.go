@@ -1,0 +1,301 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tether-dev/tether/internal/netlab"
+)
+
+// tetherBin is the binary under test, built once by TestMain.
+var tetherBin string
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		if netlab.Available() == nil {
+			dir, err := os.MkdirTemp("", "tether-e2e-")
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer os.RemoveAll(dir)
+			tetherBin = filepath.Join(dir, "tether")
+			out, err := exec.Command("go", "build", "-o", tetherBin, "../cmd/tether").CombinedOutput()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "build tether: %v\n%s", err, out)
+				return 1
+			}
+			// 10,000-connection runs need more descriptors than the
+			// default hard limit; root may raise it, children inherit it.
+			lim := syscall.Rlimit{Cur: 1 << 20, Max: 1 << 20}
+			syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// Ports of the pod's servers.
+const (
+	portHTTP    = 8080
+	portSink    = 9000
+	portEcho    = 9001
+	portUDPEcho = 9002
+	portHold    = 9003
+	portFirst   = 9004
+	portRefused = 9999
+	portMgr     = 8081
+)
+
+// env is a running lab: pod servers, a manager, a connected daemon.
+type env struct {
+	t      testing.TB
+	lab    *netlab.Lab
+	dir    string
+	socket string
+	tun    string
+	mgr    *netlab.Proc
+	daemon *netlab.Proc
+	stops  []func()
+}
+
+type envOptions struct {
+	mgrArgs []string
+}
+
+func requireLab(t testing.TB) {
+	t.Helper()
+	if err := netlab.Available(); err != nil {
+		t.Skipf("end-to-end lab unavailable (needs root, ip and /dev/net/tun): %v", err)
+	}
+	for _, tool := range []string{"curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+}
+
+// newEnv builds the lab, starts the pod's servers, the manager and the
+// daemon, and connects. Everything is removed at the end of the test.
+func newEnv(t testing.TB, opts envOptions) *env {
+	t.Helper()
+	requireLab(t)
+	lab, err := netlab.New(netlab.Options{Prefix: "te"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, lab: lab, dir: t.TempDir(), tun: "tt" + rand.Text()[:8]}
+	e.socket = filepath.Join(e.dir, "daemon.sock")
+	t.Cleanup(e.close)
+	e.startPodServers()
+	e.startManager(opts.mgrArgs...)
+	e.startDaemon()
+	e.connect()
+	return e
+}
+
+func (e *env) close() {
+	for _, stop := range e.stops {
+		stop()
+	}
+	if e.t.Failed() {
+		for _, name := range []string{"manager.log", "daemon.log"} {
+			if b, err := os.ReadFile(filepath.Join(e.dir, name)); err == nil {
+				e.t.Logf("=== %s\n%s", name, lastLines(string(b), 40))
+			}
+		}
+	}
+	e.lab.Close()
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (e *env) podAddr(port int) string {
+	return netip.AddrPortFrom(e.lab.PodIP, uint16(port)).String()
+}
+
+func (e *env) mgrAddr() string {
+	return netip.AddrPortFrom(e.lab.MgrIP, portMgr).String()
+}
+
+func (e *env) startPodServers() {
+	t := e.t
+	listen := func(port int) net.Listener {
+		ln, err := e.lab.Listen(e.lab.Pod, "tcp", fmt.Sprintf(":%d", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ln
+	}
+	e.stops = append(e.stops,
+		netlab.ServeHTTP(listen(portHTTP), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "hello from the pod, %s\n", r.RemoteAddr)
+		})),
+		netlab.ServeSink(listen(portSink)),
+		netlab.ServeEcho(listen(portEcho)),
+		serveHold(listen(portHold)),
+		serveFirstByte(listen(portFirst)),
+	)
+	pc, err := e.lab.ListenPacket(e.lab.Pod, "udp", fmt.Sprintf(":%d", portUDPEcho))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.stops = append(e.stops, netlab.ServeUDPEcho(pc))
+	dns, err := e.lab.ListenPacket(e.lab.Pod, "udp", ":53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.stops = append(e.stops, netlab.ServeDNS(dns, map[string]netip.Addr{"svc.test.": netip.MustParseAddr("198.18.2.77")}))
+}
+
+func (e *env) startManager(extra ...string) {
+	args := append([]string{"manager", "--listen", e.mgrAddr(), "--subnet", e.lab.PodNet.String(), "--log-level", "debug"}, extra...)
+	p, err := e.lab.Start(e.lab.Mgr, filepath.Join(e.dir, "manager.log"), tetherBin, args...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.mgr = p
+	e.waitTCP(e.lab.Client, e.mgrAddr())
+}
+
+func (e *env) startDaemon() {
+	p, err := e.lab.Start(e.lab.Client, filepath.Join(e.dir, "daemon.log"), tetherBin,
+		"--socket", e.socket, "--log-level", "debug", "daemon", "--tun-name", e.tun)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.daemon = p
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := e.tether("status"); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatal("daemon did not answer within 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (e *env) connect() {
+	if out, err := e.tether("connect", "--manager", e.mgrAddr()); err != nil {
+		e.t.Fatalf("connect: %v\n%s", err, out)
+	}
+}
+
+// waitTCP waits until addr accepts connections from namespace ns.
+func (e *env) waitTCP(ns, addr string) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, err := e.lab.DialContext(ctx, ns, "tcp", addr)
+		cancel()
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s not accepting from %s: %v", addr, ns, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// tether runs the CLI in the client namespace.
+func (e *env) tether(args ...string) (string, error) {
+	return e.run(e.lab.Client, tetherBin, append([]string{"--socket", e.socket}, args...)...)
+}
+
+func (e *env) run(ns, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	return e.lab.Run(ctx, ns, name, args...)
+}
+
+// status returns `tether status --json`.
+func (e *env) status() map[string]any {
+	out, err := e.tether("status", "--json")
+	if err != nil {
+		e.t.Fatalf("status: %v", err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		e.t.Fatalf("status --json is not JSON: %v\n%s", err, out)
+	}
+	return m
+}
+
+// serveHold accepts connections and keeps them open, idle, until stop.
+func serveHold(ln net.Listener) func() {
+	return serveConns(ln, func(c net.Conn) { c.Read(make([]byte, 1)) })
+}
+
+// serveFirstByte writes one byte on accept, then waits for the client to
+// close: the server of the connection-latency benchmark.
+func serveFirstByte(ln net.Listener) func() {
+	return serveConns(ln, func(c net.Conn) {
+		c.Write([]byte{1})
+		c.Read(make([]byte, 1))
+	})
+}
+
+// serveConns runs handle for each connection; stop closes the listener and
+// every connection, and waits for the handlers.
+func serveConns(ln net.Listener, handle func(net.Conn)) func() {
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex // guards open and closed
+		open   []net.Conn
+		closed bool
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			if closed {
+				c.Close()
+			}
+			open = append(open, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				handle(c)
+			}()
+		}
+	}()
+	return func() {
+		ln.Close()
+		mu.Lock()
+		closed = true
+		for _, c := range open {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	}
+}
