@@ -58,7 +58,15 @@ func (v *VIF) handleTCP(req *tcp.ForwarderRequest) {
 // splice copies both directions until both are closed or one is reset.
 func (v *VIF) splice(c *tcpConn, r Remote) {
 	toLocalDone := make(chan error, 1)
-	go func() { toLocalDone <- v.copyToLocal(c, r) }()
+	go func() {
+		err := v.copyToLocal(c, r)
+		if err != nil {
+			// The cluster side was reset or lost: reset the local program
+			// now, which also ends copyToRemote's wait for its data.
+			c.ep.Abort()
+		}
+		toLocalDone <- err
+	}()
 	resetRemote := v.copyToRemote(c, r)
 	var toLocalErr error
 	if resetRemote {
@@ -78,7 +86,6 @@ func (v *VIF) splice(c *tcpConn, r Remote) {
 		}
 		if toLocalErr != nil {
 			r.Close(true)
-			c.ep.Abort()
 			return
 		}
 		r.Close(false)
