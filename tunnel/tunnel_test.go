@@ -30,7 +30,7 @@ type harness struct {
 	srv    *grpc.Server
 }
 
-func newHarness(t *testing.T, subnets ...string) *harness {
+func newHarness(t testing.TB, subnets ...string) *harness {
 	t.Helper()
 	if len(subnets) == 0 {
 		subnets = []string{"127.0.0.0/8"}
@@ -68,13 +68,13 @@ func newHarness(t *testing.T, subnets ...string) *harness {
 	return &harness{client: tunnel.NewClient(cc, 2*time.Second), ctx: ctx, mgr: mgr, srv: srv}
 }
 
-func (h *harness) open(t *testing.T, proto pb.Protocol, dst string) (*tunnel.Flow, error) {
+func (h *harness) open(t testing.TB, proto pb.Protocol, dst string) (*tunnel.Flow, error) {
 	t.Helper()
 	return h.client.Open(h.ctx, proto, netip.MustParseAddrPort("127.0.0.1:40000"), netip.MustParseAddrPort(dst))
 }
 
 // echoServer copies input to output and half-closes after the client did.
-func echoServer(t *testing.T) string {
+func echoServer(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -85,8 +85,13 @@ func run(bin string) error {
 	if err != nil {
 		return err
 	}
-	tether := func(args ...string) error { return show(lab.Client, bin, append([]string{"--socket", socket}, args...)...) }
-	if err := retry(ctx, func() error { _, err := lab.Run(ctx, lab.Client, bin, "--socket", socket, "--no-activity", "status"); return err }); err != nil {
+	tether := func(args ...string) error {
+		return show(lab.Client, bin, append([]string{"--socket", socket}, args...)...)
+	}
+	if err := retry(ctx, func() error {
+		_, err := lab.Run(ctx, lab.Client, bin, "--socket", socket, "--no-activity", "status")
+		return err
+	}); err != nil {
 		return fmt.Errorf("daemon did not start: %w", err)
 	}
 	if err := retry(ctx, func() error { return tether("connect", "--manager", mgrAddr) }); err != nil {

@@ -1,0 +1,32 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestDependencyDirection keeps the arrows between packages pointing one
+// way (STYLE.md, "Layout shows the architecture").
+func TestDependencyDirection(t *testing.T) {
+	const mod = "github.com/tether-dev/tether/"
+	forbidden := map[string][]string{
+		"vif":      {"google.golang.org/grpc", mod + "tunnel", mod + "rpc", mod + "daemon", mod + "manager"},
+		"tunnel":   {"gvisor.dev/gvisor", "golang.zx2c4.com/wireguard", mod + "vif", mod + "daemon", mod + "platform"},
+		"manager":  {"gvisor.dev/gvisor", "golang.zx2c4.com/wireguard", mod + "vif", mod + "platform", mod + "daemon"},
+		"platform": {"google.golang.org/grpc", "gvisor.dev/gvisor", mod + "vif", mod + "tunnel", mod + "daemon", mod + "manager"},
+	}
+	for pkg, bad := range forbidden {
+		out, err := exec.Command("go", "list", "-deps", "../../"+pkg).Output()
+		if err != nil {
+			t.Fatalf("go list %s: %v", pkg, err)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			for _, b := range bad {
+				if dep == b || strings.HasPrefix(dep, b+"/") {
+					t.Errorf("%s depends on %s", pkg, dep)
+				}
+			}
+		}
+	}
+}
