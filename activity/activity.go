@@ -13,10 +13,10 @@ import (
 type Kind uint8
 
 const (
-	TCPTunnel Kind = iota + 1 // a new outbound TCP tunnel
-	CLI                       // a tether command that reached the daemon
-	UDPFlow                   // never counts; listed so callers can ask
-	InboundFlow               // never counts: an intercepted pod started it
+	TCPTunnel   Kind = iota + 1 // a new outbound TCP tunnel
+	CLI                         // a tether command that reached the daemon
+	UDPFlow                     // never counts; listed so callers can ask
+	InboundFlow                 // never counts: an intercepted pod started it
 )
 
 func (k Kind) String() string {

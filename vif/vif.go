@@ -86,11 +86,18 @@ func New(cfg Config) (*VIF, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	log := cfg.Log.With("component", "vif")
 	dev, vnet, err := createTUN(cfg.Name, cfg.MTU)
 	if err != nil {
 		return nil, fmt.Errorf("create TUN %q: %w", cfg.Name, err)
 	}
+	return newVIF(dev, vnet, cfg)
+}
+
+// newVIF builds the stack around dev, which it owns from then on: it closes
+// dev when it fails. cfg has its defaults filled in. Tests pass a fake
+// device here.
+func newVIF(dev tun.Device, vnet bool, cfg Config) (*VIF, error) {
+	log := cfg.Log.With("component", "vif")
 	name, err := dev.Name()
 	if err != nil {
 		dev.Close()
