@@ -6,8 +6,11 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/tether-dev/tether/activity"
 	pb "github.com/tether-dev/tether/rpc/manager"
 	"github.com/tether-dev/tether/tunnel"
 )
@@ -37,23 +41,50 @@ type Config struct {
 	Subnets        []netip.Prefix
 	DialTimeout    time.Duration
 	UDPIdleTimeout time.Duration
-	Log            *slog.Logger
+	Rules          Rules
+	// Now is the manager's clock; time.Now when nil. Tests inject one.
+	Now func() time.Time
+	Log *slog.Logger
 }
+
+// Rules are the activity rules, under the configuration names users know.
+type Rules struct {
+	// ConnectionTTL (grpc.connectionTTL) ends a session inactive for longer.
+	ConnectionTTL time.Duration
+	// InactiveBlockTimeout (intercept.inactiveBlockTimeout): an owner
+	// inactive for longer no longer blocks conflicting intercepts.
+	InactiveBlockTimeout time.Duration
+	// ReportInterval (activity.reportInterval) is sent to daemons.
+	ReportInterval time.Duration
+}
+
+// DefaultRules are the rules when nothing is configured.
+var DefaultRules = Rules{ConnectionTTL: 24 * time.Hour, InactiveBlockTimeout: 10 * time.Minute, ReportInterval: 30 * time.Second}
 
 // Server implements the Manager gRPC service.
 type Server struct {
 	pb.UnimplementedManagerServer
 	subnets []netip.Prefix
 	tunnels *tunnel.Server
+	rules   Rules
+	now     func() time.Time
 	log     *slog.Logger
+	reaper  chan struct{} // closed when the reaper returns
 
 	// ctx is alive until Shutdown; every session's context derives from it.
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// mu guards sessions.
+	// mu guards sessions, ended and every session's ledger.
 	mu       sync.Mutex
 	sessions map[string]*session
+	ended    map[string]ending // sessions the manager ended, so their daemons learn why
+}
+
+// ending is why and when the manager ended a session.
+type ending struct {
+	reason string
+	at     time.Time
 }
 
 type session struct {
@@ -61,7 +92,7 @@ type session struct {
 	secret   [sha256.Size]byte // SHA-256 of the secret: the secret itself is never kept
 	user     string
 	host     string
-	instance string
+	ledger   *activity.Ledger
 	// ctx ends with the session; its flows derive from it.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -75,15 +106,82 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	r := cfg.Rules
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&r.ConnectionTTL, DefaultRules.ConnectionTTL}, {&r.InactiveBlockTimeout, DefaultRules.InactiveBlockTimeout}, {&r.ReportInterval, DefaultRules.ReportInterval}} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+		if *d.v < 0 {
+			return nil, fmt.Errorf("manager: negative duration in %+v", r)
+		}
+	}
 	log := cfg.Log.With("component", "manager")
 	s := &Server{
 		subnets:  cfg.Subnets,
 		tunnels:  tunnel.NewServer(cfg.DialTimeout, cfg.UDPIdleTimeout, cfg.Log),
+		rules:    r,
+		now:      cfg.Now,
 		log:      log,
 		sessions: make(map[string]*session),
+		ended:    make(map[string]ending),
+		reaper:   make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	go s.reap()
 	return s, nil
+}
+
+// reap ends sessions whose TTL ran out. A check every 1/8 of the TTL (at
+// most a second apart) ends them within that much of the deadline.
+func (s *Server) reap() {
+	defer close(s.reaper)
+	every := min(max(s.rules.ConnectionTTL/8, 100*time.Millisecond), time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			s.Expire(s.now())
+		}
+	}
+}
+
+// Expire ends every session inactive for longer than the connection TTL at
+// now, exactly as a Depart would, and remembers why.
+func (s *Server) Expire(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, sess := range s.sessions {
+		if !sess.ledger.Expired(now, s.rules.ConnectionTTL) {
+			continue
+		}
+		reason := fmt.Sprintf("session ended by the traffic manager: inactive for %s (grpc.connectionTTL)", s.rules.ConnectionTTL)
+		s.endLocked(sess, reason, now)
+		s.log.Info("session expired", "session", id, "user", sess.user, "host", sess.host,
+			"last_activity", sess.ledger.LastActivity().Format(time.RFC3339), "ttl", s.rules.ConnectionTTL)
+	}
+	// Remember endings for one TTL: long enough for a sleeping laptop to
+	// learn why, bounded in memory.
+	for id, e := range s.ended {
+		if now.Sub(e.at) > s.rules.ConnectionTTL {
+			delete(s.ended, id)
+		}
+	}
+}
+
+// endLocked forgets sess and ends its flows.
+func (s *Server) endLocked(sess *session, reason string, now time.Time) {
+	delete(s.sessions, sess.id)
+	s.ended[sess.id] = ending{reason: reason, at: now}
+	sess.cancel()
 }
 
 // Register registers the service on g.
@@ -93,7 +191,8 @@ func (s *Server) Register(g *grpc.Server) { pb.RegisterManagerServer(g, s) }
 // caller stops the grpc.Server afterwards.
 func (s *Server) Shutdown() {
 	s.cancel()
-	s.tunnels.Wait()
+	<-s.reaper
+	s.tunnels.Close()
 }
 
 // Arrive implements pb.ManagerServer.
@@ -102,23 +201,29 @@ func (s *Server) Arrive(_ context.Context, req *pb.ArriveRequest) (*pb.ArriveRes
 	for i, p := range s.subnets {
 		subnets[i] = p.String()
 	}
-	resp := &pb.ArriveResponse{Subnets: subnets, ManagerVersion: Version}
+	resp := &pb.ArriveResponse{
+		Subnets: subnets, ManagerVersion: Version,
+		ConnectionTtlMs:        s.rules.ConnectionTTL.Milliseconds(),
+		InactiveBlockTimeoutMs: s.rules.InactiveBlockTimeout.Milliseconds(),
+		ReportIntervalMs:       s.rules.ReportInterval.Milliseconds(),
+	}
+	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if req.ResumeSessionId != "" {
 		if sess := s.sessions[req.ResumeSessionId]; sess != nil && sess.secretMatches(req.ResumeSessionSecret) {
-			sess.instance = req.DaemonInstance
-			resp.SessionId, resp.SessionSecret, resp.Resumed = sess.id, req.ResumeSessionSecret, true
-			s.log.Info("session resumed", "session", sess.id, "user", sess.user, "host", sess.host)
+			sess.ledger.Arrived(now, req.DaemonInstance, req.ByCli)
+			resp.SessionId, resp.SessionSecret, resp.Resumed, resp.User = sess.id, req.ResumeSessionSecret, true, sess.user
+			s.log.Info("session resumed", "session", sess.id, "user", sess.user, "host", sess.host, "by_cli", req.ByCli)
 			return resp, nil
 		}
 	}
 	id, secret := rand.Text()[:16], rand.Text()
-	sess := &session{id: id, secret: sha256.Sum256([]byte(secret)), user: req.User, host: req.Host, instance: req.DaemonInstance}
+	sess := &session{id: id, secret: sha256.Sum256([]byte(secret)), user: req.User, host: req.Host, ledger: activity.NewLedger(now, req.DaemonInstance)}
 	sess.ctx, sess.cancel = context.WithCancel(s.ctx)
 	s.sessions[id] = sess
 	s.log.Info("session opened", "session", id, "user", req.User, "host", req.Host, "daemon", req.DaemonInstance)
-	resp.SessionId, resp.SessionSecret = id, secret
+	resp.SessionId, resp.SessionSecret, resp.User = id, secret, req.User
 	return resp, nil
 }
 
@@ -129,9 +234,8 @@ func (s *Server) Depart(ctx context.Context, _ *pb.DepartRequest) (*pb.DepartRes
 		return nil, err
 	}
 	s.mu.Lock()
-	delete(s.sessions, sess.id)
+	s.endLocked(sess, "quit by the user", s.now())
 	s.mu.Unlock()
-	sess.cancel()
 	s.log.Info("session departed", "session", sess.id, "user", sess.user)
 	return &pb.DepartResponse{}, nil
 }
@@ -143,6 +247,56 @@ func (s *Server) Tunnel(stream grpc.BidiStreamingServer[pb.Frame, pb.Frame]) err
 		return err
 	}
 	return s.tunnels.Serve(sess.ctx, stream, s.allowed)
+}
+
+// Report implements pb.ManagerServer.
+func (s *Server) Report(ctx context.Context, req *pb.ReportRequest) (*pb.ReportResponse, error) {
+	sess, err := s.authenticate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r := activity.Report{Instance: req.DaemonInstance}
+	if a := req.Activity; a != nil {
+		r.HasActivity, r.Events, r.IdleFor = true, a.Events, time.Duration(a.IdleForMs)*time.Millisecond
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sess.ledger.Apply(now, r) {
+		s.log.Debug("activity", "session", sess.id, "user", sess.user, "idle_for", r.IdleFor)
+	}
+	return &pb.ReportResponse{Session: s.viewLocked(sess, now)}, nil
+}
+
+// Sessions implements pb.ManagerServer.
+func (s *Server) Sessions(ctx context.Context, _ *pb.SessionsRequest) (*pb.SessionsResponse, error) {
+	if _, err := s.authenticate(ctx); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	resp := &pb.SessionsResponse{}
+	for _, sess := range s.sessions {
+		resp.Sessions = append(resp.Sessions, s.viewLocked(sess, now))
+	}
+	slices.SortFunc(resp.Sessions, func(a, b *pb.SessionView) int { return strings.Compare(a.User+a.SessionId, b.User+b.SessionId) })
+	return resp, nil
+}
+
+func (s *Server) viewLocked(sess *session, now time.Time) *pb.SessionView {
+	l := sess.ledger
+	idle := max(now.Sub(l.LastActivity()), 0)
+	blockLeft := max(s.rules.InactiveBlockTimeout-idle, 0)
+	return &pb.SessionView{
+		SessionId: sess.id, User: sess.user, Host: sess.host,
+		State:            l.State(now, s.rules.InactiveBlockTimeout, s.rules.ReportInterval).String(),
+		IdleMs:           idle.Milliseconds(),
+		HoldsBlockRight:  idle <= s.rules.InactiveBlockTimeout,
+		BlockRightLeftMs: blockLeft.Milliseconds(),
+		TtlLeftMs:        max(s.rules.ConnectionTTL-idle, 0).Milliseconds(),
+		SinceReportMs:    max(now.Sub(l.LastReport()), 0).Milliseconds(),
+	}
 }
 
 // allowed reports whether a flow may reach addr: only the cluster subnets,
@@ -166,8 +320,11 @@ func (s *Server) authenticate(ctx context.Context) (*session, error) {
 		return nil, status.Error(codes.Unauthenticated, "no session: call Arrive first")
 	}
 	s.mu.Lock()
-	sess := s.sessions[id]
+	sess, ended := s.sessions[id], s.ended[id]
 	s.mu.Unlock()
+	if sess == nil && ended.reason != "" {
+		return nil, status.Error(codes.NotFound, ended.reason)
+	}
 	if sess == nil {
 		return nil, status.Errorf(codes.Unauthenticated, "unknown session %s", id)
 	}

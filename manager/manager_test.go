@@ -4,7 +4,9 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -86,8 +88,8 @@ func TestDepartEndsSession(t *testing.T) {
 	if sess.ctx.Err() == nil {
 		t.Fatal("the session's flows were not ended")
 	}
-	if _, err := s.authenticate(ctx); status.Code(err) != codes.Unauthenticated {
-		t.Fatalf("after depart: %v", err)
+	if _, err := s.authenticate(ctx); status.Code(err) != codes.NotFound {
+		t.Fatalf("after depart: %v, want NotFound (the session ended)", err)
 	}
 }
 
@@ -97,5 +99,67 @@ func TestAllowedOnlyInsideSubnets(t *testing.T) {
 		if got := s.allowed(netip.MustParseAddr(addr)); got != want {
 			t.Errorf("allowed(%s) = %v", addr, got)
 		}
+	}
+}
+
+// clock is a manager clock the test moves.
+type clock struct{ now time.Time }
+
+func (c *clock) Now() time.Time { return c.now }
+
+func TestTTLExpiryWithoutWaiting(t *testing.T) {
+	c := &clock{now: time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)}
+	s, err := New(Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Now: c.Now, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	resp, _ := s.Arrive(context.Background(), &pb.ArriveRequest{User: "alice", DaemonInstance: "d1", ByCli: true})
+	ctx := withCreds(resp.SessionId, resp.SessionSecret)
+	sess, _ := s.authenticate(ctx)
+
+	// Heartbeats and a DNS loop keep reporting for a day, without activity.
+	for h := 1; h <= 23; h++ {
+		c.now = c.now.Add(time.Hour)
+		if _, err := s.Report(ctx, &pb.ReportRequest{DaemonInstance: "d1", Activity: &pb.Activity{Events: 0}}); err != nil {
+			t.Fatalf("report at %dh: %v", h, err)
+		}
+		s.Expire(c.now)
+	}
+	c.now = c.now.Add(time.Hour) // exactly 24h: not yet
+	s.Expire(c.now)
+	if _, err := s.authenticate(ctx); err != nil {
+		t.Fatalf("ended at exactly the TTL: %v", err)
+	}
+	c.now = c.now.Add(time.Second)
+	s.Expire(c.now)
+	if sess.ctx.Err() == nil {
+		t.Fatal("flows of the expired session were not ended")
+	}
+	_, err = s.Report(ctx, &pb.ReportRequest{DaemonInstance: "d1"})
+	if status.Code(err) != codes.NotFound || !strings.Contains(status.Convert(err).Message(), "inactive for 24h0m0s (grpc.connectionTTL)") {
+		t.Fatalf("report after expiry: %v", err)
+	}
+}
+
+func TestReportViewAndActivity(t *testing.T) {
+	c := &clock{now: time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)}
+	s, _ := New(Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Now: c.Now, Log: slog.New(slog.DiscardHandler)})
+	defer s.Shutdown()
+	resp, _ := s.Arrive(context.Background(), &pb.ArriveRequest{User: "alice", DaemonInstance: "d1"})
+	ctx := withCreds(resp.SessionId, resp.SessionSecret)
+	c.now = c.now.Add(11 * time.Minute)
+	r, _ := s.Report(ctx, &pb.ReportRequest{DaemonInstance: "d1"})
+	if v := r.Session; v.State != "IDLE" || v.HoldsBlockRight || v.IdleMs != (11*time.Minute).Milliseconds() {
+		t.Fatalf("after 11 quiet minutes: %v", v)
+	}
+	c.now = c.now.Add(5 * time.Second)
+	r, _ = s.Report(ctx, &pb.ReportRequest{DaemonInstance: "d1", Activity: &pb.Activity{Events: 1, IdleForMs: 2000}})
+	if v := r.Session; v.State != "ACTIVE" || !v.HoldsBlockRight || v.IdleMs != 2000 || v.BlockRightLeftMs != (10*time.Minute-2*time.Second).Milliseconds() {
+		t.Fatalf("after activity 2s ago: %v", v)
+	}
+	list, err := s.Sessions(ctx, &pb.SessionsRequest{})
+	if err != nil || len(list.Sessions) != 1 || list.Sessions[0].User != "alice" {
+		t.Fatalf("sessions: %v, %v", list, err)
 	}
 }

@@ -32,10 +32,13 @@ type Server struct {
 	udpIdle     time.Duration
 	log         *slog.Logger
 
-	// strays counts copy goroutines that may outlive their handler by a
-	// moment after a reset (a Send blocked on a window that the handler's
-	// return releases). Wait waits for them.
+	// strays counts flows and the copy goroutines that may outlive their
+	// handler by a moment after a reset (a Send blocked on a window that the
+	// handler's return releases). Close waits for them.
 	strays sync.WaitGroup
+	// mu guards closed, so that no flow starts once Close waits.
+	mu     sync.Mutex
+	closed bool
 }
 
 // NewServer returns a Server; zero durations mean the defaults.
@@ -49,8 +52,25 @@ func NewServer(dialTimeout, udpIdle time.Duration, log *slog.Logger) *Server {
 	return &Server{dialTimeout: dialTimeout, udpIdle: udpIdle, log: log.With("component", "tunnel")}
 }
 
-// Wait waits for every goroutine of finished flows.
-func (s *Server) Wait() { s.strays.Wait() }
+// Close refuses new flows and waits for every goroutine of the others,
+// which the caller has ended (through Serve's context).
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.strays.Wait()
+}
+
+// track counts a new flow unless the server is closed.
+func (s *Server) track() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.strays.Add(1)
+	return true
+}
 
 // Stream is the server side of a Tunnel call.
 type Stream = grpc.BidiStreamingServer[pb.Frame, pb.Frame]
@@ -59,6 +79,10 @@ type Stream = grpc.BidiStreamingServer[pb.Frame, pb.Frame]
 // caller may reach. When ctx ends (the session ended, the manager shuts
 // down) the flow is reset with status Unavailable.
 func (s *Server) Serve(ctx context.Context, stream Stream, allowed func(netip.Addr) bool) error {
+	if !s.track() {
+		return errEnded
+	}
+	defer s.strays.Done()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(stream.Context(), cancel)

@@ -198,8 +198,11 @@ type ArriveRequest struct {
 	// the manager opens a new session instead.
 	ResumeSessionId     string `protobuf:"bytes,5,opt,name=resume_session_id,json=resumeSessionId,proto3" json:"resume_session_id,omitempty"`
 	ResumeSessionSecret string `protobuf:"bytes,6,opt,name=resume_session_secret,json=resumeSessionSecret,proto3" json:"resume_session_secret,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Set when a person ran `tether connect`; a daemon that reconnects or
+	// restarts by itself leaves it unset, so that is not activity.
+	ByCli         bool `protobuf:"varint,7,opt,name=by_cli,json=byCli,proto3" json:"by_cli,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ArriveRequest) Reset() {
@@ -274,6 +277,13 @@ func (x *ArriveRequest) GetResumeSessionSecret() string {
 	return ""
 }
 
+func (x *ArriveRequest) GetByCli() bool {
+	if x != nil {
+		return x.ByCli
+	}
+	return false
+}
+
 type ArriveResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
@@ -283,7 +293,13 @@ type ArriveResponse struct {
 	Subnets        []string `protobuf:"bytes,3,rep,name=subnets,proto3" json:"subnets,omitempty"`
 	ManagerVersion string   `protobuf:"bytes,4,opt,name=manager_version,json=managerVersion,proto3" json:"manager_version,omitempty"`
 	// Whether resume_session_id was resumed.
-	Resumed       bool `protobuf:"varint,5,opt,name=resumed,proto3" json:"resumed,omitempty"`
+	Resumed bool `protobuf:"varint,5,opt,name=resumed,proto3" json:"resumed,omitempty"`
+	// The manager's rules, so the daemon can report and explain them.
+	ConnectionTtlMs        int64 `protobuf:"varint,6,opt,name=connection_ttl_ms,json=connectionTtlMs,proto3" json:"connection_ttl_ms,omitempty"`
+	InactiveBlockTimeoutMs int64 `protobuf:"varint,7,opt,name=inactive_block_timeout_ms,json=inactiveBlockTimeoutMs,proto3" json:"inactive_block_timeout_ms,omitempty"`
+	ReportIntervalMs       int64 `protobuf:"varint,8,opt,name=report_interval_ms,json=reportIntervalMs,proto3" json:"report_interval_ms,omitempty"`
+	// The user the manager identified.
+	User          string `protobuf:"bytes,9,opt,name=user,proto3" json:"user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -351,6 +367,34 @@ func (x *ArriveResponse) GetResumed() bool {
 		return x.Resumed
 	}
 	return false
+}
+
+func (x *ArriveResponse) GetConnectionTtlMs() int64 {
+	if x != nil {
+		return x.ConnectionTtlMs
+	}
+	return 0
+}
+
+func (x *ArriveResponse) GetInactiveBlockTimeoutMs() int64 {
+	if x != nil {
+		return x.InactiveBlockTimeoutMs
+	}
+	return 0
+}
+
+func (x *ArriveResponse) GetReportIntervalMs() int64 {
+	if x != nil {
+		return x.ReportIntervalMs
+	}
+	return 0
+}
+
+func (x *ArriveResponse) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
 }
 
 type DepartRequest struct {
@@ -425,6 +469,349 @@ func (*DepartResponse) Descriptor() ([]byte, []int) {
 	return file_manager_manager_proto_rawDescGZIP(), []int{3}
 }
 
+type Activity struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Activity events since the daemon instance started.
+	Events uint64 `protobuf:"varint,1,opt,name=events,proto3" json:"events,omitempty"`
+	// Time since the last event on the daemon's monotonic clock. Never a
+	// wall-clock time: the manager needs no agreement between clocks.
+	IdleForMs     int64 `protobuf:"varint,2,opt,name=idle_for_ms,json=idleForMs,proto3" json:"idle_for_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Activity) Reset() {
+	*x = Activity{}
+	mi := &file_manager_manager_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Activity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Activity) ProtoMessage() {}
+
+func (x *Activity) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Activity.ProtoReflect.Descriptor instead.
+func (*Activity) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Activity) GetEvents() uint64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+func (x *Activity) GetIdleForMs() int64 {
+	if x != nil {
+		return x.IdleForMs
+	}
+	return 0
+}
+
+type ReportRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	DaemonInstance string                 `protobuf:"bytes,1,opt,name=daemon_instance,json=daemonInstance,proto3" json:"daemon_instance,omitempty"`
+	// Absent: liveness only (unknown is never taken as active).
+	Activity      *Activity `protobuf:"bytes,2,opt,name=activity,proto3" json:"activity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportRequest) Reset() {
+	*x = ReportRequest{}
+	mi := &file_manager_manager_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportRequest) ProtoMessage() {}
+
+func (x *ReportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportRequest.ProtoReflect.Descriptor instead.
+func (*ReportRequest) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ReportRequest) GetDaemonInstance() string {
+	if x != nil {
+		return x.DaemonInstance
+	}
+	return ""
+}
+
+func (x *ReportRequest) GetActivity() *Activity {
+	if x != nil {
+		return x.Activity
+	}
+	return nil
+}
+
+// SessionView is the manager's view of one session.
+type SessionView struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	User      string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	Host      string                 `protobuf:"bytes,3,opt,name=host,proto3" json:"host,omitempty"`
+	// ACTIVE, IDLE or UNREACHABLE.
+	State  string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	IdleMs int64  `protobuf:"varint,5,opt,name=idle_ms,json=idleMs,proto3" json:"idle_ms,omitempty"`
+	// Whether the session's intercepts still block conflicting ones.
+	HoldsBlockRight  bool  `protobuf:"varint,6,opt,name=holds_block_right,json=holdsBlockRight,proto3" json:"holds_block_right,omitempty"`
+	BlockRightLeftMs int64 `protobuf:"varint,7,opt,name=block_right_left_ms,json=blockRightLeftMs,proto3" json:"block_right_left_ms,omitempty"`
+	TtlLeftMs        int64 `protobuf:"varint,8,opt,name=ttl_left_ms,json=ttlLeftMs,proto3" json:"ttl_left_ms,omitempty"`
+	SinceReportMs    int64 `protobuf:"varint,9,opt,name=since_report_ms,json=sinceReportMs,proto3" json:"since_report_ms,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SessionView) Reset() {
+	*x = SessionView{}
+	mi := &file_manager_manager_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionView) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionView) ProtoMessage() {}
+
+func (x *SessionView) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionView.ProtoReflect.Descriptor instead.
+func (*SessionView) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SessionView) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *SessionView) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *SessionView) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *SessionView) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *SessionView) GetIdleMs() int64 {
+	if x != nil {
+		return x.IdleMs
+	}
+	return 0
+}
+
+func (x *SessionView) GetHoldsBlockRight() bool {
+	if x != nil {
+		return x.HoldsBlockRight
+	}
+	return false
+}
+
+func (x *SessionView) GetBlockRightLeftMs() int64 {
+	if x != nil {
+		return x.BlockRightLeftMs
+	}
+	return 0
+}
+
+func (x *SessionView) GetTtlLeftMs() int64 {
+	if x != nil {
+		return x.TtlLeftMs
+	}
+	return 0
+}
+
+func (x *SessionView) GetSinceReportMs() int64 {
+	if x != nil {
+		return x.SinceReportMs
+	}
+	return 0
+}
+
+type ReportResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Session       *SessionView           `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportResponse) Reset() {
+	*x = ReportResponse{}
+	mi := &file_manager_manager_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportResponse) ProtoMessage() {}
+
+func (x *ReportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportResponse.ProtoReflect.Descriptor instead.
+func (*ReportResponse) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ReportResponse) GetSession() *SessionView {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+type SessionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionsRequest) Reset() {
+	*x = SessionsRequest{}
+	mi := &file_manager_manager_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionsRequest) ProtoMessage() {}
+
+func (x *SessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionsRequest.ProtoReflect.Descriptor instead.
+func (*SessionsRequest) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{8}
+}
+
+type SessionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sessions      []*SessionView         `protobuf:"bytes,1,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionsResponse) Reset() {
+	*x = SessionsResponse{}
+	mi := &file_manager_manager_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionsResponse) ProtoMessage() {}
+
+func (x *SessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionsResponse.ProtoReflect.Descriptor instead.
+func (*SessionsResponse) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SessionsResponse) GetSessions() []*SessionView {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
 type OpenFlow struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Protocol Protocol               `protobuf:"varint,1,opt,name=protocol,proto3,enum=tether.manager.Protocol" json:"protocol,omitempty"`
@@ -438,7 +825,7 @@ type OpenFlow struct {
 
 func (x *OpenFlow) Reset() {
 	*x = OpenFlow{}
-	mi := &file_manager_manager_proto_msgTypes[4]
+	mi := &file_manager_manager_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -450,7 +837,7 @@ func (x *OpenFlow) String() string {
 func (*OpenFlow) ProtoMessage() {}
 
 func (x *OpenFlow) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[4]
+	mi := &file_manager_manager_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -463,7 +850,7 @@ func (x *OpenFlow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenFlow.ProtoReflect.Descriptor instead.
 func (*OpenFlow) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{4}
+	return file_manager_manager_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *OpenFlow) GetProtocol() Protocol {
@@ -497,7 +884,7 @@ type Opened struct {
 
 func (x *Opened) Reset() {
 	*x = Opened{}
-	mi := &file_manager_manager_proto_msgTypes[5]
+	mi := &file_manager_manager_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -509,7 +896,7 @@ func (x *Opened) String() string {
 func (*Opened) ProtoMessage() {}
 
 func (x *Opened) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[5]
+	mi := &file_manager_manager_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -522,7 +909,7 @@ func (x *Opened) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Opened.ProtoReflect.Descriptor instead.
 func (*Opened) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{5}
+	return file_manager_manager_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Opened) GetStatus() OpenStatus {
@@ -554,7 +941,7 @@ type Frame struct {
 
 func (x *Frame) Reset() {
 	*x = Frame{}
-	mi := &file_manager_manager_proto_msgTypes[6]
+	mi := &file_manager_manager_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -566,7 +953,7 @@ func (x *Frame) String() string {
 func (*Frame) ProtoMessage() {}
 
 func (x *Frame) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[6]
+	mi := &file_manager_manager_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -579,7 +966,7 @@ func (x *Frame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Frame.ProtoReflect.Descriptor instead.
 func (*Frame) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{6}
+	return file_manager_manager_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Frame) GetData() []byte {
@@ -614,23 +1001,50 @@ var File_manager_manager_proto protoreflect.FileDescriptor
 
 const file_manager_manager_proto_rawDesc = "" +
 	"\n" +
-	"\x15manager/manager.proto\x12\x0etether.manager\"\xda\x01\n" +
+	"\x15manager/manager.proto\x12\x0etether.manager\"\xf1\x01\n" +
 	"\rArriveRequest\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12'\n" +
 	"\x0fdaemon_instance\x18\x03 \x01(\tR\x0edaemonInstance\x12\x18\n" +
 	"\aversion\x18\x04 \x01(\tR\aversion\x12*\n" +
 	"\x11resume_session_id\x18\x05 \x01(\tR\x0fresumeSessionId\x122\n" +
-	"\x15resume_session_secret\x18\x06 \x01(\tR\x13resumeSessionSecret\"\xb3\x01\n" +
+	"\x15resume_session_secret\x18\x06 \x01(\tR\x13resumeSessionSecret\x12\x15\n" +
+	"\x06by_cli\x18\a \x01(\bR\x05byCli\"\xdc\x02\n" +
 	"\x0eArriveResponse\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12%\n" +
 	"\x0esession_secret\x18\x02 \x01(\tR\rsessionSecret\x12\x18\n" +
 	"\asubnets\x18\x03 \x03(\tR\asubnets\x12'\n" +
 	"\x0fmanager_version\x18\x04 \x01(\tR\x0emanagerVersion\x12\x18\n" +
-	"\aresumed\x18\x05 \x01(\bR\aresumed\"\x0f\n" +
+	"\aresumed\x18\x05 \x01(\bR\aresumed\x12*\n" +
+	"\x11connection_ttl_ms\x18\x06 \x01(\x03R\x0fconnectionTtlMs\x129\n" +
+	"\x19inactive_block_timeout_ms\x18\a \x01(\x03R\x16inactiveBlockTimeoutMs\x12,\n" +
+	"\x12report_interval_ms\x18\b \x01(\x03R\x10reportIntervalMs\x12\x12\n" +
+	"\x04user\x18\t \x01(\tR\x04user\"\x0f\n" +
 	"\rDepartRequest\"\x10\n" +
-	"\x0eDepartResponse\"z\n" +
+	"\x0eDepartResponse\"B\n" +
+	"\bActivity\x12\x16\n" +
+	"\x06events\x18\x01 \x01(\x04R\x06events\x12\x1e\n" +
+	"\vidle_for_ms\x18\x02 \x01(\x03R\tidleForMs\"n\n" +
+	"\rReportRequest\x12'\n" +
+	"\x0fdaemon_instance\x18\x01 \x01(\tR\x0edaemonInstance\x124\n" +
+	"\bactivity\x18\x02 \x01(\v2\x18.tether.manager.ActivityR\bactivity\"\xa6\x02\n" +
+	"\vSessionView\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12\x12\n" +
+	"\x04host\x18\x03 \x01(\tR\x04host\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x17\n" +
+	"\aidle_ms\x18\x05 \x01(\x03R\x06idleMs\x12*\n" +
+	"\x11holds_block_right\x18\x06 \x01(\bR\x0fholdsBlockRight\x12-\n" +
+	"\x13block_right_left_ms\x18\a \x01(\x03R\x10blockRightLeftMs\x12\x1e\n" +
+	"\vttl_left_ms\x18\b \x01(\x03R\tttlLeftMs\x12&\n" +
+	"\x0fsince_report_ms\x18\t \x01(\x03R\rsinceReportMs\"G\n" +
+	"\x0eReportResponse\x125\n" +
+	"\asession\x18\x01 \x01(\v2\x1b.tether.manager.SessionViewR\asession\"\x11\n" +
+	"\x0fSessionsRequest\"K\n" +
+	"\x10SessionsResponse\x127\n" +
+	"\bsessions\x18\x01 \x03(\v2\x1b.tether.manager.SessionViewR\bsessions\"z\n" +
 	"\bOpenFlow\x124\n" +
 	"\bprotocol\x18\x01 \x01(\x0e2\x18.tether.manager.ProtocolR\bprotocol\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12 \n" +
@@ -656,10 +1070,12 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\x0eOPEN_FORBIDDEN\x10\x04*$\n" +
 	"\aControl\x12\x10\n" +
 	"\fCONTROL_NONE\x10\x00\x12\a\n" +
-	"\x03EOF\x10\x012\xd7\x01\n" +
+	"\x03EOF\x10\x012\xef\x02\n" +
 	"\aManager\x12G\n" +
 	"\x06Arrive\x12\x1d.tether.manager.ArriveRequest\x1a\x1e.tether.manager.ArriveResponse\x12G\n" +
-	"\x06Depart\x12\x1d.tether.manager.DepartRequest\x1a\x1e.tether.manager.DepartResponse\x12:\n" +
+	"\x06Depart\x12\x1d.tether.manager.DepartRequest\x1a\x1e.tether.manager.DepartResponse\x12G\n" +
+	"\x06Report\x12\x1d.tether.manager.ReportRequest\x1a\x1e.tether.manager.ReportResponse\x12M\n" +
+	"\bSessions\x12\x1f.tether.manager.SessionsRequest\x1a .tether.manager.SessionsResponse\x12:\n" +
 	"\x06Tunnel\x12\x15.tether.manager.Frame\x1a\x15.tether.manager.Frame(\x010\x01B*Z(github.com/tether-dev/tether/rpc/managerb\x06proto3"
 
 var (
@@ -675,36 +1091,49 @@ func file_manager_manager_proto_rawDescGZIP() []byte {
 }
 
 var file_manager_manager_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_manager_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_manager_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_manager_manager_proto_goTypes = []any{
-	(Protocol)(0),          // 0: tether.manager.Protocol
-	(OpenStatus)(0),        // 1: tether.manager.OpenStatus
-	(Control)(0),           // 2: tether.manager.Control
-	(*ArriveRequest)(nil),  // 3: tether.manager.ArriveRequest
-	(*ArriveResponse)(nil), // 4: tether.manager.ArriveResponse
-	(*DepartRequest)(nil),  // 5: tether.manager.DepartRequest
-	(*DepartResponse)(nil), // 6: tether.manager.DepartResponse
-	(*OpenFlow)(nil),       // 7: tether.manager.OpenFlow
-	(*Opened)(nil),         // 8: tether.manager.Opened
-	(*Frame)(nil),          // 9: tether.manager.Frame
+	(Protocol)(0),            // 0: tether.manager.Protocol
+	(OpenStatus)(0),          // 1: tether.manager.OpenStatus
+	(Control)(0),             // 2: tether.manager.Control
+	(*ArriveRequest)(nil),    // 3: tether.manager.ArriveRequest
+	(*ArriveResponse)(nil),   // 4: tether.manager.ArriveResponse
+	(*DepartRequest)(nil),    // 5: tether.manager.DepartRequest
+	(*DepartResponse)(nil),   // 6: tether.manager.DepartResponse
+	(*Activity)(nil),         // 7: tether.manager.Activity
+	(*ReportRequest)(nil),    // 8: tether.manager.ReportRequest
+	(*SessionView)(nil),      // 9: tether.manager.SessionView
+	(*ReportResponse)(nil),   // 10: tether.manager.ReportResponse
+	(*SessionsRequest)(nil),  // 11: tether.manager.SessionsRequest
+	(*SessionsResponse)(nil), // 12: tether.manager.SessionsResponse
+	(*OpenFlow)(nil),         // 13: tether.manager.OpenFlow
+	(*Opened)(nil),           // 14: tether.manager.Opened
+	(*Frame)(nil),            // 15: tether.manager.Frame
 }
 var file_manager_manager_proto_depIdxs = []int32{
-	0, // 0: tether.manager.OpenFlow.protocol:type_name -> tether.manager.Protocol
-	1, // 1: tether.manager.Opened.status:type_name -> tether.manager.OpenStatus
-	2, // 2: tether.manager.Frame.control:type_name -> tether.manager.Control
-	7, // 3: tether.manager.Frame.open:type_name -> tether.manager.OpenFlow
-	8, // 4: tether.manager.Frame.opened:type_name -> tether.manager.Opened
-	3, // 5: tether.manager.Manager.Arrive:input_type -> tether.manager.ArriveRequest
-	5, // 6: tether.manager.Manager.Depart:input_type -> tether.manager.DepartRequest
-	9, // 7: tether.manager.Manager.Tunnel:input_type -> tether.manager.Frame
-	4, // 8: tether.manager.Manager.Arrive:output_type -> tether.manager.ArriveResponse
-	6, // 9: tether.manager.Manager.Depart:output_type -> tether.manager.DepartResponse
-	9, // 10: tether.manager.Manager.Tunnel:output_type -> tether.manager.Frame
-	8, // [8:11] is the sub-list for method output_type
-	5, // [5:8] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	7,  // 0: tether.manager.ReportRequest.activity:type_name -> tether.manager.Activity
+	9,  // 1: tether.manager.ReportResponse.session:type_name -> tether.manager.SessionView
+	9,  // 2: tether.manager.SessionsResponse.sessions:type_name -> tether.manager.SessionView
+	0,  // 3: tether.manager.OpenFlow.protocol:type_name -> tether.manager.Protocol
+	1,  // 4: tether.manager.Opened.status:type_name -> tether.manager.OpenStatus
+	2,  // 5: tether.manager.Frame.control:type_name -> tether.manager.Control
+	13, // 6: tether.manager.Frame.open:type_name -> tether.manager.OpenFlow
+	14, // 7: tether.manager.Frame.opened:type_name -> tether.manager.Opened
+	3,  // 8: tether.manager.Manager.Arrive:input_type -> tether.manager.ArriveRequest
+	5,  // 9: tether.manager.Manager.Depart:input_type -> tether.manager.DepartRequest
+	8,  // 10: tether.manager.Manager.Report:input_type -> tether.manager.ReportRequest
+	11, // 11: tether.manager.Manager.Sessions:input_type -> tether.manager.SessionsRequest
+	15, // 12: tether.manager.Manager.Tunnel:input_type -> tether.manager.Frame
+	4,  // 13: tether.manager.Manager.Arrive:output_type -> tether.manager.ArriveResponse
+	6,  // 14: tether.manager.Manager.Depart:output_type -> tether.manager.DepartResponse
+	10, // 15: tether.manager.Manager.Report:output_type -> tether.manager.ReportResponse
+	12, // 16: tether.manager.Manager.Sessions:output_type -> tether.manager.SessionsResponse
+	15, // 17: tether.manager.Manager.Tunnel:output_type -> tether.manager.Frame
+	13, // [13:18] is the sub-list for method output_type
+	8,  // [8:13] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_manager_manager_proto_init() }
@@ -718,7 +1147,7 @@ func file_manager_manager_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manager_manager_proto_rawDesc), len(file_manager_manager_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   7,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,9 +26,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Manager_Arrive_FullMethodName = "/tether.manager.Manager/Arrive"
-	Manager_Depart_FullMethodName = "/tether.manager.Manager/Depart"
-	Manager_Tunnel_FullMethodName = "/tether.manager.Manager/Tunnel"
+	Manager_Arrive_FullMethodName   = "/tether.manager.Manager/Arrive"
+	Manager_Depart_FullMethodName   = "/tether.manager.Manager/Depart"
+	Manager_Report_FullMethodName   = "/tether.manager.Manager/Report"
+	Manager_Sessions_FullMethodName = "/tether.manager.Manager/Sessions"
+	Manager_Tunnel_FullMethodName   = "/tether.manager.Manager/Tunnel"
 )
 
 // ManagerClient is the client API for Manager service.
@@ -39,6 +41,13 @@ type ManagerClient interface {
 	Arrive(ctx context.Context, in *ArriveRequest, opts ...grpc.CallOption) (*ArriveResponse, error)
 	// Depart ends the caller's session, closing its flows.
 	Depart(ctx context.Context, in *DepartRequest, opts ...grpc.CallOption) (*DepartResponse, error)
+	// Report tells the manager that the daemon is alive and, when it has
+	// activity data, how much the user did. A session the manager ended
+	// answers codes.NotFound with the reason; an unknown one (a restarted
+	// manager) codes.Unauthenticated.
+	Report(ctx context.Context, in *ReportRequest, opts ...grpc.CallOption) (*ReportResponse, error)
+	// Sessions lists every session the manager holds.
+	Sessions(ctx context.Context, in *SessionsRequest, opts ...grpc.CallOption) (*SessionsResponse, error)
 	// Tunnel carries one flow (one TCP connection or one UDP 5-tuple). The
 	// daemon's first frame has `open`; the manager's first frame has `opened`.
 	// After that both sides send data frames. See Frame for the close rules.
@@ -73,6 +82,26 @@ func (c *managerClient) Depart(ctx context.Context, in *DepartRequest, opts ...g
 	return out, nil
 }
 
+func (c *managerClient) Report(ctx context.Context, in *ReportRequest, opts ...grpc.CallOption) (*ReportResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportResponse)
+	err := c.cc.Invoke(ctx, Manager_Report_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerClient) Sessions(ctx context.Context, in *SessionsRequest, opts ...grpc.CallOption) (*SessionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SessionsResponse)
+	err := c.cc.Invoke(ctx, Manager_Sessions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *managerClient) Tunnel(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Frame, Frame], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Manager_ServiceDesc.Streams[0], Manager_Tunnel_FullMethodName, cOpts...)
@@ -94,6 +123,13 @@ type ManagerServer interface {
 	Arrive(context.Context, *ArriveRequest) (*ArriveResponse, error)
 	// Depart ends the caller's session, closing its flows.
 	Depart(context.Context, *DepartRequest) (*DepartResponse, error)
+	// Report tells the manager that the daemon is alive and, when it has
+	// activity data, how much the user did. A session the manager ended
+	// answers codes.NotFound with the reason; an unknown one (a restarted
+	// manager) codes.Unauthenticated.
+	Report(context.Context, *ReportRequest) (*ReportResponse, error)
+	// Sessions lists every session the manager holds.
+	Sessions(context.Context, *SessionsRequest) (*SessionsResponse, error)
 	// Tunnel carries one flow (one TCP connection or one UDP 5-tuple). The
 	// daemon's first frame has `open`; the manager's first frame has `opened`.
 	// After that both sides send data frames. See Frame for the close rules.
@@ -113,6 +149,12 @@ func (UnimplementedManagerServer) Arrive(context.Context, *ArriveRequest) (*Arri
 }
 func (UnimplementedManagerServer) Depart(context.Context, *DepartRequest) (*DepartResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Depart not implemented")
+}
+func (UnimplementedManagerServer) Report(context.Context, *ReportRequest) (*ReportResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Report not implemented")
+}
+func (UnimplementedManagerServer) Sessions(context.Context, *SessionsRequest) (*SessionsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Sessions not implemented")
 }
 func (UnimplementedManagerServer) Tunnel(grpc.BidiStreamingServer[Frame, Frame]) error {
 	return status.Errorf(codes.Unimplemented, "method Tunnel not implemented")
@@ -174,6 +216,42 @@ func _Manager_Depart_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Manager_Report_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServer).Report(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Manager_Report_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServer).Report(ctx, req.(*ReportRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Manager_Sessions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SessionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServer).Sessions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Manager_Sessions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServer).Sessions(ctx, req.(*SessionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Manager_Tunnel_Handler(srv interface{}, stream grpc.ServerStream) error {
 	return srv.(ManagerServer).Tunnel(&grpc.GenericServerStream[Frame, Frame]{ServerStream: stream})
 }
@@ -195,6 +273,14 @@ var Manager_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Depart",
 			Handler:    _Manager_Depart_Handler,
+		},
+		{
+			MethodName: "Report",
+			Handler:    _Manager_Report_Handler,
+		},
+		{
+			MethodName: "Sessions",
+			Handler:    _Manager_Sessions_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
