@@ -258,8 +258,10 @@ func serveFirstByte(ln net.Listener) func() {
 	})
 }
 
-// serveConns runs handle for each connection; stop closes the listener and
-// every connection, and waits for the handlers.
+// serveConns runs handle for each connection and closes the connection when
+// handle returns (for the servers above: once the client closed, so flows
+// end and benchmarks that open thousands do not leave them half-closed);
+// stop closes the listener and every connection, and waits for the handlers.
 func serveConns(ln net.Listener, handle func(net.Conn)) func() {
 	var (
 		wg     sync.WaitGroup
@@ -284,6 +286,7 @@ func serveConns(ln net.Listener, handle func(net.Conn)) func() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				defer c.Close()
 				handle(c)
 			}()
 		}

@@ -88,11 +88,11 @@ type ending struct {
 }
 
 type session struct {
-	id       string
-	secret   [sha256.Size]byte // SHA-256 of the secret: the secret itself is never kept
-	user     string
-	host     string
-	ledger   *activity.Ledger
+	id     string
+	secret [sha256.Size]byte // SHA-256 of the secret: the secret itself is never kept
+	user   string
+	host   string
+	ledger *activity.Ledger
 	// ctx ends with the session; its flows derive from it.
 	ctx    context.Context
 	cancel context.CancelFunc
