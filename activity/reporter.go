@@ -1,0 +1,60 @@
+package activity
+
+import (
+	"context"
+	"time"
+)
+
+// Reporter keeps the manager informed. It sends a report at once on the
+// first activity after a quiet interval (the manager learns within a round
+// trip that an idle user is back), then at most one report per interval
+// while activity continues, and a heartbeat once per interval otherwise.
+// Heartbeats are liveness only: they carry the same counter, which the
+// manager does not take as activity.
+//
+// An idle reporter wakes once per interval, never more often.
+type Reporter struct {
+	tracker  *Tracker
+	interval time.Duration
+	send     func(context.Context, Snapshot)
+}
+
+// NewReporter returns a Reporter that calls send with each report. send
+// owns error handling: the reporter keeps its rhythm whatever happens.
+func NewReporter(t *Tracker, interval time.Duration, send func(context.Context, Snapshot)) *Reporter {
+	return &Reporter{tracker: t, interval: interval, send: send}
+}
+
+// Run reports until ctx ends. The first report goes out at once.
+func (r *Reporter) Run(ctx context.Context) {
+	var (
+		lastActivity time.Time // when a report last carried new events
+		sentEvents   uint64
+	)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	report := func() {
+		snap := r.tracker.Snapshot()
+		r.send(ctx, snap)
+		if snap.Events > sentEvents {
+			sentEvents, lastActivity = snap.Events, time.Now()
+		}
+		timer.Reset(r.interval)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+			report()
+		case <-r.tracker.Changed():
+			if wait := r.interval - time.Since(lastActivity); wait > 0 {
+				// Rate-limited: the pending events go out when the
+				// interval since the last activity report is over.
+				timer.Reset(wait)
+				continue
+			}
+			report()
+		}
+	}
+}
