@@ -9,17 +9,22 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/tether-dev/tether/activity"
 	"github.com/tether-dev/tether/platform"
 	pb "github.com/tether-dev/tether/rpc/daemon"
+	pbm "github.com/tether-dev/tether/rpc/manager"
 )
 
 // DefaultSocket is where the daemon listens unless told otherwise.
@@ -33,6 +38,21 @@ type Config struct {
 	Log     *slog.Logger
 	// NewRouter makes the OS routes; platform.NewRouter when nil.
 	NewRouter func(dev string, log *slog.Logger) (platform.Router, error)
+	// IgnoreTCPPorts (activity.ignoreTCPPorts): tunnels to these ports are
+	// not activity; activity.DefaultIgnoreTCPPorts when nil.
+	IgnoreTCPPorts []uint16
+}
+
+// MDNoActivity is the metadata key of CLI calls made with --no-activity.
+const MDNoActivity = "tether-no-activity"
+
+// noteCLI counts every control call as activity unless the CLI said
+// --no-activity.
+func (d *Daemon) noteCLI(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get(MDNoActivity)) == 0 {
+		d.tracker.NoteCLI(strings.ToLower(path.Base(info.FullMethod)))
+	}
+	return handler(ctx, req)
 }
 
 // Daemon serves the control API and owns the session.
@@ -43,6 +63,8 @@ type Daemon struct {
 	instance string
 	ln       net.Listener
 	srv      *grpc.Server
+	tracker  *activity.Tracker
+	bg       sync.WaitGroup // goroutines ending sessions the manager ended
 
 	// mu guards sess and reason, and serialises Connect and Quit.
 	mu     sync.Mutex
@@ -62,14 +84,15 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.NewRouter == nil {
 		cfg.NewRouter = platform.NewRouter
 	}
-	d := &Daemon{cfg: cfg, log: cfg.Log.With("component", "daemon"), instance: rand.Text()[:12]}
+	d := &Daemon{cfg: cfg, log: cfg.Log.With("component", "daemon"), instance: rand.Text()[:12],
+		tracker: activity.NewTracker(nil, cfg.IgnoreTCPPorts)}
 	d.removeStale()
 	ln, err := listenSocket(cfg.Socket)
 	if err != nil {
 		return nil, err
 	}
 	d.ln = ln
-	d.srv = grpc.NewServer()
+	d.srv = grpc.NewServer(grpc.UnaryInterceptor(d.noteCLI))
 	pb.RegisterDaemonServer(d.srv, d)
 	return d, nil
 }
@@ -80,14 +103,28 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info("daemon started", "socket", d.cfg.Socket, "pid", os.Getpid())
 	errc := make(chan error, 1)
 	go func() { errc <- d.srv.Serve(d.ln) }()
+	if c, ok := d.loadCreds(); ok {
+		// A restarted daemon resumes its session by itself: not activity.
+		d.bg.Add(1)
+		go func() {
+			defer d.bg.Done()
+			if _, err := d.connect(ctx, &pb.ConnectRequest{Manager: c.Manager}, false); err != nil {
+				d.log.Warn("resuming the previous session failed; `tether connect` retries", "error", err)
+			}
+		}()
+	}
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
+	d.bg.Wait()
 	d.mu.Lock()
 	if d.sess != nil {
-		err = errors.Join(err, d.endSessionLocked("daemon stopped"))
+		// The session outlives the daemon: a restarted daemon resumes it.
+		err = errors.Join(err, d.sess.close(false))
+		d.sess = nil
+		d.clearState()
 	}
 	d.mu.Unlock()
 	d.srv.Stop()
@@ -101,6 +138,10 @@ func (d *Daemon) Connect(ctx context.Context, req *pb.ConnectRequest) (*pb.Statu
 	if req.Manager == "" {
 		return nil, status.Error(codes.InvalidArgument, "no traffic manager address (--manager host:port)")
 	}
+	return d.connect(ctx, req, true)
+}
+
+func (d *Daemon) connect(ctx context.Context, req *pb.ConnectRequest, byCLI bool) (*pb.StatusResponse, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.sess != nil {
@@ -113,10 +154,22 @@ func (d *Daemon) Connect(ctx context.Context, req *pb.ConnectRequest) (*pb.Statu
 	if host == "" {
 		host = hostname()
 	}
+	user := req.User
+	var resume *creds
+	if c, ok := d.loadCreds(); ok && c.Manager == req.Manager {
+		resume = &creds{id: c.ID, secret: c.Secret}
+		if user == "" {
+			user = c.User
+		}
+	}
 	sess, err := startSession(ctx, sessionConfig{
 		manager: req.Manager, allowConf: req.AllowConflictingSubnets,
-		user: req.User, host: host, instance: d.instance,
+		user: user, host: host, instance: d.instance, byCLI: byCLI, resume: resume,
 		tunName: d.cfg.TUNName, mtu: d.cfg.MTU, newRouter: d.cfg.NewRouter, log: d.cfg.Log,
+		tracker: d.tracker, onEnded: d.sessionEnded,
+		saveCreds: func(mgr string, c creds) {
+			d.saveCreds(cachedCreds{Manager: mgr, ID: c.id, Secret: c.secret, User: user})
+		},
 	})
 	if err != nil {
 		d.reason = err.Error()
@@ -150,8 +203,37 @@ func (d *Daemon) endSessionLocked(reason string) error {
 	err := d.sess.close(true)
 	d.sess, d.reason = nil, reason
 	d.clearState()
+	d.clearCreds()
 	d.log.Info("session ended", "reason", reason)
 	return err
+}
+
+// sessionEnded ends s, which the manager has ended already: routes and TUN
+// go as on quit, and status says why.
+func (d *Daemon) sessionEnded(s *session, reason string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.sess != s {
+		return
+	}
+	if err := s.close(false); err != nil {
+		d.log.Warn("cleanup after the session ended", "error", err)
+	}
+	d.sess, d.reason = nil, reason
+	d.clearState()
+	d.clearCreds()
+	d.log.Info("session ended", "reason", reason)
+}
+
+// Sessions implements pb.DaemonServer.
+func (d *Daemon) Sessions(ctx context.Context, req *pbm.SessionsRequest) (*pbm.SessionsResponse, error) {
+	d.mu.Lock()
+	s := d.sess
+	d.mu.Unlock()
+	if s == nil {
+		return nil, status.Error(codes.FailedPrecondition, "not connected: run `tether connect` first")
+	}
+	return pbm.NewManagerClient(s.cc).Sessions(ctx, req)
 }
 
 func (d *Daemon) statusLocked() *pb.StatusResponse {
@@ -160,16 +242,27 @@ func (d *Daemon) statusLocked() *pb.StatusResponse {
 		return &pb.StatusResponse{Reason: d.reason}
 	}
 	st := s.vif.Stats()
+	snap := d.tracker.Snapshot()
+	act := &pb.Activity{LastSecondsAgo: -1}
+	if snap.Events > 0 {
+		act.LastSecondsAgo, act.LastReason = snap.IdleFor.Seconds(), snap.Reason
+	}
 	resp := &pb.StatusResponse{
-		Connected: true,
-		Manager:   s.addr,
-		Device:    s.vif.Name(),
-		Link:      linkState(s.cc.GetState().String()),
-		Offloads:  s.vif.Offloads(),
+		Activity:    act,
+		ManagerView: s.view.Load(),
+		Connected:   true,
+		Manager:     s.addr,
+		Device:      s.vif.Name(),
+		Link:        linkState(s.cc.GetState().String()),
+		Offloads:    s.vif.Offloads(),
 		Counters: &pb.Counters{
 			TcpTunnels: st.TCPFlows, TcpTunnelsLive: st.TCPLive, TcpRefused: st.TCPFailed,
 			UdpFlows: st.UDPFlows, UdpFlowsLive: st.UDPLive, BytesOut: st.BytesOut, BytesIn: st.BytesIn,
+			ActivityEvents: snap.Events,
 		},
+	}
+	if u := s.userName.Load(); u != nil {
+		resp.User = *u
 	}
 	if c := s.creds.Load(); c != nil {
 		resp.SessionId = c.id
@@ -222,6 +315,36 @@ func (d *Daemon) removeStale() {
 	}
 	d.clearState()
 }
+
+// The session cache lets a restarted daemon resume its session: the
+// manager keeps a session for its TTL whatever happens to the transport.
+// It holds the session secret, so only root may read it.
+type cachedCreds struct {
+	Manager string `json:"manager"`
+	ID      string `json:"session_id"`
+	Secret  string `json:"session_secret"`
+	User    string `json:"user"`
+}
+
+func (d *Daemon) credsPath() string { return d.cfg.Socket + ".session" }
+
+func (d *Daemon) saveCreds(c cachedCreds) {
+	b, _ := json.Marshal(c)
+	if err := os.WriteFile(d.credsPath(), b, 0o600); err != nil {
+		d.log.Warn("cannot cache the session; a restarted daemon will open a new one", "error", err)
+	}
+}
+
+func (d *Daemon) loadCreds() (cachedCreds, bool) {
+	var c cachedCreds
+	b, err := os.ReadFile(d.credsPath())
+	if err != nil || json.Unmarshal(b, &c) != nil || c.ID == "" || c.Manager == "" {
+		return c, false
+	}
+	return c, true
+}
+
+func (d *Daemon) clearCreds() { os.Remove(d.credsPath()) }
 
 // listenSocket listens on path unless another daemon answers there.
 func listenSocket(path string) (net.Listener, error) {

@@ -13,10 +13,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/tether-dev/tether/activity"
 	"github.com/tether-dev/tether/manager"
 	"github.com/tether-dev/tether/platform"
 	pbm "github.com/tether-dev/tether/rpc/manager"
@@ -48,9 +50,21 @@ type session struct {
 	user     string
 	host     string
 	creds    atomic.Pointer[creds]
+	tracker  *activity.Tracker
+	// view is the manager's view from the last report.
+	view     atomic.Pointer[pbm.SessionView]
+	userName atomic.Pointer[string] // as the manager identified the user
+	interval time.Duration          // activity.reportInterval, from the manager
+	// onEnded is called (in its own goroutine) when the manager has ended
+	// the session.
+	onEnded func(s *session, reason string)
+	// saveCreds persists new credentials so a restarted daemon resumes.
+	saveCreds func(manager string, c creds)
+	// arriveMu serialises re-arrivals from the supervisor and the reporter.
+	arriveMu sync.Mutex
 
 	cancel context.CancelFunc
-	done   chan struct{} // closed when the supervisor returns
+	done   sync.WaitGroup // the supervisor and the reporter
 
 	closeOnce sync.Once
 }
@@ -61,16 +75,25 @@ type sessionConfig struct {
 	allowConf  bool
 	user, host string
 	instance   string
+	byCLI      bool   // a person ran connect (activity), or the daemon resumes by itself
+	resume     *creds // credentials of a session to resume, if any
 	tunName    string
 	mtu        int
 	newRouter  func(dev string, log *slog.Logger) (platform.Router, error)
+	tracker    *activity.Tracker
+	onEnded    func(s *session, reason string)
+	saveCreds  func(manager string, c creds)
 	log        *slog.Logger
 }
 
 // startSession connects to the manager, opens the session, and brings up
 // the VIF and its routes. On failure it undoes what it did.
 func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error) {
-	s := &session{addr: cfg.manager, log: cfg.log.With("manager", cfg.manager), instance: cfg.instance, user: cfg.user, host: cfg.host, done: make(chan struct{})}
+	s := &session{addr: cfg.manager, log: cfg.log.With("manager", cfg.manager), instance: cfg.instance, user: cfg.user, host: cfg.host,
+		tracker: cfg.tracker, onEnded: cfg.onEnded, saveCreds: cfg.saveCreds}
+	if cfg.resume != nil {
+		s.creds.Store(cfg.resume)
+	}
 	defer func() {
 		if err != nil {
 			s.close(false)
@@ -83,9 +106,13 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 	if err != nil {
 		return nil, fmt.Errorf("traffic manager address %q: %w", cfg.manager, err)
 	}
-	resp, err := s.arrive(ctx)
+	resp, err := s.arrive(ctx, cfg.byCLI)
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach the traffic manager at %s: %s", cfg.manager, status.Convert(err).Message())
+	}
+	s.interval = time.Duration(resp.ReportIntervalMs) * time.Millisecond
+	if s.interval <= 0 {
+		s.interval = 30 * time.Second
 	}
 	if s.subnets, err = parseSubnets(resp.Subnets); err != nil {
 		return nil, err
@@ -112,13 +139,15 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 	}
 	var sctx context.Context
 	sctx, s.cancel = context.WithCancel(context.Background())
-	go s.supervise(sctx)
+	s.done.Add(2)
+	go func() { defer s.done.Done(); s.supervise(sctx) }()
+	go func() { defer s.done.Done(); activity.NewReporter(s.tracker, s.interval, s.report).Run(sctx) }()
 	s.log.Info("connected", "session", resp.SessionId, "subnets", s.subnets, "device", s.vif.Name())
 	return s, nil
 }
 
-func (s *session) arrive(ctx context.Context) (*pbm.ArriveResponse, error) {
-	req := &pbm.ArriveRequest{User: s.user, Host: s.host, DaemonInstance: s.instance, Version: manager.Version}
+func (s *session) arrive(ctx context.Context, byCLI bool) (*pbm.ArriveResponse, error) {
+	req := &pbm.ArriveRequest{User: s.user, Host: s.host, DaemonInstance: s.instance, Version: manager.Version, ByCli: byCLI}
 	if c := s.creds.Load(); c != nil {
 		req.ResumeSessionId, req.ResumeSessionSecret = c.id, c.secret
 	}
@@ -128,14 +157,42 @@ func (s *session) arrive(ctx context.Context) (*pbm.ArriveResponse, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.creds.Store(&creds{id: resp.SessionId, secret: resp.SessionSecret})
+	c := creds{id: resp.SessionId, secret: resp.SessionSecret}
+	s.creds.Store(&c)
+	s.userName.Store(&resp.User)
+	if s.saveCreds != nil {
+		s.saveCreds(s.addr, c)
+	}
 	return resp, nil
+}
+
+// report sends one activity report and acts on the answer.
+func (s *session) report(ctx context.Context, snap activity.Snapshot) {
+	req := &pbm.ReportRequest{DaemonInstance: s.instance, Activity: &pbm.Activity{Events: snap.Events, IdleForMs: snap.IdleFor.Milliseconds()}}
+	ctx, cancel := context.WithTimeout(ctx, arriveTimeout)
+	defer cancel()
+	resp, err := pbm.NewManagerClient(s.cc).Report(ctx, req)
+	switch status.Code(err) {
+	case codes.OK:
+		s.view.Store(resp.Session)
+	case codes.NotFound:
+		// The manager ended the session (TTL): end it here, like quit.
+		reason := status.Convert(err).Message()
+		s.log.Warn("the traffic manager ended the session", "reason", reason)
+		go s.onEnded(s, reason)
+	case codes.Unauthenticated:
+		// A restarted manager that does not know us.
+		s.rearrive(ctx)
+	default:
+		if ctx.Err() == nil {
+			s.log.Debug("report failed", "error", err)
+		}
+	}
 }
 
 // supervise re-arrives whenever the link comes back after a failure. It
 // waits on state changes only: an idle, healthy link wakes it never.
 func (s *session) supervise(ctx context.Context) {
-	defer close(s.done)
 	wasDown := false
 	for {
 		st := s.cc.GetState()
@@ -160,8 +217,10 @@ func (s *session) supervise(ctx context.Context) {
 }
 
 func (s *session) rearrive(ctx context.Context) {
+	s.arriveMu.Lock()
+	defer s.arriveMu.Unlock()
 	old := s.creds.Load()
-	resp, err := s.arrive(ctx)
+	resp, err := s.arrive(ctx, false)
 	if err != nil {
 		// The link dropped again; the next Ready retries.
 		s.log.Warn("re-arrive failed", "error", err)
@@ -185,10 +244,13 @@ func (s *session) rearrive(ctx context.Context) {
 // opener adapts the tunnel client to the VIF.
 func (s *session) opener(c *tunnel.Client) vif.Opener {
 	return func(ctx context.Context, id vif.FlowID) (vif.Remote, error) {
-		proto := pbm.Protocol_TCP
+		// Counted here, as the daemon asks the manager to dial: once per
+		// flow, whether the destination accepts or not.
+		proto, kind := pbm.Protocol_TCP, activity.TCPTunnel
 		if id.Proto == vif.UDP {
-			proto = pbm.Protocol_UDP
+			proto, kind = pbm.Protocol_UDP, activity.UDPFlow
 		}
+		s.tracker.NoteFlow(kind, id.Dst)
 		return c.Open(ctx, proto, id.Src, id.Dst)
 	}
 }
@@ -215,7 +277,7 @@ func (s *session) close(depart bool) error {
 	s.closeOnce.Do(func() {
 		if s.cancel != nil {
 			s.cancel()
-			<-s.done
+			s.done.Wait()
 		}
 		if depart && s.cc != nil && s.creds.Load() != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), departTimeout)

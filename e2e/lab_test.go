@@ -186,7 +186,7 @@ func (e *env) startDaemon() {
 	e.daemon = p
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := e.tether("status"); err == nil {
+		if _, err := e.tether("--no-activity", "status"); err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -233,7 +233,7 @@ func (e *env) run(ns, name string, args ...string) (string, error) {
 
 // status returns `tether status --json`.
 func (e *env) status() map[string]any {
-	out, err := e.tether("status", "--json")
+	out, err := e.tether("--no-activity", "status", "--json")
 	if err != nil {
 		e.t.Fatalf("status: %v", err)
 	}

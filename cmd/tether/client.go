@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/tether-dev/tether/daemon"
@@ -28,6 +29,9 @@ func callDaemon(ctx context.Context, g *globals, timeout time.Duration, fn func(
 	defer cc.Close()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if g.noActivity {
+		ctx = metadata.AppendToOutgoingContext(ctx, daemon.MDNoActivity, "1")
+	}
 	resp, err := fn(ctx, pb.NewDaemonClient(cc))
 	if status.Code(err) == codes.Unavailable && strings.Contains(status.Convert(err).Message(), g.socket) {
 		return nil, fmt.Errorf("no daemon answers on %s: start one with `tether daemon` (as root)", g.socket)
@@ -106,15 +110,32 @@ func newStatusCmd(g *globals) *cobra.Command {
 // statusJSON is the stable output of `tether status --json`; README.md
 // documents every field. Add fields, never rename or remove them.
 type statusJSON struct {
-	Connected bool         `json:"connected"`
-	Reason    string       `json:"reason,omitempty"`
-	Manager   string       `json:"manager"`
-	Subnets   []string     `json:"subnets"`
-	SessionID string       `json:"session_id"`
-	Device    string       `json:"device"`
-	Link      string       `json:"link"`
-	Offloads  string       `json:"offloads"`
-	Counters  countersJSON `json:"counters"`
+	Connected    bool              `json:"connected"`
+	Reason       string            `json:"reason,omitempty"`
+	Manager      string            `json:"manager"`
+	User         string            `json:"user"`
+	Subnets      []string          `json:"subnets"`
+	SessionID    string            `json:"session_id"`
+	Device       string            `json:"device"`
+	Link         string            `json:"link"`
+	Offloads     string            `json:"offloads"`
+	LastActivity *lastActivityJSON `json:"last_activity"`
+	ManagerView  *managerViewJSON  `json:"manager_view"`
+	Counters     countersJSON      `json:"counters"`
+}
+
+type lastActivityJSON struct {
+	SecondsAgo float64 `json:"seconds_ago"`
+	Reason     string  `json:"reason"`
+}
+
+// managerViewJSON is the session as the manager saw it at the last report.
+type managerViewJSON struct {
+	State                 string  `json:"state"`
+	IdleSeconds           float64 `json:"idle_seconds"`
+	HoldsBlockRight       bool    `json:"holds_block_right"`
+	BlockRightLeftSeconds float64 `json:"block_right_left_seconds"`
+	TTLLeftSeconds        float64 `json:"ttl_left_seconds"`
 }
 
 type countersJSON struct {
@@ -125,6 +146,8 @@ type countersJSON struct {
 	UDPFlowsLive   uint64 `json:"udp_flows_live"`
 	BytesOut       uint64 `json:"bytes_out"`
 	BytesIn        uint64 `json:"bytes_in"`
+	InboundFlows   uint64 `json:"inbound_flows"`
+	ActivityEvents uint64 `json:"activity_events"`
 }
 
 func toStatusJSON(r *pb.StatusResponse) statusJSON {
@@ -133,15 +156,28 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 	if subnets == nil {
 		subnets = []string{}
 	}
-	return statusJSON{
-		Connected: r.Connected, Reason: r.Reason, Manager: r.Manager, Subnets: subnets,
+	out := statusJSON{
+		Connected: r.Connected, Reason: r.Reason, Manager: r.Manager, User: r.User, Subnets: subnets,
 		SessionID: r.SessionId, Device: r.Device, Link: r.Link, Offloads: r.Offloads,
 		Counters: countersJSON{
 			TCPTunnels: c.GetTcpTunnels(), TCPTunnelsLive: c.GetTcpTunnelsLive(), TCPRefused: c.GetTcpRefused(),
 			UDPFlows: c.GetUdpFlows(), UDPFlowsLive: c.GetUdpFlowsLive(), BytesOut: c.GetBytesOut(), BytesIn: c.GetBytesIn(),
+			InboundFlows: c.GetInboundFlows(), ActivityEvents: c.GetActivityEvents(),
 		},
 	}
+	if a := r.Activity; a != nil && a.LastSecondsAgo >= 0 {
+		out.LastActivity = &lastActivityJSON{SecondsAgo: a.LastSecondsAgo, Reason: a.LastReason}
+	}
+	if v := r.ManagerView; v != nil {
+		out.ManagerView = &managerViewJSON{
+			State: v.State, IdleSeconds: ms(v.IdleMs), HoldsBlockRight: v.HoldsBlockRight,
+			BlockRightLeftSeconds: ms(v.BlockRightLeftMs), TTLLeftSeconds: ms(v.TtlLeftMs),
+		}
+	}
+	return out
 }
+
+func ms(v int64) float64 { return float64(v) / 1000 }
 
 func printStatus(w io.Writer, r *pb.StatusResponse) {
 	if !r.Connected {
@@ -153,7 +189,18 @@ func printStatus(w io.Writer, r *pb.StatusResponse) {
 	}
 	c := r.GetCounters()
 	fmt.Fprintf(w, "Connected to %s (%s)\n", r.Manager, r.Link)
+	fmt.Fprintf(w, "  User:     %s\n", r.User)
 	fmt.Fprintf(w, "  Session:  %s\n", r.SessionId)
+	if a := r.Activity; a != nil && a.LastSecondsAgo >= 0 {
+		fmt.Fprintf(w, "  Activity: %.0fs ago (%s)\n", a.LastSecondsAgo, a.LastReason)
+	}
+	if v := r.ManagerView; v != nil {
+		block := "does not block conflicting intercepts"
+		if v.HoldsBlockRight {
+			block = fmt.Sprintf("blocks conflicting intercepts for %.0fs more if idle", ms(v.BlockRightLeftMs))
+		}
+		fmt.Fprintf(w, "  Manager:  %s, idle %.0fs; %s; TTL left %.0fs\n", v.State, ms(v.IdleMs), block, ms(v.TtlLeftMs))
+	}
 	fmt.Fprintf(w, "  Subnets:  %s via %s\n", strings.Join(r.Subnets, ", "), r.Device)
 	fmt.Fprintf(w, "  TCP:      %d live, %d opened, %d refused\n", c.GetTcpTunnelsLive(), c.GetTcpTunnels(), c.GetTcpRefused())
 	fmt.Fprintf(w, "  UDP:      %d live, %d opened\n", c.GetUdpFlowsLive(), c.GetUdpFlows())

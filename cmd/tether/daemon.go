@@ -1,6 +1,9 @@
 package main
 
 import (
+	"fmt"
+	"strconv"
+
 	"github.com/spf13/cobra"
 
 	"github.com/tether-dev/tether/daemon"
@@ -14,9 +17,17 @@ func newDaemonCmd(g *globals) *cobra.Command {
 		Short: "Run the root daemon in the foreground (needs root)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			v, err := newViper(cmd, configFile, map[string]string{"tun.name": "tun-name", "tun.mtu": "mtu"})
+			v, err := newViper(cmd, configFile, map[string]string{"tun.name": "tun-name", "tun.mtu": "mtu", "activity.ignoreTCPPorts": "ignore-tcp-ports"})
 			if err != nil {
 				return err
+			}
+			var ignore []uint16
+			for _, p := range v.GetStringSlice("activity.ignoreTCPPorts") {
+				n, err := strconv.ParseUint(p, 10, 16)
+				if err != nil {
+					return fmt.Errorf("activity.ignoreTCPPorts: %q is not a port number", p)
+				}
+				ignore = append(ignore, uint16(n))
 			}
 			if err := servePprof(g.pprofAddr, g.logger()); err != nil {
 				return err
@@ -25,7 +36,9 @@ func newDaemonCmd(g *globals) *cobra.Command {
 				Socket:  g.socket,
 				TUNName: v.GetString("tun.name"),
 				MTU:     v.GetInt("tun.mtu"),
-				Log:     g.logger(),
+				// An empty list is a choice (count every port), not "unset".
+				IgnoreTCPPorts: append([]uint16{}, ignore...),
+				Log:            g.logger(),
 			})
 			if err != nil {
 				return err
@@ -37,5 +50,6 @@ func newDaemonCmd(g *globals) *cobra.Command {
 	f.StringVar(&configFile, "config", "", "daemon configuration file (YAML)")
 	f.String("tun-name", "tether%d", "name of the TUN device (%d: first free number)")
 	f.Int("mtu", vif.DefaultMTU, "MTU of the TUN device")
+	f.StringSlice("ignore-tcp-ports", []string{"53"}, "activity.ignoreTCPPorts: tunnels to these TCP ports are not activity")
 	return cmd
 }

@@ -28,6 +28,8 @@ func newManagerCmd(g *globals) *cobra.Command {
 			v, err := newViper(cmd, configFile, map[string]string{
 				"listen": "listen", "subnets": "subnet",
 				"tunnel.dialTimeout": "dial-timeout", "tunnel.udpIdleTimeout": "udp-idle-timeout",
+				"grpc.connectionTTL": "connection-ttl", "intercept.inactiveBlockTimeout": "inactive-block-timeout",
+				"activity.reportInterval": "report-interval",
 			})
 			if err != nil {
 				return err
@@ -41,7 +43,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 				subnets = append(subnets, p.Masked())
 			}
 			durations := map[string]time.Duration{}
-			for _, key := range []string{"tunnel.dialTimeout", "tunnel.udpIdleTimeout"} {
+			for _, key := range []string{"tunnel.dialTimeout", "tunnel.udpIdleTimeout", "grpc.connectionTTL", "intercept.inactiveBlockTimeout", "activity.reportInterval"} {
 				d, err := time.ParseDuration(v.GetString(key))
 				if err != nil || d <= 0 {
 					return fmt.Errorf("%s: %q is not a positive duration (e.g. 5s)", key, v.GetString(key))
@@ -55,6 +57,11 @@ func newManagerCmd(g *globals) *cobra.Command {
 			mgr, err := manager.New(manager.Config{
 				Subnets: subnets, DialTimeout: durations["tunnel.dialTimeout"],
 				UDPIdleTimeout: durations["tunnel.udpIdleTimeout"], Log: log,
+				Rules: manager.Rules{
+					ConnectionTTL:        durations["grpc.connectionTTL"],
+					InactiveBlockTimeout: durations["intercept.inactiveBlockTimeout"],
+					ReportInterval:       durations["activity.reportInterval"],
+				},
 			})
 			if err != nil {
 				return err
@@ -66,7 +73,9 @@ func newManagerCmd(g *globals) *cobra.Command {
 			srv := grpc.NewServer(tunnel.ServerOptions()...)
 			mgr.Register(srv)
 			log.Warn("serving without TLS: traffic travels in clear text", "component", "manager")
-			log.Info("traffic manager started", "component", "manager", "listen", ln.Addr().String(), "subnets", subnets)
+			log.Info("traffic manager started", "component", "manager", "listen", ln.Addr().String(), "subnets", subnets,
+				"grpc.connectionTTL", durations["grpc.connectionTTL"], "intercept.inactiveBlockTimeout", durations["intercept.inactiveBlockTimeout"],
+				"activity.reportInterval", durations["activity.reportInterval"])
 			errc := make(chan error, 1)
 			go func() { errc <- srv.Serve(ln) }()
 			select {
@@ -95,5 +104,8 @@ func newManagerCmd(g *globals) *cobra.Command {
 	f.StringSlice("subnet", nil, "cluster subnet to offer (repeatable, CIDR)")
 	f.String("dial-timeout", tunnel.DefaultDialTimeout.String(), "how long to wait for a destination to accept a connection")
 	f.String("udp-idle-timeout", tunnel.DefaultUDPIdleTimeout.String(), "end UDP flows idle for this long")
+	f.String("connection-ttl", manager.DefaultRules.ConnectionTTL.String(), "grpc.connectionTTL: end sessions inactive for this long")
+	f.String("inactive-block-timeout", manager.DefaultRules.InactiveBlockTimeout.String(), "intercept.inactiveBlockTimeout: an owner inactive this long no longer blocks conflicting intercepts")
+	f.String("report-interval", manager.DefaultRules.ReportInterval.String(), "activity.reportInterval: how often daemons report")
 	return cmd
 }

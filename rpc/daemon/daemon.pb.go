@@ -9,6 +9,7 @@
 package daemon
 
 import (
+	manager "github.com/tether-dev/tether/rpc/manager"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -171,8 +172,10 @@ type Counters struct {
 	TcpRefused     uint64                 `protobuf:"varint,3,opt,name=tcp_refused,json=tcpRefused,proto3" json:"tcp_refused,omitempty"`               // TCP flows the cluster refused or could not reach
 	UdpFlows       uint64                 `protobuf:"varint,4,opt,name=udp_flows,json=udpFlows,proto3" json:"udp_flows,omitempty"`
 	UdpFlowsLive   uint64                 `protobuf:"varint,5,opt,name=udp_flows_live,json=udpFlowsLive,proto3" json:"udp_flows_live,omitempty"`
-	BytesOut       uint64                 `protobuf:"varint,6,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"` // toward the cluster
-	BytesIn        uint64                 `protobuf:"varint,7,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`    // from the cluster
+	BytesOut       uint64                 `protobuf:"varint,6,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`                   // toward the cluster
+	BytesIn        uint64                 `protobuf:"varint,7,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`                      // from the cluster
+	InboundFlows   uint64                 `protobuf:"varint,8,opt,name=inbound_flows,json=inboundFlows,proto3" json:"inbound_flows,omitempty"`       // flows an intercepted pod started toward this laptop
+	ActivityEvents uint64                 `protobuf:"varint,9,opt,name=activity_events,json=activityEvents,proto3" json:"activity_events,omitempty"` // what counted as activity since the daemon started
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -256,6 +259,74 @@ func (x *Counters) GetBytesIn() uint64 {
 	return 0
 }
 
+func (x *Counters) GetInboundFlows() uint64 {
+	if x != nil {
+		return x.InboundFlows
+	}
+	return 0
+}
+
+func (x *Counters) GetActivityEvents() uint64 {
+	if x != nil {
+		return x.ActivityEvents
+	}
+	return 0
+}
+
+type Activity struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Seconds since the last activity on this daemon; -1 when there was none.
+	LastSecondsAgo float64 `protobuf:"fixed64,1,opt,name=last_seconds_ago,json=lastSecondsAgo,proto3" json:"last_seconds_ago,omitempty"`
+	// "tcp 198.18.2.2:8080", "cli status".
+	LastReason    string `protobuf:"bytes,2,opt,name=last_reason,json=lastReason,proto3" json:"last_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Activity) Reset() {
+	*x = Activity{}
+	mi := &file_daemon_daemon_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Activity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Activity) ProtoMessage() {}
+
+func (x *Activity) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_daemon_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Activity.ProtoReflect.Descriptor instead.
+func (*Activity) Descriptor() ([]byte, []int) {
+	return file_daemon_daemon_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Activity) GetLastSecondsAgo() float64 {
+	if x != nil {
+		return x.LastSecondsAgo
+	}
+	return 0
+}
+
+func (x *Activity) GetLastReason() string {
+	if x != nil {
+		return x.LastReason
+	}
+	return ""
+}
+
 type StatusResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Connected bool                   `protobuf:"varint,1,opt,name=connected,proto3" json:"connected,omitempty"`
@@ -266,16 +337,22 @@ type StatusResponse struct {
 	// Why the daemon is not connected (empty when connected or never asked to).
 	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
 	// The manager link: "ready", "reconnecting".
-	Link          string    `protobuf:"bytes,7,opt,name=link,proto3" json:"link,omitempty"`
-	Counters      *Counters `protobuf:"bytes,8,opt,name=counters,proto3" json:"counters,omitempty"`
-	Offloads      string    `protobuf:"bytes,9,opt,name=offloads,proto3" json:"offloads,omitempty"`
+	Link     string    `protobuf:"bytes,7,opt,name=link,proto3" json:"link,omitempty"`
+	Counters *Counters `protobuf:"bytes,8,opt,name=counters,proto3" json:"counters,omitempty"`
+	Offloads string    `protobuf:"bytes,9,opt,name=offloads,proto3" json:"offloads,omitempty"`
+	// The user the manager identified.
+	User     string    `protobuf:"bytes,10,opt,name=user,proto3" json:"user,omitempty"`
+	Activity *Activity `protobuf:"bytes,11,opt,name=activity,proto3" json:"activity,omitempty"`
+	// The manager's view of this session from the last report (absent
+	// until the first report is answered).
+	ManagerView   *manager.SessionView `protobuf:"bytes,12,opt,name=manager_view,json=managerView,proto3" json:"manager_view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_daemon_daemon_proto_msgTypes[4]
+	mi := &file_daemon_daemon_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -287,7 +364,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_daemon_proto_msgTypes[4]
+	mi := &file_daemon_daemon_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -300,7 +377,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_daemon_proto_rawDescGZIP(), []int{4}
+	return file_daemon_daemon_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StatusResponse) GetConnected() bool {
@@ -366,18 +443,39 @@ func (x *StatusResponse) GetOffloads() string {
 	return ""
 }
 
+func (x *StatusResponse) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetActivity() *Activity {
+	if x != nil {
+		return x.Activity
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetManagerView() *manager.SessionView {
+	if x != nil {
+		return x.ManagerView
+	}
+	return nil
+}
+
 var File_daemon_daemon_proto protoreflect.FileDescriptor
 
 const file_daemon_daemon_proto_rawDesc = "" +
 	"\n" +
-	"\x13daemon/daemon.proto\x12\rtether.daemon\"\x8e\x01\n" +
+	"\x13daemon/daemon.proto\x12\rtether.daemon\x1a\x15manager/manager.proto\"\x8e\x01\n" +
 	"\x0eConnectRequest\x12\x18\n" +
 	"\amanager\x18\x01 \x01(\tR\amanager\x12:\n" +
 	"\x19allow_conflicting_subnets\x18\x02 \x01(\bR\x17allowConflictingSubnets\x12\x12\n" +
 	"\x04user\x18\x03 \x01(\tR\x04user\x12\x12\n" +
 	"\x04host\x18\x04 \x01(\tR\x04host\"\x0f\n" +
 	"\rStatusRequest\"\r\n" +
-	"\vQuitRequest\"\xf1\x01\n" +
+	"\vQuitRequest\"\xbf\x02\n" +
 	"\bCounters\x12\x1f\n" +
 	"\vtcp_tunnels\x18\x01 \x01(\x04R\n" +
 	"tcpTunnels\x12(\n" +
@@ -387,7 +485,13 @@ const file_daemon_daemon_proto_rawDesc = "" +
 	"\tudp_flows\x18\x04 \x01(\x04R\budpFlows\x12$\n" +
 	"\x0eudp_flows_live\x18\x05 \x01(\x04R\fudpFlowsLive\x12\x1b\n" +
 	"\tbytes_out\x18\x06 \x01(\x04R\bbytesOut\x12\x19\n" +
-	"\bbytes_in\x18\a \x01(\x04R\abytesIn\"\x96\x02\n" +
+	"\bbytes_in\x18\a \x01(\x04R\abytesIn\x12#\n" +
+	"\rinbound_flows\x18\b \x01(\x04R\finboundFlows\x12'\n" +
+	"\x0factivity_events\x18\t \x01(\x04R\x0eactivityEvents\"U\n" +
+	"\bActivity\x12(\n" +
+	"\x10last_seconds_ago\x18\x01 \x01(\x01R\x0elastSecondsAgo\x12\x1f\n" +
+	"\vlast_reason\x18\x02 \x01(\tR\n" +
+	"lastReason\"\x9f\x03\n" +
 	"\x0eStatusResponse\x12\x1c\n" +
 	"\tconnected\x18\x01 \x01(\bR\tconnected\x12\x18\n" +
 	"\amanager\x18\x02 \x01(\tR\amanager\x12\x18\n" +
@@ -398,11 +502,16 @@ const file_daemon_daemon_proto_rawDesc = "" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x12\n" +
 	"\x04link\x18\a \x01(\tR\x04link\x123\n" +
 	"\bcounters\x18\b \x01(\v2\x17.tether.daemon.CountersR\bcounters\x12\x1a\n" +
-	"\boffloads\x18\t \x01(\tR\boffloads2\xdb\x01\n" +
+	"\boffloads\x18\t \x01(\tR\boffloads\x12\x12\n" +
+	"\x04user\x18\n" +
+	" \x01(\tR\x04user\x123\n" +
+	"\bactivity\x18\v \x01(\v2\x17.tether.daemon.ActivityR\bactivity\x12>\n" +
+	"\fmanager_view\x18\f \x01(\v2\x1b.tether.manager.SessionViewR\vmanagerView2\xaa\x02\n" +
 	"\x06Daemon\x12G\n" +
 	"\aConnect\x12\x1d.tether.daemon.ConnectRequest\x1a\x1d.tether.daemon.StatusResponse\x12E\n" +
 	"\x06Status\x12\x1c.tether.daemon.StatusRequest\x1a\x1d.tether.daemon.StatusResponse\x12A\n" +
-	"\x04Quit\x12\x1a.tether.daemon.QuitRequest\x1a\x1d.tether.daemon.StatusResponseB)Z'github.com/tether-dev/tether/rpc/daemonb\x06proto3"
+	"\x04Quit\x12\x1a.tether.daemon.QuitRequest\x1a\x1d.tether.daemon.StatusResponse\x12M\n" +
+	"\bSessions\x12\x1f.tether.manager.SessionsRequest\x1a .tether.manager.SessionsResponseB)Z'github.com/tether-dev/tether/rpc/daemonb\x06proto3"
 
 var (
 	file_daemon_daemon_proto_rawDescOnce sync.Once
@@ -416,27 +525,35 @@ func file_daemon_daemon_proto_rawDescGZIP() []byte {
 	return file_daemon_daemon_proto_rawDescData
 }
 
-var file_daemon_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_daemon_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_daemon_daemon_proto_goTypes = []any{
-	(*ConnectRequest)(nil), // 0: tether.daemon.ConnectRequest
-	(*StatusRequest)(nil),  // 1: tether.daemon.StatusRequest
-	(*QuitRequest)(nil),    // 2: tether.daemon.QuitRequest
-	(*Counters)(nil),       // 3: tether.daemon.Counters
-	(*StatusResponse)(nil), // 4: tether.daemon.StatusResponse
+	(*ConnectRequest)(nil),           // 0: tether.daemon.ConnectRequest
+	(*StatusRequest)(nil),            // 1: tether.daemon.StatusRequest
+	(*QuitRequest)(nil),              // 2: tether.daemon.QuitRequest
+	(*Counters)(nil),                 // 3: tether.daemon.Counters
+	(*Activity)(nil),                 // 4: tether.daemon.Activity
+	(*StatusResponse)(nil),           // 5: tether.daemon.StatusResponse
+	(*manager.SessionView)(nil),      // 6: tether.manager.SessionView
+	(*manager.SessionsRequest)(nil),  // 7: tether.manager.SessionsRequest
+	(*manager.SessionsResponse)(nil), // 8: tether.manager.SessionsResponse
 }
 var file_daemon_daemon_proto_depIdxs = []int32{
 	3, // 0: tether.daemon.StatusResponse.counters:type_name -> tether.daemon.Counters
-	0, // 1: tether.daemon.Daemon.Connect:input_type -> tether.daemon.ConnectRequest
-	1, // 2: tether.daemon.Daemon.Status:input_type -> tether.daemon.StatusRequest
-	2, // 3: tether.daemon.Daemon.Quit:input_type -> tether.daemon.QuitRequest
-	4, // 4: tether.daemon.Daemon.Connect:output_type -> tether.daemon.StatusResponse
-	4, // 5: tether.daemon.Daemon.Status:output_type -> tether.daemon.StatusResponse
-	4, // 6: tether.daemon.Daemon.Quit:output_type -> tether.daemon.StatusResponse
-	4, // [4:7] is the sub-list for method output_type
-	1, // [1:4] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	4, // 1: tether.daemon.StatusResponse.activity:type_name -> tether.daemon.Activity
+	6, // 2: tether.daemon.StatusResponse.manager_view:type_name -> tether.manager.SessionView
+	0, // 3: tether.daemon.Daemon.Connect:input_type -> tether.daemon.ConnectRequest
+	1, // 4: tether.daemon.Daemon.Status:input_type -> tether.daemon.StatusRequest
+	2, // 5: tether.daemon.Daemon.Quit:input_type -> tether.daemon.QuitRequest
+	7, // 6: tether.daemon.Daemon.Sessions:input_type -> tether.manager.SessionsRequest
+	5, // 7: tether.daemon.Daemon.Connect:output_type -> tether.daemon.StatusResponse
+	5, // 8: tether.daemon.Daemon.Status:output_type -> tether.daemon.StatusResponse
+	5, // 9: tether.daemon.Daemon.Quit:output_type -> tether.daemon.StatusResponse
+	8, // 10: tether.daemon.Daemon.Sessions:output_type -> tether.manager.SessionsResponse
+	7, // [7:11] is the sub-list for method output_type
+	3, // [3:7] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_daemon_daemon_proto_init() }
@@ -450,7 +567,7 @@ func file_daemon_daemon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_daemon_daemon_proto_rawDesc), len(file_daemon_daemon_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -10,6 +10,7 @@ package daemon
 
 import (
 	context "context"
+	manager "github.com/tether-dev/tether/rpc/manager"
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
@@ -21,9 +22,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Daemon_Connect_FullMethodName = "/tether.daemon.Daemon/Connect"
-	Daemon_Status_FullMethodName  = "/tether.daemon.Daemon/Status"
-	Daemon_Quit_FullMethodName    = "/tether.daemon.Daemon/Quit"
+	Daemon_Connect_FullMethodName  = "/tether.daemon.Daemon/Connect"
+	Daemon_Status_FullMethodName   = "/tether.daemon.Daemon/Status"
+	Daemon_Quit_FullMethodName     = "/tether.daemon.Daemon/Quit"
+	Daemon_Sessions_FullMethodName = "/tether.daemon.Daemon/Sessions"
 )
 
 // DaemonClient is the client API for Daemon service.
@@ -35,6 +37,8 @@ type DaemonClient interface {
 	// Quit ends the session: flows closed, routes and TUN removed. The daemon
 	// process keeps running.
 	Quit(ctx context.Context, in *QuitRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// Sessions lists the manager's sessions (who else is there).
+	Sessions(ctx context.Context, in *manager.SessionsRequest, opts ...grpc.CallOption) (*manager.SessionsResponse, error)
 }
 
 type daemonClient struct {
@@ -75,6 +79,16 @@ func (c *daemonClient) Quit(ctx context.Context, in *QuitRequest, opts ...grpc.C
 	return out, nil
 }
 
+func (c *daemonClient) Sessions(ctx context.Context, in *manager.SessionsRequest, opts ...grpc.CallOption) (*manager.SessionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(manager.SessionsResponse)
+	err := c.cc.Invoke(ctx, Daemon_Sessions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DaemonServer is the server API for Daemon service.
 // All implementations must embed UnimplementedDaemonServer
 // for forward compatibility.
@@ -84,6 +98,8 @@ type DaemonServer interface {
 	// Quit ends the session: flows closed, routes and TUN removed. The daemon
 	// process keeps running.
 	Quit(context.Context, *QuitRequest) (*StatusResponse, error)
+	// Sessions lists the manager's sessions (who else is there).
+	Sessions(context.Context, *manager.SessionsRequest) (*manager.SessionsResponse, error)
 	mustEmbedUnimplementedDaemonServer()
 }
 
@@ -102,6 +118,9 @@ func (UnimplementedDaemonServer) Status(context.Context, *StatusRequest) (*Statu
 }
 func (UnimplementedDaemonServer) Quit(context.Context, *QuitRequest) (*StatusResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Quit not implemented")
+}
+func (UnimplementedDaemonServer) Sessions(context.Context, *manager.SessionsRequest) (*manager.SessionsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Sessions not implemented")
 }
 func (UnimplementedDaemonServer) mustEmbedUnimplementedDaemonServer() {}
 func (UnimplementedDaemonServer) testEmbeddedByValue()                {}
@@ -178,6 +197,24 @@ func _Daemon_Quit_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Daemon_Sessions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(manager.SessionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).Sessions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_Sessions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).Sessions(ctx, req.(*manager.SessionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Daemon_ServiceDesc is the grpc.ServiceDesc for Daemon service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -196,6 +233,10 @@ var Daemon_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Quit",
 			Handler:    _Daemon_Quit_Handler,
+		},
+		{
+			MethodName: "Sessions",
+			Handler:    _Daemon_Sessions_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
