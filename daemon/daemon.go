@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +19,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -158,13 +161,18 @@ func (d *Daemon) connect(ctx context.Context, req *pb.ConnectRequest, byCLI bool
 	var resume *creds
 	if c, ok := d.loadCreds(); ok && c.Manager == req.Manager {
 		resume = &creds{id: c.ID, secret: c.Secret}
-		if user == "" {
-			user = c.User
+		if !byCLI {
+			// A daemon resuming by itself reuses what connect was given.
+			user, req.Token, req.Tls, req.CaPem = c.User, c.Token, c.TLS, c.CAPEM
 		}
+	}
+	tlsCreds, err := transportCreds(req)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	sess, err := startSession(ctx, sessionConfig{
 		manager: req.Manager, allowConf: req.AllowConflictingSubnets,
-		user: user, host: host, instance: d.instance, byCLI: byCLI, resume: resume,
+		user: user, host: host, instance: d.instance, byCLI: byCLI, resume: resume, token: req.Token, tls: tlsCreds,
 		tunName: d.cfg.TUNName, mtu: d.cfg.MTU, newRouter: d.cfg.NewRouter, log: d.cfg.Log,
 		tracker: d.tracker, onEnded: d.sessionEnded,
 		saveCreds: func(mgr string, c creds) {
@@ -324,6 +332,26 @@ type cachedCreds struct {
 	ID      string `json:"session_id"`
 	Secret  string `json:"session_secret"`
 	User    string `json:"user"`
+	Token   string `json:"token,omitempty"`
+	TLS     bool   `json:"tls,omitempty"`
+	CAPEM   []byte `json:"ca_pem,omitempty"`
+}
+
+// transportCreds returns TLS credentials when the request asks for TLS,
+// verified against its CA or the system roots; nil means plaintext.
+func transportCreds(req *pb.ConnectRequest) (credentials.TransportCredentials, error) {
+	if !req.Tls && len(req.CaPem) == 0 {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if len(req.CaPem) > 0 {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(req.CaPem) {
+			return nil, errors.New("the CA file holds no PEM certificate")
+		}
+		cfg.RootCAs = pool
+	}
+	return credentials.NewTLS(cfg), nil
 }
 
 func (d *Daemon) credsPath() string { return d.cfg.Socket + ".session" }

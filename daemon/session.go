@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -50,6 +51,7 @@ type session struct {
 	user     string
 	host     string
 	creds    atomic.Pointer[creds]
+	token    string
 	tracker  *activity.Tracker
 	// view is the manager's view from the last report.
 	view     atomic.Pointer[pbm.SessionView]
@@ -75,8 +77,10 @@ type sessionConfig struct {
 	allowConf  bool
 	user, host string
 	instance   string
-	byCLI      bool   // a person ran connect (activity), or the daemon resumes by itself
-	resume     *creds // credentials of a session to resume, if any
+	byCLI      bool                             // a person ran connect (activity), or the daemon resumes by itself
+	resume     *creds                           // credentials of a session to resume, if any
+	token      string                           // bearer token, for a manager with auth.tokenFile
+	tls        credentials.TransportCredentials // nil: plaintext
 	tunName    string
 	mtu        int
 	newRouter  func(dev string, log *slog.Logger) (platform.Router, error)
@@ -89,7 +93,7 @@ type sessionConfig struct {
 // startSession connects to the manager, opens the session, and brings up
 // the VIF and its routes. On failure it undoes what it did.
 func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error) {
-	s := &session{addr: cfg.manager, log: cfg.log.With("manager", cfg.manager), instance: cfg.instance, user: cfg.user, host: cfg.host,
+	s := &session{addr: cfg.manager, token: cfg.token, log: cfg.log.With("manager", cfg.manager), instance: cfg.instance, user: cfg.user, host: cfg.host,
 		tracker: cfg.tracker, onEnded: cfg.onEnded, saveCreds: cfg.saveCreds}
 	if cfg.resume != nil {
 		s.creds.Store(cfg.resume)
@@ -99,7 +103,7 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 			s.close(false)
 		}
 	}()
-	opts := append(tunnel.DialOptions(),
+	opts := append(tunnel.DialOptions(cfg.tls),
 		grpc.WithUnaryInterceptor(s.unaryCreds),
 		grpc.WithStreamInterceptor(s.streamCreds))
 	s.cc, err = grpc.NewClient(cfg.manager, opts...)
@@ -256,8 +260,11 @@ func (s *session) opener(c *tunnel.Client) vif.Opener {
 }
 
 func (s *session) withCreds(ctx context.Context) context.Context {
+	if s.token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, manager.MDAuthorization, "Bearer "+s.token)
+	}
 	if c := s.creds.Load(); c != nil {
-		return metadata.AppendToOutgoingContext(ctx, manager.MDSession, c.id, manager.MDSecret, c.secret)
+		ctx = metadata.AppendToOutgoingContext(ctx, manager.MDSession, c.id, manager.MDSecret, c.secret)
 	}
 	return ctx
 }

@@ -74,6 +74,13 @@ type env struct {
 
 type envOptions struct {
 	mgrArgs []string
+	// prepare runs before the manager starts (e.g. to write its files
+	// into e.dir); nil for nothing.
+	prepare func(e *env)
+	// mgrArgsFunc and connectArgsFunc add arguments that depend on the env
+	// (paths in e.dir).
+	mgrArgsFunc     func(e *env) []string
+	connectArgsFunc func(e *env) []string
 }
 
 func requireLab(t testing.TB) {
@@ -101,9 +108,19 @@ func newEnv(t testing.TB, opts envOptions) *env {
 	e.socket = filepath.Join(e.dir, "daemon.sock")
 	t.Cleanup(e.close)
 	e.startPodServers()
-	e.startManager(opts.mgrArgs...)
+	if opts.prepare != nil {
+		opts.prepare(e)
+	}
+	mgrArgs, connectArgs := opts.mgrArgs, []string(nil)
+	if opts.mgrArgsFunc != nil {
+		mgrArgs = append(mgrArgs, opts.mgrArgsFunc(e)...)
+	}
+	if opts.connectArgsFunc != nil {
+		connectArgs = append(connectArgs, opts.connectArgsFunc(e)...)
+	}
+	e.startManager(mgrArgs...)
 	e.startDaemon()
-	e.connect()
+	e.connect(connectArgs...)
 	return e
 }
 
@@ -196,8 +213,8 @@ func (e *env) startDaemon() {
 	}
 }
 
-func (e *env) connect() {
-	if out, err := e.tether("connect", "--manager", e.mgrAddr()); err != nil {
+func (e *env) connect(extra ...string) {
+	if out, err := e.tether(append([]string{"connect", "--manager", e.mgrAddr()}, extra...)...); err != nil {
 		e.t.Fatalf("connect: %v\n%s", err, out)
 	}
 }

@@ -42,6 +42,9 @@ type Config struct {
 	DialTimeout    time.Duration
 	UDPIdleTimeout time.Duration
 	Rules          Rules
+	// Tokens identify users (auth.tokenFile). Nil: unauthenticated
+	// development mode, where users are who their OS says they are.
+	Tokens Tokens
 	// Now is the manager's clock; time.Now when nil. Tests inject one.
 	Now func() time.Time
 	Log *slog.Logger
@@ -67,6 +70,7 @@ type Server struct {
 	subnets []netip.Prefix
 	tunnels *tunnel.Server
 	rules   Rules
+	tokens  Tokens
 	now     func() time.Time
 	log     *slog.Logger
 	reaper  chan struct{} // closed when the reaper returns
@@ -91,6 +95,7 @@ type session struct {
 	id     string
 	secret [sha256.Size]byte // SHA-256 of the secret: the secret itself is never kept
 	user   string
+	groups []string // from the token file; RBAC subjects
 	host   string
 	ledger *activity.Ledger
 	// ctx ends with the session; its flows derive from it.
@@ -126,11 +131,15 @@ func New(cfg Config) (*Server, error) {
 		subnets:  cfg.Subnets,
 		tunnels:  tunnel.NewServer(cfg.DialTimeout, cfg.UDPIdleTimeout, cfg.Log),
 		rules:    r,
+		tokens:   cfg.Tokens,
 		now:      cfg.Now,
 		log:      log,
 		sessions: make(map[string]*session),
 		ended:    make(map[string]ending),
 		reaper:   make(chan struct{}),
+	}
+	if s.tokens == nil {
+		log.Warn("unauthenticated development mode: no auth.tokenFile, users are who their OS user name says")
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	go s.reap()
@@ -195,8 +204,28 @@ func (s *Server) Shutdown() {
 	s.tunnels.Close()
 }
 
+// identify returns the caller's identity: from its bearer token, or in
+// development mode from what the client says.
+func (s *Server) identify(ctx context.Context, claimed string) (Identity, error) {
+	if s.tokens == nil {
+		return Identity{User: claimed}, nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	tok := bearer(first(md, MDAuthorization))
+	if tok == "" {
+		s.log.Warn("arrive without a bearer token refused")
+		return Identity{}, status.Error(codes.Unauthenticated, "the traffic manager requires a token: pass --token-file or set TETHER_TOKEN")
+	}
+	id, ok := s.tokens[tok]
+	if !ok {
+		s.log.Warn("arrive with an unknown token refused")
+		return Identity{}, status.Error(codes.Unauthenticated, "the traffic manager does not know this token")
+	}
+	return id, nil
+}
+
 // Arrive implements pb.ManagerServer.
-func (s *Server) Arrive(_ context.Context, req *pb.ArriveRequest) (*pb.ArriveResponse, error) {
+func (s *Server) Arrive(ctx context.Context, req *pb.ArriveRequest) (*pb.ArriveResponse, error) {
 	subnets := make([]string, len(s.subnets))
 	for i, p := range s.subnets {
 		subnets[i] = p.String()
@@ -218,12 +247,16 @@ func (s *Server) Arrive(_ context.Context, req *pb.ArriveRequest) (*pb.ArriveRes
 			return resp, nil
 		}
 	}
+	who, err := s.identify(ctx, req.User)
+	if err != nil {
+		return nil, err
+	}
 	id, secret := rand.Text()[:16], rand.Text()
-	sess := &session{id: id, secret: sha256.Sum256([]byte(secret)), user: req.User, host: req.Host, ledger: activity.NewLedger(now, req.DaemonInstance)}
+	sess := &session{id: id, secret: sha256.Sum256([]byte(secret)), user: who.User, groups: who.Groups, host: req.Host, ledger: activity.NewLedger(now, req.DaemonInstance)}
 	sess.ctx, sess.cancel = context.WithCancel(s.ctx)
 	s.sessions[id] = sess
-	s.log.Info("session opened", "session", id, "user", req.User, "host", req.Host, "daemon", req.DaemonInstance)
-	resp.SessionId, resp.SessionSecret, resp.User = id, secret, req.User
+	s.log.Info("session opened", "session", id, "user", who.User, "host", req.Host, "daemon", req.DaemonInstance)
+	resp.SessionId, resp.SessionSecret, resp.User = id, secret, who.User
 	return resp, nil
 }
 

@@ -51,7 +51,7 @@ func newHarness(t testing.TB, subnets ...string) *harness {
 	srv := grpc.NewServer(tunnel.ServerOptions()...)
 	mgr.Register(srv)
 	go srv.Serve(ln)
-	cc, err := grpc.NewClient(ln.Addr().String(), tunnel.DialOptions()...)
+	cc, err := grpc.NewClient(ln.Addr().String(), tunnel.DialOptions(nil)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,14 +40,28 @@ func callDaemon(ctx context.Context, g *globals, timeout time.Duration, fn func(
 }
 
 func newConnectCmd(g *globals) *cobra.Command {
-	var mgr string
-	var allow bool
+	var mgr, tokenFile, caFile string
+	var allow, useTLS bool
 	cmd := &cobra.Command{
 		Use:   "connect",
 		Short: "Connect to a traffic manager and route its subnets through the VIF",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req := &pb.ConnectRequest{Manager: mgr, AllowConflictingSubnets: allow, User: currentUser()}
+			req := &pb.ConnectRequest{Manager: mgr, AllowConflictingSubnets: allow, User: currentUser(), Tls: useTLS, Token: os.Getenv("TETHER_TOKEN")}
+			if tokenFile != "" {
+				b, err := os.ReadFile(tokenFile)
+				if err != nil {
+					return fmt.Errorf("--token-file: %w", err)
+				}
+				req.Token = strings.TrimSpace(string(b))
+			}
+			if caFile != "" {
+				b, err := os.ReadFile(caFile)
+				if err != nil {
+					return fmt.Errorf("--ca-file: %w", err)
+				}
+				req.CaPem, req.Tls = b, true
+			}
 			resp, err := callDaemon(cmd.Context(), g, 30*time.Second, func(ctx context.Context, c pb.DaemonClient) (*pb.StatusResponse, error) {
 				return c.Connect(ctx, req)
 			})
@@ -60,6 +74,9 @@ func newConnectCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&mgr, "manager", os.Getenv("TETHER_MANAGER"), "traffic manager host:port (env TETHER_MANAGER)")
 	cmd.Flags().BoolVar(&allow, "allow-conflicting-subnets", false, "route subnets even when they overlap a network the host is directly connected to")
+	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the bearer token for the manager (or env TETHER_TOKEN)")
+	cmd.Flags().BoolVar(&useTLS, "tls", false, "use TLS to the manager, verified with the system roots")
+	cmd.Flags().StringVar(&caFile, "ca-file", "", "use TLS to the manager, verified with this CA certificate (PEM)")
 	return cmd
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/tether-dev/tether/manager"
 	"github.com/tether-dev/tether/tunnel"
@@ -30,6 +31,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 				"tunnel.dialTimeout": "dial-timeout", "tunnel.udpIdleTimeout": "udp-idle-timeout",
 				"grpc.connectionTTL": "connection-ttl", "intercept.inactiveBlockTimeout": "inactive-block-timeout",
 				"activity.reportInterval": "report-interval",
+				"auth.tokenFile":          "token-file", "tls.certFile": "tls-cert-file", "tls.keyFile": "tls-key-file",
 			})
 			if err != nil {
 				return err
@@ -54,9 +56,27 @@ func newManagerCmd(g *globals) *cobra.Command {
 			if err := servePprof(g.pprofAddr, log); err != nil {
 				return err
 			}
+			var tokens manager.Tokens
+			if f := v.GetString("auth.tokenFile"); f != "" {
+				if tokens, err = manager.LoadTokens(f); err != nil {
+					return err
+				}
+			}
+			opts := tunnel.ServerOptions()
+			certFile, keyFile := v.GetString("tls.certFile"), v.GetString("tls.keyFile")
+			if (certFile == "") != (keyFile == "") {
+				return fmt.Errorf("tls.certFile and tls.keyFile go together")
+			}
+			if certFile != "" {
+				creds, err := credentials.NewServerTLSFromFile(certFile, keyFile)
+				if err != nil {
+					return fmt.Errorf("tls.certFile/tls.keyFile: %w", err)
+				}
+				opts = append(opts, grpc.Creds(creds))
+			}
 			mgr, err := manager.New(manager.Config{
 				Subnets: subnets, DialTimeout: durations["tunnel.dialTimeout"],
-				UDPIdleTimeout: durations["tunnel.udpIdleTimeout"], Log: log,
+				UDPIdleTimeout: durations["tunnel.udpIdleTimeout"], Log: log, Tokens: tokens,
 				Rules: manager.Rules{
 					ConnectionTTL:        durations["grpc.connectionTTL"],
 					InactiveBlockTimeout: durations["intercept.inactiveBlockTimeout"],
@@ -70,9 +90,11 @@ func newManagerCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("listen: %w", err)
 			}
-			srv := grpc.NewServer(tunnel.ServerOptions()...)
+			srv := grpc.NewServer(opts...)
 			mgr.Register(srv)
-			log.Warn("serving without TLS: traffic travels in clear text", "component", "manager")
+			if certFile == "" {
+				log.Warn("serving without TLS: tokens and traffic travel in clear text", "component", "manager")
+			}
 			log.Info("traffic manager started", "component", "manager", "listen", ln.Addr().String(), "subnets", subnets,
 				"grpc.connectionTTL", durations["grpc.connectionTTL"], "intercept.inactiveBlockTimeout", durations["intercept.inactiveBlockTimeout"],
 				"activity.reportInterval", durations["activity.reportInterval"])
@@ -106,6 +128,9 @@ func newManagerCmd(g *globals) *cobra.Command {
 	f.String("udp-idle-timeout", tunnel.DefaultUDPIdleTimeout.String(), "end UDP flows idle for this long")
 	f.String("connection-ttl", manager.DefaultRules.ConnectionTTL.String(), "grpc.connectionTTL: end sessions inactive for this long")
 	f.String("inactive-block-timeout", manager.DefaultRules.InactiveBlockTimeout.String(), "intercept.inactiveBlockTimeout: an owner inactive this long no longer blocks conflicting intercepts")
+	f.String("token-file", "", "auth.tokenFile: static token file (token,user,uid,\"groups\"); without it, unauthenticated development mode")
+	f.String("tls-cert-file", "", "tls.certFile: serve TLS with this certificate (PEM)")
+	f.String("tls-key-file", "", "tls.keyFile: the certificate's key (PEM)")
 	f.String("report-interval", manager.DefaultRules.ReportInterval.String(), "activity.reportInterval: how often daemons report")
 	return cmd
 }

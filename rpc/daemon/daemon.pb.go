@@ -31,8 +31,14 @@ type ConnectRequest struct {
 	AllowConflictingSubnets bool   `protobuf:"varint,2,opt,name=allow_conflicting_subnets,json=allowConflictingSubnets,proto3" json:"allow_conflicting_subnets,omitempty"`
 	User                    string `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
 	Host                    string `protobuf:"bytes,4,opt,name=host,proto3" json:"host,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// Bearer token for a manager with auth.tokenFile.
+	Token string `protobuf:"bytes,5,opt,name=token,proto3" json:"token,omitempty"`
+	// Use TLS to the manager; verify it with ca_pem, or the system roots
+	// when empty.
+	Tls           bool   `protobuf:"varint,6,opt,name=tls,proto3" json:"tls,omitempty"`
+	CaPem         []byte `protobuf:"bytes,7,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConnectRequest) Reset() {
@@ -91,6 +97,27 @@ func (x *ConnectRequest) GetHost() string {
 		return x.Host
 	}
 	return ""
+}
+
+func (x *ConnectRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *ConnectRequest) GetTls() bool {
+	if x != nil {
+		return x.Tls
+	}
+	return false
+}
+
+func (x *ConnectRequest) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
 }
 
 type StatusRequest struct {
@@ -468,12 +495,15 @@ var File_daemon_daemon_proto protoreflect.FileDescriptor
 
 const file_daemon_daemon_proto_rawDesc = "" +
 	"\n" +
-	"\x13daemon/daemon.proto\x12\rtether.daemon\x1a\x15manager/manager.proto\"\x8e\x01\n" +
+	"\x13daemon/daemon.proto\x12\rtether.daemon\x1a\x15manager/manager.proto\"\xcd\x01\n" +
 	"\x0eConnectRequest\x12\x18\n" +
 	"\amanager\x18\x01 \x01(\tR\amanager\x12:\n" +
 	"\x19allow_conflicting_subnets\x18\x02 \x01(\bR\x17allowConflictingSubnets\x12\x12\n" +
 	"\x04user\x18\x03 \x01(\tR\x04user\x12\x12\n" +
-	"\x04host\x18\x04 \x01(\tR\x04host\"\x0f\n" +
+	"\x04host\x18\x04 \x01(\tR\x04host\x12\x14\n" +
+	"\x05token\x18\x05 \x01(\tR\x05token\x12\x10\n" +
+	"\x03tls\x18\x06 \x01(\bR\x03tls\x12\x15\n" +
+	"\x06ca_pem\x18\a \x01(\fR\x05caPem\"\x0f\n" +
 	"\rStatusRequest\"\r\n" +
 	"\vQuitRequest\"\xbf\x02\n" +
 	"\bCounters\x12\x1f\n" +

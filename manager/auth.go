@@ -1,0 +1,81 @@
+package manager
+
+import (
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// MDAuthorization carries "Bearer TOKEN" on Arrive.
+const MDAuthorization = "authorization"
+
+// Identity is who a token belongs to.
+type Identity struct {
+	User   string
+	UID    string
+	Groups []string
+}
+
+// Tokens maps bearer tokens to identities, read from a file in the
+// Kubernetes static token format: token,user,uid,"group1,group2".
+type Tokens map[string]Identity
+
+// LoadTokens reads a static token file. Errors name the file and line.
+func LoadTokens(path string) (Tokens, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("auth.tokenFile: %w", err)
+	}
+	defer f.Close()
+	toks, err := parseTokens(f)
+	if err != nil {
+		return nil, fmt.Errorf("auth.tokenFile %s: %w", path, err)
+	}
+	return toks, nil
+}
+
+func parseTokens(r io.Reader) (Tokens, error) {
+	cr := csv.NewReader(r)
+	cr.FieldsPerRecord = -1
+	cr.TrimLeadingSpace = true
+	cr.Comment = '#'
+	toks := Tokens{}
+	for {
+		rec, err := cr.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		line, _ := cr.FieldPos(0)
+		if len(rec) < 3 || rec[0] == "" || rec[1] == "" {
+			return nil, fmt.Errorf("line %d: want token,user,uid[,\"group1,group2\"]", line)
+		}
+		if _, dup := toks[rec[0]]; dup {
+			return nil, fmt.Errorf("line %d: duplicate token", line)
+		}
+		id := Identity{User: rec[1], UID: rec[2]}
+		if len(rec) > 3 && rec[3] != "" {
+			for _, g := range strings.Split(rec[3], ",") {
+				id.Groups = append(id.Groups, strings.TrimSpace(g))
+			}
+		}
+		toks[rec[0]] = id
+	}
+	if len(toks) == 0 {
+		return nil, errors.New("no tokens")
+	}
+	return toks, nil
+}
+
+// bearer extracts the token from an authorization value.
+func bearer(v string) string {
+	if t, ok := strings.CutPrefix(v, "Bearer "); ok {
+		return strings.TrimSpace(t)
+	}
+	return ""
+}
