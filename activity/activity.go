@@ -86,12 +86,14 @@ func (t *Tracker) Counts(kind Kind, dst netip.AddrPort) bool {
 	return false
 }
 
-// NoteFlow records a new flow; only what Counts is activity.
-func (t *Tracker) NoteFlow(kind Kind, dst netip.AddrPort) {
+// NoteFlow records a new flow; only what Counts is activity. It reports
+// whether the flow counted.
+func (t *Tracker) NoteFlow(kind Kind, dst netip.AddrPort) bool {
 	if !t.Counts(kind, dst) {
-		return
+		return false
 	}
 	t.note(kind, dst, "")
+	return true
 }
 
 // NoteCLI records a CLI command (name, e.g. "status").

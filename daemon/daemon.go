@@ -54,6 +54,7 @@ const MDNoActivity = "tether-no-activity"
 func (d *Daemon) noteCLI(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get(MDNoActivity)) == 0 {
 		d.tracker.NoteCLI(strings.ToLower(path.Base(info.FullMethod)))
+		d.metrics.activity.WithLabelValues(activity.CLI.String()).Inc()
 	}
 	return handler(ctx, req)
 }
@@ -67,6 +68,7 @@ type Daemon struct {
 	ln       net.Listener
 	srv      *grpc.Server
 	tracker  *activity.Tracker
+	metrics  *metrics
 	bg       sync.WaitGroup // goroutines ending sessions the manager ended
 
 	// mu guards sess and reason, and serialises Connect and Quit.
@@ -88,7 +90,7 @@ func New(cfg Config) (*Daemon, error) {
 		cfg.NewRouter = platform.NewRouter
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Log.With("component", "daemon"), instance: rand.Text()[:12],
-		tracker: activity.NewTracker(nil, cfg.IgnoreTCPPorts)}
+		tracker: activity.NewTracker(nil, cfg.IgnoreTCPPorts), metrics: newMetrics()}
 	d.removeStale()
 	ln, err := listenSocket(cfg.Socket)
 	if err != nil {
@@ -174,7 +176,7 @@ func (d *Daemon) connect(ctx context.Context, req *pb.ConnectRequest, byCLI bool
 		manager: req.Manager, allowConf: req.AllowConflictingSubnets,
 		user: user, host: host, instance: d.instance, byCLI: byCLI, resume: resume, token: req.Token, tls: tlsCreds,
 		tunName: d.cfg.TUNName, mtu: d.cfg.MTU, newRouter: d.cfg.NewRouter, log: d.cfg.Log,
-		tracker: d.tracker, onEnded: d.sessionEnded,
+		tracker: d.tracker, metrics: d.metrics, onEnded: d.sessionEnded,
 		saveCreds: func(mgr string, c creds) {
 			d.saveCreds(cachedCreds{Manager: mgr, ID: c.id, Secret: c.secret, User: user})
 		},

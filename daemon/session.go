@@ -53,6 +53,7 @@ type session struct {
 	creds    atomic.Pointer[creds]
 	token    string
 	tracker  *activity.Tracker
+	metrics  *metrics
 	// view is the manager's view from the last report.
 	view     atomic.Pointer[pbm.SessionView]
 	userName atomic.Pointer[string] // as the manager identified the user
@@ -85,6 +86,7 @@ type sessionConfig struct {
 	mtu        int
 	newRouter  func(dev string, log *slog.Logger) (platform.Router, error)
 	tracker    *activity.Tracker
+	metrics    *metrics
 	onEnded    func(s *session, reason string)
 	saveCreds  func(manager string, c creds)
 	log        *slog.Logger
@@ -94,7 +96,7 @@ type sessionConfig struct {
 // the VIF and its routes. On failure it undoes what it did.
 func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error) {
 	s := &session{addr: cfg.manager, token: cfg.token, log: cfg.log.With("manager", cfg.manager), instance: cfg.instance, user: cfg.user, host: cfg.host,
-		tracker: cfg.tracker, onEnded: cfg.onEnded, saveCreds: cfg.saveCreds}
+		tracker: cfg.tracker, metrics: cfg.metrics, onEnded: cfg.onEnded, saveCreds: cfg.saveCreds}
 	if cfg.resume != nil {
 		s.creds.Store(cfg.resume)
 	}
@@ -254,7 +256,7 @@ func (s *session) opener(c *tunnel.Client) vif.Opener {
 		if id.Proto == vif.UDP {
 			proto, kind = pbm.Protocol_UDP, activity.UDPFlow
 		}
-		s.tracker.NoteFlow(kind, id.Dst)
+		s.metrics.flow(kind, s.tracker.NoteFlow(kind, id.Dst))
 		return c.Open(ctx, proto, id.Src, id.Dst)
 	}
 }

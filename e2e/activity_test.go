@@ -104,7 +104,7 @@ func (e *env) expectConnected(want bool) {
 // TestStatusShowsActivity: status reports last activity, its reason, and the
 // manager's view.
 func TestStatusShowsActivity(t *testing.T) {
-	e := newEnv(t, envOptions{mgrArgs: shortRules})
+	e := newEnv(t, envOptions{mgrArgs: append([]string{"--metrics-addr", "127.0.0.1:9464"}, shortRules...)})
 	if _, err := e.run(e.lab.Client, "curl", "-sS", "--max-time", "3", "http://"+e.podAddr(portHTTP)+"/"); err != nil {
 		t.Fatal(err)
 	}
@@ -124,5 +124,11 @@ func TestStatusShowsActivity(t *testing.T) {
 	out, err := e.tether("sessions")
 	if err != nil || !strings.Contains(out, "ACTIVE") {
 		t.Fatalf("sessions: %v\n%s", err, out)
+	}
+	metrics, err := e.run(e.lab.Mgr, "curl", "-sS", "--max-time", "5", "http://127.0.0.1:9464/metrics")
+	for _, want := range []string{"tether_manager_sessions 1", "tether_manager_sessions_active 1", "tether_manager_reports_total", "tether_manager_session_expirations_total 0"} {
+		if err != nil || !strings.Contains(metrics, want) {
+			t.Fatalf("manager metrics lack %q: %v\n%s", want, err, metrics)
+		}
 	}
 }

@@ -74,6 +74,7 @@ type Server struct {
 	now     func() time.Time
 	log     *slog.Logger
 	reaper  chan struct{} // closed when the reaper returns
+	metrics metrics
 
 	// ctx is alive until Shutdown; every session's context derives from it.
 	ctx    context.Context
@@ -137,6 +138,7 @@ func New(cfg Config) (*Server, error) {
 		sessions: make(map[string]*session),
 		ended:    make(map[string]ending),
 		reaper:   make(chan struct{}),
+		metrics:  newMetrics(),
 	}
 	if s.tokens == nil {
 		log.Warn("unauthenticated development mode: no auth.tokenFile, users are who their OS user name says")
@@ -174,6 +176,7 @@ func (s *Server) Expire(now time.Time) {
 		}
 		reason := fmt.Sprintf("session ended by the traffic manager: inactive for %s (grpc.connectionTTL)", s.rules.ConnectionTTL)
 		s.endLocked(sess, reason, now)
+		s.metrics.expirations.Inc()
 		s.log.Info("session expired", "session", id, "user", sess.user, "host", sess.host,
 			"last_activity", sess.ledger.LastActivity().Format(time.RFC3339), "ttl", s.rules.ConnectionTTL)
 	}
@@ -292,6 +295,7 @@ func (s *Server) Report(ctx context.Context, req *pb.ReportRequest) (*pb.ReportR
 	if a := req.Activity; a != nil {
 		r.HasActivity, r.Events, r.IdleFor = true, a.Events, time.Duration(a.IdleForMs)*time.Millisecond
 	}
+	s.metrics.reports.Inc()
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -11,7 +11,7 @@ import (
 )
 
 func newDaemonCmd(g *globals) *cobra.Command {
-	var configFile string
+	var configFile, metricsAddr string
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Run the root daemon in the foreground (needs root)",
@@ -43,11 +43,15 @@ func newDaemonCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := serveMetrics(metricsAddr, g.logger(), d.RegisterMetrics); err != nil {
+				return fmt.Errorf("--metrics-addr: %w", err)
+			}
 			return d.Run(cmd.Context())
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "daemon configuration file (YAML)")
+	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (/metrics)")
 	f.String("tun-name", "tether%d", "name of the TUN device (%d: first free number)")
 	f.Int("mtu", vif.DefaultMTU, "MTU of the TUN device")
 	f.StringSlice("ignore-tcp-ports", []string{"53"}, "activity.ignoreTCPPorts: tunnels to these TCP ports are not activity")

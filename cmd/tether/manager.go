@@ -20,7 +20,7 @@ import (
 const shutdownGrace = 2 * time.Second
 
 func newManagerCmd(g *globals) *cobra.Command {
-	var configFile string
+	var configFile, metricsAddr string
 	cmd := &cobra.Command{
 		Use:   "manager",
 		Short: "Run the traffic manager: dials into the cluster network for daemons",
@@ -86,6 +86,9 @@ func newManagerCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := serveMetrics(metricsAddr, log, mgr.RegisterMetrics); err != nil {
+				return fmt.Errorf("--metrics-addr: %w", err)
+			}
 			ln, err := net.Listen("tcp", v.GetString("listen"))
 			if err != nil {
 				return fmt.Errorf("listen: %w", err)
@@ -122,6 +125,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "manager configuration file (YAML)")
+	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (/metrics)")
 	f.String("listen", ":8081", "address to serve daemons on")
 	f.StringSlice("subnet", nil, "cluster subnet to offer (repeatable, CIDR)")
 	f.String("dial-timeout", tunnel.DefaultDialTimeout.String(), "how long to wait for a destination to accept a connection")
