@@ -24,9 +24,12 @@ test: ## run all tests (root: also the namespace-lab end-to-end tests)
 	$(GO) vet ./...
 	$(GO) test -race -timeout 15m ./...
 
-bench: ## run the benchmarks (root: the namespace lab, as ratios to the direct veth)
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./e2e/ | tee bench.txt
-	$(GO) test -run '^$$' -bench . -benchmem ./vif/ ./tunnel/ | tee -a bench.txt
+# A pipe into tee hides go test's exit status (POSIX sh has no pipefail), so
+# bench fails by looking for go test's FAIL lines in bench.txt.
+bench: ## run the benchmarks (root: the namespace lab, as ratios to the direct veth); output also in bench.txt
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./e2e/ 2>&1 | tee bench.txt
+	$(GO) test -run '^$$' -bench . -benchmem ./vif/ ./tunnel/ 2>&1 | tee -a bench.txt
+	@! grep -Eq '^(FAIL|--- FAIL)' bench.txt || { echo 'bench: some benchmarks failed, see bench.txt'; exit 1; }
 
 demo: build ## build, then run manager + daemon + a pod in network namespaces and curl through the VIF (root)
 	$(GO) run ./internal/netlab/demo -tether $(BIN)

@@ -1,0 +1,691 @@
+package e2e
+
+// Benchmarks in the namespace lab. Each measures through the VIF and, where
+// the same measurement exists without Tether, "direct": the same client
+// program in the client namespace talking to a server in the mgr namespace at
+// MgrIP, over the veth between them, no TUN involved. Every benchmark reports
+// its numbers with b.ReportMetric and prints a Markdown table on stdout (so
+// `make bench` shows it without -v). Nothing asserts on time.
+//
+//	go test -run '^$' -bench . -benchtime 1x ./e2e/
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tether-dev/tether/internal/netlab"
+)
+
+// Ports of the benchmark servers. The pod's iperf3 server listens on the pod
+// IP; the direct ones listen in the mgr namespace on MgrIP.
+const (
+	portIperfPod    = 5201
+	portIperfDirect = 5202
+	portFirstDirect = 9104
+	portHoldProcess = 9103 // the pod's hold server in a process of its own
+)
+
+// holdServerEnv, set to an address, turns the test binary into a hold server
+// on that address (see startHoldProcess) instead of running tests.
+const holdServerEnv = "TETHER_E2E_HOLD_SERVER"
+
+func init() {
+	addr := os.Getenv(holdServerEnv)
+	if addr == "" {
+		return
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	stop := serveHold(ln)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	<-sig
+	stop()
+	os.Exit(0)
+}
+
+// startHoldProcess runs a hold server (serveHold) on the pod's
+// portHoldProcess in a child process. Ten thousand connections need 10,000
+// descriptors at each end; in one process with the clients they would need
+// 20,000, more than a host's hard RLIMIT_NOFILE often allows (and only
+// CAP_SYS_RESOURCE may raise it).
+func (e *env) startHoldProcess() string {
+	exe, err := os.Executable()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	addr := e.podAddr(portHoldProcess)
+	if _, err := e.lab.Start(e.lab.Pod, filepath.Join(e.dir, "hold.log"), "env", holdServerEnv+"="+addr, exe); err != nil {
+		e.t.Fatal(err)
+	}
+	e.waitTCP(e.lab.Pod, addr)
+	return addr
+}
+
+// directAddr is MgrIP:port: a server in the mgr namespace, reached over the
+// veth from the client namespace.
+func (e *env) directAddr(port int) string {
+	return netip.AddrPortFrom(e.lab.MgrIP, uint16(port)).String()
+}
+
+// BenchmarkTCPBulk: iperf3 for 5 s, 1 and 4 streams, upload (client sends)
+// and download (-R), through the VIF to the pod and direct to the mgr
+// namespace.
+func BenchmarkTCPBulk(b *testing.B) {
+	requireLab(b)
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		b.Skip("iperf3 not installed")
+	}
+	e := newEnv(b, envOptions{})
+	dpid, mpid := procPID(b, e.daemon), procPID(b, e.mgr)
+	pod := e.startIperf(e.lab.Pod, e.lab.PodIP, portIperfPod)
+	direct := e.startIperf(e.lab.Mgr, e.lab.MgrIP, portIperfDirect)
+
+	tab := &table{title: fmt.Sprintf("BenchmarkTCPBulk: iperf3 -t 5, Gbit/s received (%d CPUs)", runtime.NumCPU())}
+	for _, tc := range []struct {
+		name    string
+		streams int
+		reverse bool
+	}{
+		{"upload/1-stream", 1, false},
+		{"upload/4-streams", 4, false},
+		{"download/1-stream", 1, true},
+		{"download/4-streams", 4, true},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			var vif, dir, dCPU, mCPU float64
+			for range b.N {
+				// Where the VIF's CPU goes: the daemon's and the manager's
+				// share while iperf3 runs through them.
+				cpu := cpuDuring(b, func() { vif += e.iperf(b, pod, tc.streams, tc.reverse) }, dpid, mpid)
+				dCPU += cpu[0].cpuPct
+				mCPU += cpu[1].cpuPct
+				dir += e.iperf(b, direct, tc.streams, tc.reverse)
+			}
+			vif /= float64(b.N)
+			dir /= float64(b.N)
+			dCPU /= float64(b.N)
+			mCPU /= float64(b.N)
+			b.ReportMetric(0, "ns/op") // the run's duration says nothing here
+			b.ReportMetric(vif, "vif-Gbit/s")
+			b.ReportMetric(dir, "direct-Gbit/s")
+			b.ReportMetric(vif/dir, "ratio")
+			b.ReportMetric(dCPU, "daemon-CPU%")
+			b.ReportMetric(mCPU, "mgr-CPU%")
+			tab.add(tc.name+" (Gbit/s)", vif, dir)
+			tab.addVIF(tc.name+": daemon, manager CPU % of one core", dCPU, mCPU)
+		})
+	}
+	tab.print()
+}
+
+// startIperf starts `iperf3 -s` bound to ip:port in namespace ns and waits
+// until it accepts (from its own namespace, so no tunnel is opened).
+func (e *env) startIperf(ns string, ip netip.Addr, port int) netip.AddrPort {
+	addr := netip.AddrPortFrom(ip, uint16(port))
+	log := filepath.Join(e.dir, fmt.Sprintf("iperf3-%d.log", port))
+	if _, err := e.lab.Start(ns, log, "iperf3", "-s", "-B", ip.String(), "-p", strconv.Itoa(port)); err != nil {
+		e.t.Fatal(err)
+	}
+	e.waitTCP(ns, addr.String())
+	return addr
+}
+
+// iperf runs one iperf3 client from the client namespace and returns the
+// receiver's rate in Gbit/s.
+func (e *env) iperf(b *testing.B, server netip.AddrPort, streams int, reverse bool) float64 {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	args := []string{"-c", server.Addr().String(), "-p", strconv.Itoa(int(server.Port())),
+		"-t", "5", "-J", "-P", strconv.Itoa(streams)}
+	if reverse {
+		args = append(args, "-R")
+	}
+	// stdout only: iperf3 may warn on stderr, which would spoil the JSON.
+	out, err := e.lab.Command(ctx, e.lab.Client, "iperf3", args...).Output()
+	var r struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+		Error string `json:"error"`
+	}
+	if jerr := json.Unmarshal(out, &r); jerr != nil || r.Error != "" || err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			err = fmt.Errorf("%w: %s", err, strings.TrimSpace(string(ee.Stderr)))
+		}
+		b.Fatalf("iperf3 %s: %v; JSON %v; iperf3 error %q", strings.Join(args, " "), err, jerr, r.Error)
+	}
+	return r.End.SumReceived.BitsPerSecond / 1e9
+}
+
+// BenchmarkConnect: 5,000 sequential short connections, each dial + read of
+// the byte the server writes on accept + close, through the VIF to the pod
+// and direct to the mgr namespace.
+func BenchmarkConnect(b *testing.B) {
+	const (
+		n      = 5000
+		warmup = 100
+	)
+	e := newEnv(b, envOptions{})
+	ln, err := e.lab.Listen(e.lab.Mgr, "tcp", e.directAddr(portFirstDirect))
+	if err != nil {
+		b.Fatal(err)
+	}
+	e.stops = append(e.stops, serveFirstByte(ln))
+
+	var vif, dir connectStats
+	for range b.N {
+		for _, w := range []struct {
+			addr string
+			into *connectStats
+		}{{e.podAddr(portFirst), &vif}, {e.directAddr(portFirstDirect), &dir}} {
+			if _, err := connectLoop(e.lab, w.addr, warmup); err != nil {
+				b.Fatalf("warm-up: %v", err)
+			}
+			s, err := connectLoop(e.lab, w.addr, n)
+			if err != nil {
+				b.Fatal(err)
+			}
+			*w.into = s // the last run's: percentiles do not average
+		}
+	}
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(vif.rate(), "vif-conns/s")
+	b.ReportMetric(dir.rate(), "direct-conns/s")
+	b.ReportMetric(vif.rate()/dir.rate(), "conns/s-ratio")
+	for _, p := range []struct {
+		name string
+		q    float64
+	}{{"p50", 0.50}, {"p99", 0.99}} {
+		v, d := us(vif.percentile(p.q)), us(dir.percentile(p.q))
+		b.ReportMetric(v, "vif-"+p.name+"-us")
+		b.ReportMetric(d, "direct-"+p.name+"-us")
+		b.ReportMetric(v-d, "added-"+p.name+"-us")
+		b.ReportMetric(v/d, p.name+"-ratio")
+	}
+
+	tab := &table{title: fmt.Sprintf("BenchmarkConnect: %d sequential connections, dial + first byte + close", n)}
+	tab.add("connections/s", vif.rate(), dir.rate())
+	for _, p := range []struct {
+		name string
+		q    float64
+	}{{"p50", 0.50}, {"p99", 0.99}} {
+		v, d := us(vif.percentile(p.q)), us(dir.percentile(p.q))
+		tab.add(p.name+" connect + first byte (µs)", v, d)
+		tab.addVIF(p.name+" added by the VIF (µs)", v-d)
+	}
+	tab.print()
+}
+
+// connectStats are the latencies of one connect loop, sorted.
+type connectStats struct {
+	elapsed time.Duration
+	lat     []time.Duration
+}
+
+func (s connectStats) rate() float64 { return float64(len(s.lat)) / s.elapsed.Seconds() }
+
+// percentile is the nearest-rank q-quantile.
+func (s connectStats) percentile(q float64) time.Duration {
+	if len(s.lat) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(s.lat)))) - 1
+	return s.lat[max(i, 0)]
+}
+
+// connectLoop makes n sequential connections to addr from the client
+// namespace. The whole loop runs inside one Lab.Do: a socket is created in
+// the namespace of the thread that calls socket(2), and Do keeps this
+// goroutine on a thread switched into the client namespace, so each net.Dial
+// below makes its socket there without a setns per connection.
+//
+// The client closes first, gracefully, so its TIME_WAIT sockets stay in the
+// client's kernel (never in the daemon's netstack, which closes passively).
+// No SO_LINGER 0: 5,000 TIME_WAIT sockets per destination fit easily in the
+// ~28,000 ephemeral ports, and the lab sets tcp_tw_reuse besides.
+func connectLoop(lab *netlab.Lab, addr string, n int) (connectStats, error) {
+	s := connectStats{lat: make([]time.Duration, 0, n)}
+	deadline := time.Now().Add(2 * time.Minute)
+	err := lab.Do(lab.Client, func() error {
+		buf := make([]byte, 1)
+		d := net.Dialer{Timeout: 5 * time.Second}
+		start := time.Now()
+		for i := range n {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("connect loop to %s: only %d of %d connections within 2m", addr, i, n)
+			}
+			t0 := time.Now()
+			c, err := d.Dial("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("connection %d to %s: %w", i, addr, err)
+			}
+			c.SetReadDeadline(t0.Add(5 * time.Second))
+			_, err = io.ReadFull(c, buf)
+			lat := time.Since(t0)
+			c.Close()
+			if err != nil {
+				return fmt.Errorf("connection %d to %s: first byte: %w", i, addr, err)
+			}
+			s.lat = append(s.lat, lat)
+		}
+		s.elapsed = time.Since(start)
+		return nil
+	})
+	slices.Sort(s.lat)
+	return s, err
+}
+
+// BenchmarkIdleMemory: the daemon's (and, for information, the manager's)
+// resident memory per idle TCP connection, with 10,000 connections open
+// through the VIF to the pod's hold server.
+//
+// There is no direct counterpart: without the VIF no user-space process holds
+// anything per connection, so the table leaves the direct column empty.
+func BenchmarkIdleMemory(b *testing.B) {
+	const (
+		n       = 10000
+		dialers = 200
+	)
+	requireLab(b)
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < n+1000 {
+		// TestMain tries to raise it, which needs CAP_SYS_RESOURCE.
+		b.Skipf("RLIMIT_NOFILE is %d, too few for %d connections", lim.Cur, n)
+	}
+	e := newEnv(b, envOptions{})
+	dpid, mpid := procPID(b, e.daemon), procPID(b, e.mgr)
+	hold := e.startHoldProcess()
+
+	var dKiB, mKiB, openSecs float64
+	var dBefore, dAfter, mBefore, mAfter procMem
+	for range b.N {
+		dBefore, mBefore = settledMem(b, dpid), settledMem(b, mpid)
+		start := time.Now()
+		conns, failed, err := openConns(e.lab, hold, n, dialers)
+		openSecs = time.Since(start).Seconds()
+		if failed > 0 {
+			// Measure what did open, then fail: failures at this scale are a finding.
+			b.Errorf("%d of %d connections failed; first error: %v", failed, n, err)
+		}
+		if len(conns) == 0 {
+			b.FailNow()
+		}
+		if err := e.waitLive(len(conns), time.Minute); err != nil {
+			closeAll(conns)
+			b.Fatal(err)
+		}
+		dAfter, mAfter = settledMem(b, dpid), settledMem(b, mpid)
+		dKiB = float64(dAfter.rssKiB-dBefore.rssKiB) / float64(len(conns))
+		mKiB = float64(mAfter.rssKiB-mBefore.rssKiB) / float64(len(conns))
+		closeAll(conns)
+		// Let the flows end before the next iteration's baseline.
+		if err := e.waitLive(0, time.Minute); err != nil {
+			b.Errorf("after closing the connections: %v", err)
+		}
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(dKiB, "daemon-KiB/conn")
+	b.ReportMetric(mKiB, "mgr-KiB/conn")
+	b.ReportMetric(float64(dAfter.rssKiB)/1024, "daemon-MiB")
+	b.ReportMetric(float64(mAfter.rssKiB)/1024, "mgr-MiB")
+	b.ReportMetric(float64(n)/openSecs, "open-conns/s")
+
+	tab := &table{title: fmt.Sprintf("BenchmarkIdleMemory: %d idle connections through the VIF (no direct counterpart)", n)}
+	tab.addVIF("daemon RSS before (MiB)", float64(dBefore.rssKiB)/1024)
+	tab.addVIF("daemon RSS with the connections (MiB)", float64(dAfter.rssKiB)/1024)
+	tab.addVIF("daemon KiB per connection", dKiB)
+	tab.addVIF("daemon threads with the connections", float64(dAfter.threads))
+	tab.addVIF("manager RSS before (MiB)", float64(mBefore.rssKiB)/1024)
+	tab.addVIF("manager RSS with the connections (MiB)", float64(mAfter.rssKiB)/1024)
+	tab.addVIF("manager KiB per connection", mKiB)
+	tab.addVIF(fmt.Sprintf("opening them, %d dialers (conns/s)", dialers), float64(n)/openSecs)
+	tab.print()
+}
+
+// BenchmarkIdleCPU: CPU and wake-ups of the daemon and the manager over 10 s,
+// connected with no connections and then with 100 idle connections. Context
+// switches (voluntary + involuntary, summed over threads) stand in for
+// wake-ups. No direct counterpart: see BenchmarkIdleMemory.
+func BenchmarkIdleCPU(b *testing.B) {
+	const (
+		n      = 100
+		window = 10 * time.Second
+	)
+	e := newEnv(b, envOptions{})
+	dpid, mpid := procPID(b, e.daemon), procPID(b, e.mgr)
+
+	idleFor := func() { time.Sleep(window) }
+	var base, idle []cpuRate // daemon, manager
+	for range b.N {
+		time.Sleep(3 * time.Second) // let connect's work settle
+		base = cpuDuring(b, idleFor, dpid, mpid)
+		conns, failed, err := openConns(e.lab, e.podAddr(portHold), n, 20)
+		if failed > 0 {
+			closeAll(conns)
+			b.Fatalf("%d of %d connections failed; first error: %v", failed, n, err)
+		}
+		if err := e.waitLive(n, time.Minute); err != nil {
+			closeAll(conns)
+			b.Fatal(err)
+		}
+		time.Sleep(3 * time.Second)
+		idle = cpuDuring(b, idleFor, dpid, mpid)
+		closeAll(conns)
+		if err := e.waitLive(0, time.Minute); err != nil {
+			b.Errorf("after closing the connections: %v", err)
+		}
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(idle[0].cpuPct, "daemon-CPU%")
+	b.ReportMetric(idle[0].wakeups, "daemon-wakeups/s")
+	b.ReportMetric(idle[1].cpuPct, "mgr-CPU%")
+	b.ReportMetric(idle[1].wakeups, "mgr-wakeups/s")
+	b.ReportMetric(base[0].wakeups, "daemon-0conn-wakeups/s")
+	b.ReportMetric(base[1].wakeups, "mgr-0conn-wakeups/s")
+
+	tab := &table{title: fmt.Sprintf("BenchmarkIdleCPU: %v per sample, connected (no direct counterpart)", window)}
+	for i, who := range []string{"daemon", "manager"} {
+		tab.addVIF(who+" CPU %, no connections", base[i].cpuPct)
+		tab.addVIF(fmt.Sprintf("%s CPU %%, %d idle connections", who, n), idle[i].cpuPct)
+		tab.addVIF(who+" wake-ups/s, no connections", base[i].wakeups)
+		tab.addVIF(fmt.Sprintf("%s wake-ups/s, %d idle connections", who, n), idle[i].wakeups)
+	}
+	tab.print()
+}
+
+// openConns opens n connections to addr from the client namespace with the
+// given number of concurrent dialers, each inside its own Lab.Do (see
+// connectLoop), each dial bounded by 10 s and the whole by 3 minutes. It
+// returns the connections that opened, how many failed and the first error.
+func openConns(lab *netlab.Lab, addr string, n, dialers int) (conns []net.Conn, failed int, firstErr error) {
+	var (
+		mu   sync.Mutex // guards conns, failed, firstErr
+		wg   sync.WaitGroup
+		jobs = make(chan struct{}, n)
+	)
+	for range n {
+		jobs <- struct{}{}
+	}
+	close(jobs)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	note := func(c net.Conn, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			failed++
+			if firstErr == nil {
+				firstErr = err
+			}
+			return
+		}
+		conns = append(conns, c)
+	}
+	for range min(dialers, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := lab.Do(lab.Client, func() error {
+				d := net.Dialer{Timeout: 10 * time.Second}
+				for range jobs {
+					note(d.DialContext(ctx, "tcp", addr))
+				}
+				return nil
+			})
+			if err != nil {
+				note(nil, err)
+			}
+		}()
+	}
+	wg.Wait()
+	return conns, failed, firstErr
+}
+
+func closeAll(conns []net.Conn) {
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// waitLive waits up to timeout for the daemon's counters.tcp_tunnels_live to
+// reach want.
+func (e *env) waitLive(want int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		counters, _ := e.status()["counters"].(map[string]any)
+		live, _ := counters["tcp_tunnels_live"].(float64)
+		if int(live) == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("tcp_tunnels_live = %v after %v, want %d", live, timeout, want)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// procPID is the pid of the program p runs. Lab.Start runs `ip netns exec NS
+// prog`, and ip execs prog in place (it forks only in batch mode), so the
+// pid of p.Cmd is the program's; this checks that rather than trusting it.
+func procPID(b *testing.B, p *netlab.Proc) int {
+	b.Helper()
+	pid := p.Cmd.Process.Pid
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if filepath.Base(exe) != filepath.Base(tetherBin) {
+		b.Fatalf("pid %d runs %s, not %s: ip netns exec did not exec in place", pid, exe, tetherBin)
+	}
+	return pid
+}
+
+// procMem is a reading of /proc/PID/status.
+type procMem struct {
+	rssKiB  int64
+	threads int64
+}
+
+func readMem(pid int) (procMem, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return procMem{}, err
+	}
+	defer f.Close()
+	var m procMem
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), ":")
+		fields := strings.Fields(v)
+		if len(fields) == 0 {
+			continue
+		}
+		switch k {
+		case "VmRSS": // "  1234 kB"
+			m.rssKiB, _ = strconv.ParseInt(fields[0], 10, 64)
+		case "Threads":
+			m.threads, _ = strconv.ParseInt(fields[0], 10, 64)
+		}
+	}
+	if m.rssKiB == 0 {
+		return m, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	}
+	return m, sc.Err()
+}
+
+// settledMem reads the memory twice, a second apart, and keeps the later
+// reading: whatever a GC cycle or the scavenger was doing at the first has
+// had time to finish.
+func settledMem(b *testing.B, pid int) procMem {
+	b.Helper()
+	if _, err := readMem(pid); err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	m, err := readMem(pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m
+}
+
+// cpuRate is CPU use and wake-ups of one process over a window.
+type cpuRate struct {
+	cpuPct  float64 // of one core
+	wakeups float64 // context switches per second, all threads
+}
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat: 100
+// on every Linux architecture Go supports (sysconf would need cgo).
+const clockTicks = 100
+
+// cpuSample is a process's CPU time (ticks) and context switches (all threads).
+type cpuSample struct {
+	ticks, switches int64
+}
+
+func readCPU(pid int) (cpuSample, error) {
+	var s cpuSample
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return s, err
+	}
+	// The command name may contain spaces: fields start after the last ')'.
+	i := strings.LastIndexByte(string(stat), ')')
+	if i < 0 {
+		return s, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	fields := strings.Fields(string(stat[i+1:]))
+	if len(fields) < 13 {
+		return s, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	// fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return s, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	s.ticks = utime + stime
+
+	// Threads that exit between two samples take their counts with them; Go
+	// runtimes rarely end threads, and an idle process starts none.
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return s, err
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue // the thread ended meanwhile
+		}
+		for line := range strings.SplitSeq(string(b), "\n") {
+			k, v, _ := strings.Cut(line, ":")
+			if k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches" {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				s.switches += n
+			}
+		}
+	}
+	return s, nil
+}
+
+// cpuDuring runs fn and returns each pid's CPU use and wake-ups meanwhile.
+func cpuDuring(b *testing.B, fn func(), pids ...int) []cpuRate {
+	b.Helper()
+	read := func() []cpuSample {
+		ss := make([]cpuSample, len(pids))
+		for i, pid := range pids {
+			s, err := readCPU(pid)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ss[i] = s
+		}
+		return ss
+	}
+	before := read()
+	start := time.Now()
+	fn()
+	after := read()
+	secs := time.Since(start).Seconds()
+	r := make([]cpuRate, len(pids))
+	for i := range pids {
+		r[i] = cpuRate{
+			cpuPct:  float64(after[i].ticks-before[i].ticks) / clockTicks / secs * 100,
+			wakeups: float64(after[i].switches-before[i].switches) / secs,
+		}
+	}
+	return r
+}
+
+// table is a benchmark's summary, printed as Markdown on stdout at the end
+// of the benchmark (b.Logf shows only with -v). Safe for sub-benchmarks,
+// which run one at a time.
+type table struct {
+	title string
+	rows  [][4]string
+}
+
+// add records a measurement made both ways; ratio is via VIF / direct.
+func (t *table) add(name string, vif, direct float64) {
+	t.rows = append(t.rows, [4]string{name, fmtNum(vif), fmtNum(direct), strconv.FormatFloat(vif/direct, 'f', 3, 64)})
+}
+
+// addVIF records a measurement with no direct counterpart: one value, or
+// several shown as "a, b".
+func (t *table) addVIF(name string, vif ...float64) {
+	vals := make([]string, len(vif))
+	for i, v := range vif {
+		vals[i] = fmtNum(v)
+	}
+	t.rows = append(t.rows, [4]string{name, strings.Join(vals, ", "), "—", "—"})
+}
+
+func (t *table) print() {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\n%s\n\n| measurement | via VIF | direct | ratio |\n|---|---:|---:|---:|\n", t.title)
+	for _, r := range t.rows {
+		fmt.Fprintf(&sb, "| %s | %s | %s | %s |\n", r[0], r[1], r[2], r[3])
+	}
+	fmt.Print(sb.String() + "\n")
+}
+
+// fmtNum prints three significant digits or the whole integer part.
+func fmtNum(v float64) string {
+	switch a := math.Abs(v); {
+	case a >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case a >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	default:
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	}
+}
