@@ -237,11 +237,9 @@ func (d *Daemon) sessionEnded(s *session, reason string) {
 
 // Sessions implements pb.DaemonServer.
 func (d *Daemon) Sessions(ctx context.Context, req *pbm.SessionsRequest) (*pbm.SessionsResponse, error) {
-	d.mu.Lock()
-	s := d.sess
-	d.mu.Unlock()
-	if s == nil {
-		return nil, status.Error(codes.FailedPrecondition, "not connected: run `tether connect` first")
+	s, err := d.sessionOrErr()
+	if err != nil {
+		return nil, err
 	}
 	return pbm.NewManagerClient(s.cc).Sessions(ctx, req)
 }
@@ -268,9 +266,10 @@ func (d *Daemon) statusLocked() *pb.StatusResponse {
 		Counters: &pb.Counters{
 			TcpTunnels: st.TCPFlows, TcpTunnelsLive: st.TCPLive, TcpRefused: st.TCPFailed,
 			UdpFlows: st.UDPFlows, UdpFlowsLive: st.UDPLive, BytesOut: st.BytesOut, BytesIn: st.BytesIn,
-			ActivityEvents: snap.Events,
+			ActivityEvents: snap.Events, InboundFlows: s.inboundFlows.Load(),
 		},
 	}
+	resp.Intercepts, resp.Notices = s.interceptStatus()
 	if u := s.userName.Load(); u != nil {
 		resp.User = *u
 	}

@@ -62,7 +62,9 @@ type session struct {
 	// the session.
 	onEnded func(s *session, reason string)
 	// saveCreds persists new credentials so a restarted daemon resumes.
-	saveCreds func(manager string, c creds)
+	saveCreds    func(manager string, c creds)
+	icepts       intercepts
+	inboundFlows atomic.Uint64
 	// arriveMu serialises re-arrivals from the supervisor and the reporter.
 	arriveMu sync.Mutex
 
@@ -145,8 +147,10 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 	}
 	var sctx context.Context
 	sctx, s.cancel = context.WithCancel(context.Background())
-	s.done.Add(2)
+	s.icepts.ports = make(map[string]uint32)
+	s.done.Add(3)
 	go func() { defer s.done.Done(); s.supervise(sctx) }()
+	go func() { defer s.done.Done(); s.watch(sctx, client) }()
 	go func() { defer s.done.Done(); activity.NewReporter(s.tracker, s.interval, s.report).Run(sctx) }()
 	s.log.Info("connected", "session", resp.SessionId, "subnets", s.subnets, "device", s.vif.Name())
 	return s, nil

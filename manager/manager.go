@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tether-dev/tether/activity"
+	"github.com/tether-dev/tether/manager/rbac"
 	pb "github.com/tether-dev/tether/rpc/manager"
 	"github.com/tether-dev/tether/tunnel"
 )
@@ -42,6 +44,10 @@ type Config struct {
 	DialTimeout    time.Duration
 	UDPIdleTimeout time.Duration
 	Rules          Rules
+	// Authorizer decides revokes (rbac.policyFile); nil disables revoke.
+	Authorizer rbac.Authorizer
+	// Namespace is manager.namespace; DefaultNamespace when empty.
+	Namespace string
 	// Tokens identify users (auth.tokenFile). Nil: unauthenticated
 	// development mode, where users are who their OS says they are.
 	Tokens Tokens
@@ -60,6 +66,9 @@ type Rules struct {
 	// ReportInterval (activity.reportInterval) is sent to daemons.
 	ReportInterval time.Duration
 }
+
+// DefaultNamespace is where the traffic-manager configmap is, for RBAC.
+const DefaultNamespace = "tether"
 
 // DefaultRules are the rules when nothing is configured.
 var DefaultRules = Rules{ConnectionTTL: 24 * time.Hour, InactiveBlockTimeout: 10 * time.Minute, ReportInterval: 30 * time.Second}
@@ -84,6 +93,16 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[string]*session
 	ended    map[string]ending // sessions the manager ended, so their daemons learn why
+	// intercepts by id; seq orders them by creation.
+	intercepts map[string]*intercept
+	seq        uint64
+	// agents: workload -> change signals of its watching agents.
+	agents map[string]map[chan struct{}]struct{}
+	// pending inbound flows by flow id, waiting for the owner's daemon.
+	pending map[string]*inbound
+
+	authz     rbac.Authorizer // nil: revoke disabled
+	namespace string          // manager.namespace, where the traffic-manager configmap lives
 }
 
 // ending is why and when the manager ended a session.
@@ -99,6 +118,12 @@ type session struct {
 	groups []string // from the token file; RBAC subjects
 	host   string
 	ledger *activity.Ledger
+	// changed signals the session's watcher that its intercepts changed;
+	// dials carries inbound flows to it. notices (guarded by Server.mu)
+	// are messages for the owner, sent with the next change.
+	changed chan struct{}
+	dials   chan *pb.InboundDial
+	notices []string
 	// ctx ends with the session; its flows derive from it.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -139,6 +164,12 @@ func New(cfg Config) (*Server, error) {
 		ended:    make(map[string]ending),
 		reaper:   make(chan struct{}),
 		metrics:  newMetrics(),
+
+		intercepts: make(map[string]*intercept),
+		agents:     make(map[string]map[chan struct{}]struct{}),
+		pending:    make(map[string]*inbound),
+		authz:      cfg.Authorizer,
+		namespace:  cmp.Or(cfg.Namespace, DefaultNamespace),
 	}
 	if s.tokens == nil {
 		log.Warn("unauthenticated development mode: no auth.tokenFile, users are who their OS user name says")
@@ -189,10 +220,15 @@ func (s *Server) Expire(now time.Time) {
 	}
 }
 
-// endLocked forgets sess and ends its flows.
+// endLocked forgets sess, removes its intercepts and ends its flows.
 func (s *Server) endLocked(sess *session, reason string, now time.Time) {
 	delete(s.sessions, sess.id)
 	s.ended[sess.id] = ending{reason: reason, at: now}
+	for _, x := range s.sortedInterceptsLocked() {
+		if x.owner == sess {
+			s.removeInterceptLocked(x, now)
+		}
+	}
 	sess.cancel()
 }
 
@@ -255,7 +291,8 @@ func (s *Server) Arrive(ctx context.Context, req *pb.ArriveRequest) (*pb.ArriveR
 		return nil, err
 	}
 	id, secret := rand.Text()[:16], rand.Text()
-	sess := &session{id: id, secret: sha256.Sum256([]byte(secret)), user: who.User, groups: who.Groups, host: req.Host, ledger: activity.NewLedger(now, req.DaemonInstance)}
+	sess := &session{id: id, secret: sha256.Sum256([]byte(secret)), user: who.User, groups: who.Groups, host: req.Host,
+		ledger: activity.NewLedger(now, req.DaemonInstance), changed: make(chan struct{}, 1), dials: make(chan *pb.InboundDial, 64)}
 	sess.ctx, sess.cancel = context.WithCancel(s.ctx)
 	s.sessions[id] = sess
 	s.log.Info("session opened", "session", id, "user", who.User, "host", req.Host, "daemon", req.DaemonInstance)

@@ -139,3 +139,27 @@ func (f *Flow) Close(reset bool) {
 	}
 	f.cancel()
 }
+
+// Answer opens the daemon's end of an inbound flow the manager announced
+// (flowID). With a non-OK opened, the daemon refuses it (its local port did
+// not accept) and Answer returns no Flow.
+func (c *Client) Answer(ctx context.Context, flowID string, opened *pb.Opened) (*Flow, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	stream, err := c.mgr.InboundTunnel(ctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("open inbound stream: %w", err)
+	}
+	f := &Flow{stream: stream, cancel: cancel}
+	f.out.Open, f.out.Opened = &pb.OpenFlow{FlowId: flowID}, opened
+	err = stream.Send(&f.out)
+	f.out.Open, f.out.Opened = nil, nil
+	if err != nil || opened.GetStatus() != pb.OpenStatus_OPEN_OK {
+		f.Close(err != nil)
+		if err != nil {
+			return nil, fmt.Errorf("answer inbound flow: %w", streamErr(stream, err))
+		}
+		return nil, nil
+	}
+	return f, nil
+}

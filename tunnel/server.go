@@ -61,6 +61,19 @@ func (s *Server) Close() {
 	s.strays.Wait()
 }
 
+// Go runs f in a goroutine that Close waits for, unless the server is
+// closed already; it reports whether f runs.
+func (s *Server) Go(f func()) bool {
+	if !s.track() {
+		return false
+	}
+	go func() {
+		defer s.strays.Done()
+		f()
+	}()
+	return true
+}
+
 // track counts a new flow unless the server is closed.
 func (s *Server) track() bool {
 	s.mu.Lock()
@@ -87,7 +100,7 @@ func (s *Server) Serve(ctx context.Context, stream Stream, allowed func(netip.Ad
 	defer cancel()
 	stop := context.AfterFunc(stream.Context(), cancel)
 	defer stop()
-	first, err := stream.Recv()
+	first, err := s.recvFirst(ctx, stream)
 	if err != nil {
 		return err
 	}
@@ -132,6 +145,30 @@ func (s *Server) Serve(ctx context.Context, stream Stream, allowed func(netip.Ad
 		return s.pipeUDP(ctx, stream, conn.(*net.UDPConn))
 	}
 	return s.pipeTCP(ctx, stream, conn.(*net.TCPConn))
+}
+
+// recvFirst receives the daemon's first frame, or returns errEnded once ctx
+// ends: a daemon that opened the stream and sends nothing must not hold up
+// Close. Only returning from the handler ends a server stream's Recv, so
+// that Recv runs beside it and returns when the handler has.
+func (s *Server) recvFirst(ctx context.Context, stream Stream) (*pb.Frame, error) {
+	type result struct {
+		f   *pb.Frame
+		err error
+	}
+	c := make(chan result, 1)
+	s.strays.Add(1)
+	go func() {
+		defer s.strays.Done()
+		f, err := stream.Recv()
+		c <- result{f, err}
+	}()
+	select {
+	case r := <-c:
+		return r.f, r.err
+	case <-ctx.Done():
+		return nil, errEnded
+	}
 }
 
 // errEnded is the status of flows ended by their context.

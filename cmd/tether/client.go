@@ -139,6 +139,8 @@ type statusJSON struct {
 	LastActivity *lastActivityJSON `json:"last_activity"`
 	ManagerView  *managerViewJSON  `json:"manager_view"`
 	Counters     countersJSON      `json:"counters"`
+	Intercepts   []interceptJSON   `json:"intercepts"`
+	Notices      []string          `json:"notices"`
 }
 
 type lastActivityJSON struct {
@@ -182,6 +184,12 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 			InboundFlows: c.GetInboundFlows(), ActivityEvents: c.GetActivityEvents(),
 		},
 	}
+	out.Intercepts, out.Notices = []interceptJSON{}, append([]string{}, r.Notices...)
+	for _, li := range r.Intercepts {
+		x := toInterceptJSON(li.Info)
+		x.LocalPort = li.LocalPort
+		out.Intercepts = append(out.Intercepts, x)
+	}
 	if a := r.Activity; a != nil && a.LastSecondsAgo >= 0 {
 		out.LastActivity = &lastActivityJSON{SecondsAgo: a.LastSecondsAgo, Reason: a.LastReason}
 	}
@@ -223,6 +231,16 @@ func printStatus(w io.Writer, r *pb.StatusResponse) {
 	fmt.Fprintf(w, "  UDP:      %d live, %d opened\n", c.GetUdpFlowsLive(), c.GetUdpFlows())
 	fmt.Fprintf(w, "  Bytes:    %d out, %d in\n", c.GetBytesOut(), c.GetBytesIn())
 	fmt.Fprintf(w, "  Offloads: %s\n", r.Offloads)
+	for _, li := range r.Intercepts {
+		x := li.Info
+		fmt.Fprintf(w, "  Intercept %s (%s): %s port %d %s -> 127.0.0.1:%d, %s\n", x.Spec.GetName(), x.Id, x.Spec.GetWorkload(), x.Spec.GetPort(), filterText(x.Spec), li.LocalPort, x.State)
+		if x.Message != "" {
+			fmt.Fprintf(w, "    %s\n", x.Message)
+		}
+	}
+	for _, n := range r.Notices {
+		fmt.Fprintf(w, "  Notice: %s\n", n)
+	}
 }
 
 func currentUser() string {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/tether-dev/tether/manager"
+	"github.com/tether-dev/tether/manager/rbac"
 	"github.com/tether-dev/tether/tunnel"
 )
 
@@ -62,6 +63,14 @@ func newManagerCmd(g *globals) *cobra.Command {
 					return err
 				}
 			}
+			var authz rbac.Authorizer
+			if f := v.GetString("rbac.policyFile"); f != "" {
+				policy, err := rbac.LoadPolicy(f)
+				if err != nil {
+					return fmt.Errorf("rbac.policyFile: %w", err)
+				}
+				authz = policy
+			}
 			opts := tunnel.ServerOptions()
 			certFile, keyFile := v.GetString("tls.certFile"), v.GetString("tls.keyFile")
 			if (certFile == "") != (keyFile == "") {
@@ -77,6 +86,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 			mgr, err := manager.New(manager.Config{
 				Subnets: subnets, DialTimeout: durations["tunnel.dialTimeout"],
 				UDPIdleTimeout: durations["tunnel.udpIdleTimeout"], Log: log, Tokens: tokens,
+				Authorizer: authz, Namespace: v.GetString("manager.namespace"),
 				Rules: manager.Rules{
 					ConnectionTTL:        durations["grpc.connectionTTL"],
 					InactiveBlockTimeout: durations["intercept.inactiveBlockTimeout"],
@@ -133,6 +143,8 @@ func newManagerCmd(g *globals) *cobra.Command {
 	f.String("connection-ttl", manager.DefaultRules.ConnectionTTL.String(), "grpc.connectionTTL: end sessions inactive for this long")
 	f.String("inactive-block-timeout", manager.DefaultRules.InactiveBlockTimeout.String(), "intercept.inactiveBlockTimeout: an owner inactive this long no longer blocks conflicting intercepts")
 	f.String("token-file", "", "auth.tokenFile: static token file (token,user,uid,\"groups\"); without it, unauthenticated development mode")
+	f.String("rbac-policy-file", "", "rbac.policyFile: Kubernetes RBAC YAML deciding who may revoke intercepts; without it revoke is disabled")
+	f.String("namespace", manager.DefaultNamespace, "manager.namespace: namespace of the traffic-manager configmap that RBAC rules name")
 	f.String("tls-cert-file", "", "tls.certFile: serve TLS with this certificate (PEM)")
 	f.String("tls-key-file", "", "tls.keyFile: the certificate's key (PEM)")
 	f.String("report-interval", manager.DefaultRules.ReportInterval.String(), "activity.reportInterval: how often daemons report")

@@ -24,6 +24,190 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type InterceptRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spec          *manager.InterceptSpec `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	LocalPort     uint32                 `protobuf:"varint,2,opt,name=local_port,json=localPort,proto3" json:"local_port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InterceptRequest) Reset() {
+	*x = InterceptRequest{}
+	mi := &file_daemon_daemon_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InterceptRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InterceptRequest) ProtoMessage() {}
+
+func (x *InterceptRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_daemon_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InterceptRequest.ProtoReflect.Descriptor instead.
+func (*InterceptRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_daemon_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *InterceptRequest) GetSpec() *manager.InterceptSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *InterceptRequest) GetLocalPort() uint32 {
+	if x != nil {
+		return x.LocalPort
+	}
+	return 0
+}
+
+type LeaveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveRequest) Reset() {
+	*x = LeaveRequest{}
+	mi := &file_daemon_daemon_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveRequest) ProtoMessage() {}
+
+func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_daemon_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
+func (*LeaveRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_daemon_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *LeaveRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type LeaveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveResponse) Reset() {
+	*x = LeaveResponse{}
+	mi := &file_daemon_daemon_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveResponse) ProtoMessage() {}
+
+func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_daemon_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
+func (*LeaveResponse) Descriptor() ([]byte, []int) {
+	return file_daemon_daemon_proto_rawDescGZIP(), []int{2}
+}
+
+type LocalIntercept struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Info          *manager.InterceptInfo `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	LocalPort     uint32                 `protobuf:"varint,2,opt,name=local_port,json=localPort,proto3" json:"local_port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocalIntercept) Reset() {
+	*x = LocalIntercept{}
+	mi := &file_daemon_daemon_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocalIntercept) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocalIntercept) ProtoMessage() {}
+
+func (x *LocalIntercept) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_daemon_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocalIntercept.ProtoReflect.Descriptor instead.
+func (*LocalIntercept) Descriptor() ([]byte, []int) {
+	return file_daemon_daemon_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *LocalIntercept) GetInfo() *manager.InterceptInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *LocalIntercept) GetLocalPort() uint32 {
+	if x != nil {
+		return x.LocalPort
+	}
+	return 0
+}
+
 type ConnectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// host:port of the traffic manager.
@@ -43,7 +227,7 @@ type ConnectRequest struct {
 
 func (x *ConnectRequest) Reset() {
 	*x = ConnectRequest{}
-	mi := &file_daemon_daemon_proto_msgTypes[0]
+	mi := &file_daemon_daemon_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -55,7 +239,7 @@ func (x *ConnectRequest) String() string {
 func (*ConnectRequest) ProtoMessage() {}
 
 func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_daemon_proto_msgTypes[0]
+	mi := &file_daemon_daemon_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -68,7 +252,7 @@ func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
 func (*ConnectRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_daemon_proto_rawDescGZIP(), []int{0}
+	return file_daemon_daemon_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ConnectRequest) GetManager() string {
@@ -128,7 +312,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_daemon_daemon_proto_msgTypes[1]
+	mi := &file_daemon_daemon_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -140,7 +324,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_daemon_proto_msgTypes[1]
+	mi := &file_daemon_daemon_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -153,7 +337,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_daemon_proto_rawDescGZIP(), []int{1}
+	return file_daemon_daemon_proto_rawDescGZIP(), []int{5}
 }
 
 type QuitRequest struct {
@@ -164,7 +348,7 @@ type QuitRequest struct {
 
 func (x *QuitRequest) Reset() {
 	*x = QuitRequest{}
-	mi := &file_daemon_daemon_proto_msgTypes[2]
+	mi := &file_daemon_daemon_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -176,7 +360,7 @@ func (x *QuitRequest) String() string {
 func (*QuitRequest) ProtoMessage() {}
 
 func (x *QuitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_daemon_proto_msgTypes[2]
+	mi := &file_daemon_daemon_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -189,7 +373,7 @@ func (x *QuitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuitRequest.ProtoReflect.Descriptor instead.
 func (*QuitRequest) Descriptor() ([]byte, []int) {
-	return file_daemon_daemon_proto_rawDescGZIP(), []int{2}
+	return file_daemon_daemon_proto_rawDescGZIP(), []int{6}
 }
 
 type Counters struct {
@@ -209,7 +393,7 @@ type Counters struct {
 
 func (x *Counters) Reset() {
 	*x = Counters{}
-	mi := &file_daemon_daemon_proto_msgTypes[3]
+	mi := &file_daemon_daemon_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -221,7 +405,7 @@ func (x *Counters) String() string {
 func (*Counters) ProtoMessage() {}
 
 func (x *Counters) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_daemon_proto_msgTypes[3]
+	mi := &file_daemon_daemon_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -234,7 +418,7 @@ func (x *Counters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Counters.ProtoReflect.Descriptor instead.
 func (*Counters) Descriptor() ([]byte, []int) {
-	return file_daemon_daemon_proto_rawDescGZIP(), []int{3}
+	return file_daemon_daemon_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Counters) GetTcpTunnels() uint64 {
@@ -312,7 +496,7 @@ type Activity struct {
 
 func (x *Activity) Reset() {
 	*x = Activity{}
-	mi := &file_daemon_daemon_proto_msgTypes[4]
+	mi := &file_daemon_daemon_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -324,7 +508,7 @@ func (x *Activity) String() string {
 func (*Activity) ProtoMessage() {}
 
 func (x *Activity) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_daemon_proto_msgTypes[4]
+	mi := &file_daemon_daemon_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -337,7 +521,7 @@ func (x *Activity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Activity.ProtoReflect.Descriptor instead.
 func (*Activity) Descriptor() ([]byte, []int) {
-	return file_daemon_daemon_proto_rawDescGZIP(), []int{4}
+	return file_daemon_daemon_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Activity) GetLastSecondsAgo() float64 {
@@ -372,14 +556,18 @@ type StatusResponse struct {
 	Activity *Activity `protobuf:"bytes,11,opt,name=activity,proto3" json:"activity,omitempty"`
 	// The manager's view of this session from the last report (absent
 	// until the first report is answered).
-	ManagerView   *manager.SessionView `protobuf:"bytes,12,opt,name=manager_view,json=managerView,proto3" json:"manager_view,omitempty"`
+	ManagerView *manager.SessionView `protobuf:"bytes,12,opt,name=manager_view,json=managerView,proto3" json:"manager_view,omitempty"`
+	// This session's intercepts as the manager last told them.
+	Intercepts []*LocalIntercept `protobuf:"bytes,13,rep,name=intercepts,proto3" json:"intercepts,omitempty"`
+	// Messages from the manager, e.g. "intercept web (ID) revoked by alice at ...".
+	Notices       []string `protobuf:"bytes,14,rep,name=notices,proto3" json:"notices,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_daemon_daemon_proto_msgTypes[5]
+	mi := &file_daemon_daemon_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -391,7 +579,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_daemon_proto_msgTypes[5]
+	mi := &file_daemon_daemon_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -404,7 +592,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_daemon_proto_rawDescGZIP(), []int{5}
+	return file_daemon_daemon_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StatusResponse) GetConnected() bool {
@@ -491,11 +679,36 @@ func (x *StatusResponse) GetManagerView() *manager.SessionView {
 	return nil
 }
 
+func (x *StatusResponse) GetIntercepts() []*LocalIntercept {
+	if x != nil {
+		return x.Intercepts
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetNotices() []string {
+	if x != nil {
+		return x.Notices
+	}
+	return nil
+}
+
 var File_daemon_daemon_proto protoreflect.FileDescriptor
 
 const file_daemon_daemon_proto_rawDesc = "" +
 	"\n" +
-	"\x13daemon/daemon.proto\x12\rtether.daemon\x1a\x15manager/manager.proto\"\xcd\x01\n" +
+	"\x13daemon/daemon.proto\x12\rtether.daemon\x1a\x15manager/manager.proto\"d\n" +
+	"\x10InterceptRequest\x121\n" +
+	"\x04spec\x18\x01 \x01(\v2\x1d.tether.manager.InterceptSpecR\x04spec\x12\x1d\n" +
+	"\n" +
+	"local_port\x18\x02 \x01(\rR\tlocalPort\"\"\n" +
+	"\fLeaveRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x0f\n" +
+	"\rLeaveResponse\"b\n" +
+	"\x0eLocalIntercept\x121\n" +
+	"\x04info\x18\x01 \x01(\v2\x1d.tether.manager.InterceptInfoR\x04info\x12\x1d\n" +
+	"\n" +
+	"local_port\x18\x02 \x01(\rR\tlocalPort\"\xcd\x01\n" +
 	"\x0eConnectRequest\x12\x18\n" +
 	"\amanager\x18\x01 \x01(\tR\amanager\x12:\n" +
 	"\x19allow_conflicting_subnets\x18\x02 \x01(\bR\x17allowConflictingSubnets\x12\x12\n" +
@@ -521,7 +734,7 @@ const file_daemon_daemon_proto_rawDesc = "" +
 	"\bActivity\x12(\n" +
 	"\x10last_seconds_ago\x18\x01 \x01(\x01R\x0elastSecondsAgo\x12\x1f\n" +
 	"\vlast_reason\x18\x02 \x01(\tR\n" +
-	"lastReason\"\x9f\x03\n" +
+	"lastReason\"\xf8\x03\n" +
 	"\x0eStatusResponse\x12\x1c\n" +
 	"\tconnected\x18\x01 \x01(\bR\tconnected\x12\x18\n" +
 	"\amanager\x18\x02 \x01(\tR\amanager\x12\x18\n" +
@@ -536,12 +749,20 @@ const file_daemon_daemon_proto_rawDesc = "" +
 	"\x04user\x18\n" +
 	" \x01(\tR\x04user\x123\n" +
 	"\bactivity\x18\v \x01(\v2\x17.tether.daemon.ActivityR\bactivity\x12>\n" +
-	"\fmanager_view\x18\f \x01(\v2\x1b.tether.manager.SessionViewR\vmanagerView2\xaa\x02\n" +
+	"\fmanager_view\x18\f \x01(\v2\x1b.tether.manager.SessionViewR\vmanagerView\x12=\n" +
+	"\n" +
+	"intercepts\x18\r \x03(\v2\x1d.tether.daemon.LocalInterceptR\n" +
+	"intercepts\x12\x18\n" +
+	"\anotices\x18\x0e \x03(\tR\anotices2\xed\x04\n" +
 	"\x06Daemon\x12G\n" +
 	"\aConnect\x12\x1d.tether.daemon.ConnectRequest\x1a\x1d.tether.daemon.StatusResponse\x12E\n" +
 	"\x06Status\x12\x1c.tether.daemon.StatusRequest\x1a\x1d.tether.daemon.StatusResponse\x12A\n" +
 	"\x04Quit\x12\x1a.tether.daemon.QuitRequest\x1a\x1d.tether.daemon.StatusResponse\x12M\n" +
-	"\bSessions\x12\x1f.tether.manager.SessionsRequest\x1a .tether.manager.SessionsResponseB)Z'github.com/tether-dev/tether/rpc/daemonb\x06proto3"
+	"\bSessions\x12\x1f.tether.manager.SessionsRequest\x1a .tether.manager.SessionsResponse\x12K\n" +
+	"\tIntercept\x12\x1f.tether.daemon.InterceptRequest\x1a\x1d.tether.manager.InterceptInfo\x12B\n" +
+	"\x05Leave\x12\x1b.tether.daemon.LeaveRequest\x1a\x1c.tether.daemon.LeaveResponse\x12U\n" +
+	"\x04List\x12%.tether.manager.ListInterceptsRequest\x1a&.tether.manager.ListInterceptsResponse\x12Y\n" +
+	"\x06Revoke\x12&.tether.manager.RevokeInterceptRequest\x1a'.tether.manager.RevokeInterceptResponseB)Z'github.com/tether-dev/tether/rpc/daemonb\x06proto3"
 
 var (
 	file_daemon_daemon_proto_rawDescOnce sync.Once
@@ -555,35 +776,56 @@ func file_daemon_daemon_proto_rawDescGZIP() []byte {
 	return file_daemon_daemon_proto_rawDescData
 }
 
-var file_daemon_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_daemon_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_daemon_daemon_proto_goTypes = []any{
-	(*ConnectRequest)(nil),           // 0: tether.daemon.ConnectRequest
-	(*StatusRequest)(nil),            // 1: tether.daemon.StatusRequest
-	(*QuitRequest)(nil),              // 2: tether.daemon.QuitRequest
-	(*Counters)(nil),                 // 3: tether.daemon.Counters
-	(*Activity)(nil),                 // 4: tether.daemon.Activity
-	(*StatusResponse)(nil),           // 5: tether.daemon.StatusResponse
-	(*manager.SessionView)(nil),      // 6: tether.manager.SessionView
-	(*manager.SessionsRequest)(nil),  // 7: tether.manager.SessionsRequest
-	(*manager.SessionsResponse)(nil), // 8: tether.manager.SessionsResponse
+	(*InterceptRequest)(nil),                // 0: tether.daemon.InterceptRequest
+	(*LeaveRequest)(nil),                    // 1: tether.daemon.LeaveRequest
+	(*LeaveResponse)(nil),                   // 2: tether.daemon.LeaveResponse
+	(*LocalIntercept)(nil),                  // 3: tether.daemon.LocalIntercept
+	(*ConnectRequest)(nil),                  // 4: tether.daemon.ConnectRequest
+	(*StatusRequest)(nil),                   // 5: tether.daemon.StatusRequest
+	(*QuitRequest)(nil),                     // 6: tether.daemon.QuitRequest
+	(*Counters)(nil),                        // 7: tether.daemon.Counters
+	(*Activity)(nil),                        // 8: tether.daemon.Activity
+	(*StatusResponse)(nil),                  // 9: tether.daemon.StatusResponse
+	(*manager.InterceptSpec)(nil),           // 10: tether.manager.InterceptSpec
+	(*manager.InterceptInfo)(nil),           // 11: tether.manager.InterceptInfo
+	(*manager.SessionView)(nil),             // 12: tether.manager.SessionView
+	(*manager.SessionsRequest)(nil),         // 13: tether.manager.SessionsRequest
+	(*manager.ListInterceptsRequest)(nil),   // 14: tether.manager.ListInterceptsRequest
+	(*manager.RevokeInterceptRequest)(nil),  // 15: tether.manager.RevokeInterceptRequest
+	(*manager.SessionsResponse)(nil),        // 16: tether.manager.SessionsResponse
+	(*manager.ListInterceptsResponse)(nil),  // 17: tether.manager.ListInterceptsResponse
+	(*manager.RevokeInterceptResponse)(nil), // 18: tether.manager.RevokeInterceptResponse
 }
 var file_daemon_daemon_proto_depIdxs = []int32{
-	3, // 0: tether.daemon.StatusResponse.counters:type_name -> tether.daemon.Counters
-	4, // 1: tether.daemon.StatusResponse.activity:type_name -> tether.daemon.Activity
-	6, // 2: tether.daemon.StatusResponse.manager_view:type_name -> tether.manager.SessionView
-	0, // 3: tether.daemon.Daemon.Connect:input_type -> tether.daemon.ConnectRequest
-	1, // 4: tether.daemon.Daemon.Status:input_type -> tether.daemon.StatusRequest
-	2, // 5: tether.daemon.Daemon.Quit:input_type -> tether.daemon.QuitRequest
-	7, // 6: tether.daemon.Daemon.Sessions:input_type -> tether.manager.SessionsRequest
-	5, // 7: tether.daemon.Daemon.Connect:output_type -> tether.daemon.StatusResponse
-	5, // 8: tether.daemon.Daemon.Status:output_type -> tether.daemon.StatusResponse
-	5, // 9: tether.daemon.Daemon.Quit:output_type -> tether.daemon.StatusResponse
-	8, // 10: tether.daemon.Daemon.Sessions:output_type -> tether.manager.SessionsResponse
-	7, // [7:11] is the sub-list for method output_type
-	3, // [3:7] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	10, // 0: tether.daemon.InterceptRequest.spec:type_name -> tether.manager.InterceptSpec
+	11, // 1: tether.daemon.LocalIntercept.info:type_name -> tether.manager.InterceptInfo
+	7,  // 2: tether.daemon.StatusResponse.counters:type_name -> tether.daemon.Counters
+	8,  // 3: tether.daemon.StatusResponse.activity:type_name -> tether.daemon.Activity
+	12, // 4: tether.daemon.StatusResponse.manager_view:type_name -> tether.manager.SessionView
+	3,  // 5: tether.daemon.StatusResponse.intercepts:type_name -> tether.daemon.LocalIntercept
+	4,  // 6: tether.daemon.Daemon.Connect:input_type -> tether.daemon.ConnectRequest
+	5,  // 7: tether.daemon.Daemon.Status:input_type -> tether.daemon.StatusRequest
+	6,  // 8: tether.daemon.Daemon.Quit:input_type -> tether.daemon.QuitRequest
+	13, // 9: tether.daemon.Daemon.Sessions:input_type -> tether.manager.SessionsRequest
+	0,  // 10: tether.daemon.Daemon.Intercept:input_type -> tether.daemon.InterceptRequest
+	1,  // 11: tether.daemon.Daemon.Leave:input_type -> tether.daemon.LeaveRequest
+	14, // 12: tether.daemon.Daemon.List:input_type -> tether.manager.ListInterceptsRequest
+	15, // 13: tether.daemon.Daemon.Revoke:input_type -> tether.manager.RevokeInterceptRequest
+	9,  // 14: tether.daemon.Daemon.Connect:output_type -> tether.daemon.StatusResponse
+	9,  // 15: tether.daemon.Daemon.Status:output_type -> tether.daemon.StatusResponse
+	9,  // 16: tether.daemon.Daemon.Quit:output_type -> tether.daemon.StatusResponse
+	16, // 17: tether.daemon.Daemon.Sessions:output_type -> tether.manager.SessionsResponse
+	11, // 18: tether.daemon.Daemon.Intercept:output_type -> tether.manager.InterceptInfo
+	2,  // 19: tether.daemon.Daemon.Leave:output_type -> tether.daemon.LeaveResponse
+	17, // 20: tether.daemon.Daemon.List:output_type -> tether.manager.ListInterceptsResponse
+	18, // 21: tether.daemon.Daemon.Revoke:output_type -> tether.manager.RevokeInterceptResponse
+	14, // [14:22] is the sub-list for method output_type
+	6,  // [6:14] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_daemon_daemon_proto_init() }
@@ -597,7 +839,7 @@ func file_daemon_daemon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_daemon_daemon_proto_rawDesc), len(file_daemon_daemon_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,10 +22,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Daemon_Connect_FullMethodName  = "/tether.daemon.Daemon/Connect"
-	Daemon_Status_FullMethodName   = "/tether.daemon.Daemon/Status"
-	Daemon_Quit_FullMethodName     = "/tether.daemon.Daemon/Quit"
-	Daemon_Sessions_FullMethodName = "/tether.daemon.Daemon/Sessions"
+	Daemon_Connect_FullMethodName   = "/tether.daemon.Daemon/Connect"
+	Daemon_Status_FullMethodName    = "/tether.daemon.Daemon/Status"
+	Daemon_Quit_FullMethodName      = "/tether.daemon.Daemon/Quit"
+	Daemon_Sessions_FullMethodName  = "/tether.daemon.Daemon/Sessions"
+	Daemon_Intercept_FullMethodName = "/tether.daemon.Daemon/Intercept"
+	Daemon_Leave_FullMethodName     = "/tether.daemon.Daemon/Leave"
+	Daemon_List_FullMethodName      = "/tether.daemon.Daemon/List"
+	Daemon_Revoke_FullMethodName    = "/tether.daemon.Daemon/Revoke"
 )
 
 // DaemonClient is the client API for Daemon service.
@@ -39,6 +43,12 @@ type DaemonClient interface {
 	Quit(ctx context.Context, in *QuitRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 	// Sessions lists the manager's sessions (who else is there).
 	Sessions(ctx context.Context, in *manager.SessionsRequest, opts ...grpc.CallOption) (*manager.SessionsResponse, error)
+	// Intercept creates an intercept whose traffic the daemon delivers to
+	// 127.0.0.1:local_port.
+	Intercept(ctx context.Context, in *InterceptRequest, opts ...grpc.CallOption) (*manager.InterceptInfo, error)
+	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
+	List(ctx context.Context, in *manager.ListInterceptsRequest, opts ...grpc.CallOption) (*manager.ListInterceptsResponse, error)
+	Revoke(ctx context.Context, in *manager.RevokeInterceptRequest, opts ...grpc.CallOption) (*manager.RevokeInterceptResponse, error)
 }
 
 type daemonClient struct {
@@ -89,6 +99,46 @@ func (c *daemonClient) Sessions(ctx context.Context, in *manager.SessionsRequest
 	return out, nil
 }
 
+func (c *daemonClient) Intercept(ctx context.Context, in *InterceptRequest, opts ...grpc.CallOption) (*manager.InterceptInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(manager.InterceptInfo)
+	err := c.cc.Invoke(ctx, Daemon_Intercept_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *daemonClient) Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaveResponse)
+	err := c.cc.Invoke(ctx, Daemon_Leave_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *daemonClient) List(ctx context.Context, in *manager.ListInterceptsRequest, opts ...grpc.CallOption) (*manager.ListInterceptsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(manager.ListInterceptsResponse)
+	err := c.cc.Invoke(ctx, Daemon_List_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *daemonClient) Revoke(ctx context.Context, in *manager.RevokeInterceptRequest, opts ...grpc.CallOption) (*manager.RevokeInterceptResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(manager.RevokeInterceptResponse)
+	err := c.cc.Invoke(ctx, Daemon_Revoke_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DaemonServer is the server API for Daemon service.
 // All implementations must embed UnimplementedDaemonServer
 // for forward compatibility.
@@ -100,6 +150,12 @@ type DaemonServer interface {
 	Quit(context.Context, *QuitRequest) (*StatusResponse, error)
 	// Sessions lists the manager's sessions (who else is there).
 	Sessions(context.Context, *manager.SessionsRequest) (*manager.SessionsResponse, error)
+	// Intercept creates an intercept whose traffic the daemon delivers to
+	// 127.0.0.1:local_port.
+	Intercept(context.Context, *InterceptRequest) (*manager.InterceptInfo, error)
+	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
+	List(context.Context, *manager.ListInterceptsRequest) (*manager.ListInterceptsResponse, error)
+	Revoke(context.Context, *manager.RevokeInterceptRequest) (*manager.RevokeInterceptResponse, error)
 	mustEmbedUnimplementedDaemonServer()
 }
 
@@ -121,6 +177,18 @@ func (UnimplementedDaemonServer) Quit(context.Context, *QuitRequest) (*StatusRes
 }
 func (UnimplementedDaemonServer) Sessions(context.Context, *manager.SessionsRequest) (*manager.SessionsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Sessions not implemented")
+}
+func (UnimplementedDaemonServer) Intercept(context.Context, *InterceptRequest) (*manager.InterceptInfo, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Intercept not implemented")
+}
+func (UnimplementedDaemonServer) Leave(context.Context, *LeaveRequest) (*LeaveResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Leave not implemented")
+}
+func (UnimplementedDaemonServer) List(context.Context, *manager.ListInterceptsRequest) (*manager.ListInterceptsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method List not implemented")
+}
+func (UnimplementedDaemonServer) Revoke(context.Context, *manager.RevokeInterceptRequest) (*manager.RevokeInterceptResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Revoke not implemented")
 }
 func (UnimplementedDaemonServer) mustEmbedUnimplementedDaemonServer() {}
 func (UnimplementedDaemonServer) testEmbeddedByValue()                {}
@@ -215,6 +283,78 @@ func _Daemon_Sessions_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Daemon_Intercept_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InterceptRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).Intercept(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_Intercept_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).Intercept(ctx, req.(*InterceptRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Daemon_Leave_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).Leave(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_Leave_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).Leave(ctx, req.(*LeaveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Daemon_List_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(manager.ListInterceptsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).List(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_List_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).List(ctx, req.(*manager.ListInterceptsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Daemon_Revoke_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(manager.RevokeInterceptRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).Revoke(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_Revoke_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).Revoke(ctx, req.(*manager.RevokeInterceptRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Daemon_ServiceDesc is the grpc.ServiceDesc for Daemon service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -237,6 +377,22 @@ var Daemon_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Sessions",
 			Handler:    _Daemon_Sessions_Handler,
+		},
+		{
+			MethodName: "Intercept",
+			Handler:    _Daemon_Intercept_Handler,
+		},
+		{
+			MethodName: "Leave",
+			Handler:    _Daemon_Leave_Handler,
+		},
+		{
+			MethodName: "List",
+			Handler:    _Daemon_List_Handler,
+		},
+		{
+			MethodName: "Revoke",
+			Handler:    _Daemon_Revoke_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -184,6 +184,61 @@ func (Control) EnumDescriptor() ([]byte, []int) {
 	return file_manager_manager_proto_rawDescGZIP(), []int{2}
 }
 
+type InterceptKind int32
+
+const (
+	InterceptKind_INTERCEPT_KIND_UNSPECIFIED InterceptKind = 0
+	// All traffic of the workload's port.
+	InterceptKind_GLOBAL InterceptKind = 1
+	// Requests whose headers and path match the filter.
+	InterceptKind_HTTP InterceptKind = 2
+	// All ports of the workload; the app gets no traffic.
+	InterceptKind_REPLACE InterceptKind = 3
+)
+
+// Enum value maps for InterceptKind.
+var (
+	InterceptKind_name = map[int32]string{
+		0: "INTERCEPT_KIND_UNSPECIFIED",
+		1: "GLOBAL",
+		2: "HTTP",
+		3: "REPLACE",
+	}
+	InterceptKind_value = map[string]int32{
+		"INTERCEPT_KIND_UNSPECIFIED": 0,
+		"GLOBAL":                     1,
+		"HTTP":                       2,
+		"REPLACE":                    3,
+	}
+)
+
+func (x InterceptKind) Enum() *InterceptKind {
+	p := new(InterceptKind)
+	*p = x
+	return p
+}
+
+func (x InterceptKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (InterceptKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_manager_manager_proto_enumTypes[3].Descriptor()
+}
+
+func (InterceptKind) Type() protoreflect.EnumType {
+	return &file_manager_manager_proto_enumTypes[3]
+}
+
+func (x InterceptKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use InterceptKind.Descriptor instead.
+func (InterceptKind) EnumDescriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{3}
+}
+
 type ArriveRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The OS user name on the client (the identity in development mode).
@@ -817,8 +872,11 @@ type OpenFlow struct {
 	Protocol Protocol               `protobuf:"varint,1,opt,name=protocol,proto3,enum=tether.manager.Protocol" json:"protocol,omitempty"`
 	// Source and destination as "ip:port" ("[v6]:port" for IPv6). The source is
 	// informational (logs); the manager dials the destination.
-	Source        string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
-	Destination   string `protobuf:"bytes,3,opt,name=destination,proto3" json:"destination,omitempty"`
+	Source      string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	Destination string `protobuf:"bytes,3,opt,name=destination,proto3" json:"destination,omitempty"`
+	// Inbound flows only: which intercept (agent) and which flow (daemon).
+	InterceptId   string `protobuf:"bytes,4,opt,name=intercept_id,json=interceptId,proto3" json:"intercept_id,omitempty"`
+	FlowId        string `protobuf:"bytes,5,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -870,6 +928,20 @@ func (x *OpenFlow) GetSource() string {
 func (x *OpenFlow) GetDestination() string {
 	if x != nil {
 		return x.Destination
+	}
+	return ""
+}
+
+func (x *OpenFlow) GetInterceptId() string {
+	if x != nil {
+		return x.InterceptId
+	}
+	return ""
+}
+
+func (x *OpenFlow) GetFlowId() string {
+	if x != nil {
+		return x.FlowId
 	}
 	return ""
 }
@@ -997,6 +1069,749 @@ func (x *Frame) GetOpened() *Opened {
 	return nil
 }
 
+type InterceptSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The owner's name for it, unique per session.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "namespace/name".
+	Workload string        `protobuf:"bytes,2,opt,name=workload,proto3" json:"workload,omitempty"`
+	Port     uint32        `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	Kind     InterceptKind `protobuf:"varint,4,opt,name=kind,proto3,enum=tether.manager.InterceptKind" json:"kind,omitempty"`
+	// Lower-case header name -> RE2 regex, anchored. All must match.
+	Headers map[string]string `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// RE2 regex for the path, anchored; empty matches any path.
+	Path          string `protobuf:"bytes,6,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InterceptSpec) Reset() {
+	*x = InterceptSpec{}
+	mi := &file_manager_manager_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InterceptSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InterceptSpec) ProtoMessage() {}
+
+func (x *InterceptSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InterceptSpec.ProtoReflect.Descriptor instead.
+func (*InterceptSpec) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *InterceptSpec) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *InterceptSpec) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+func (x *InterceptSpec) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *InterceptSpec) GetKind() InterceptKind {
+	if x != nil {
+		return x.Kind
+	}
+	return InterceptKind_INTERCEPT_KIND_UNSPECIFIED
+}
+
+func (x *InterceptSpec) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *InterceptSpec) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type InterceptInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Opaque and unguessable.
+	Id        string         `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Spec      *InterceptSpec `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	OwnerUser string         `protobuf:"bytes,3,opt,name=owner_user,json=ownerUser,proto3" json:"owner_user,omitempty"`
+	OwnerHost string         `protobuf:"bytes,4,opt,name=owner_host,json=ownerHost,proto3" json:"owner_host,omitempty"`
+	// ACTIVE (receives its traffic) or CONFLICT (superseded; gets none).
+	State string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	// Why the state is what it is ("superseded by ...", "restored ...").
+	Message     string `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	OwnerIdleMs int64  `protobuf:"varint,7,opt,name=owner_idle_ms,json=ownerIdleMs,proto3" json:"owner_idle_ms,omitempty"`
+	// Whether it currently blocks conflicting intercepts.
+	Blocks        bool `protobuf:"varint,8,opt,name=blocks,proto3" json:"blocks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InterceptInfo) Reset() {
+	*x = InterceptInfo{}
+	mi := &file_manager_manager_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InterceptInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InterceptInfo) ProtoMessage() {}
+
+func (x *InterceptInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InterceptInfo.ProtoReflect.Descriptor instead.
+func (*InterceptInfo) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *InterceptInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *InterceptInfo) GetSpec() *InterceptSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+func (x *InterceptInfo) GetOwnerUser() string {
+	if x != nil {
+		return x.OwnerUser
+	}
+	return ""
+}
+
+func (x *InterceptInfo) GetOwnerHost() string {
+	if x != nil {
+		return x.OwnerHost
+	}
+	return ""
+}
+
+func (x *InterceptInfo) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *InterceptInfo) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *InterceptInfo) GetOwnerIdleMs() int64 {
+	if x != nil {
+		return x.OwnerIdleMs
+	}
+	return 0
+}
+
+func (x *InterceptInfo) GetBlocks() bool {
+	if x != nil {
+		return x.Blocks
+	}
+	return false
+}
+
+type CreateInterceptRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spec          *InterceptSpec         `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateInterceptRequest) Reset() {
+	*x = CreateInterceptRequest{}
+	mi := &file_manager_manager_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateInterceptRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateInterceptRequest) ProtoMessage() {}
+
+func (x *CreateInterceptRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateInterceptRequest.ProtoReflect.Descriptor instead.
+func (*CreateInterceptRequest) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CreateInterceptRequest) GetSpec() *InterceptSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+type RemoveInterceptRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveInterceptRequest) Reset() {
+	*x = RemoveInterceptRequest{}
+	mi := &file_manager_manager_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveInterceptRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveInterceptRequest) ProtoMessage() {}
+
+func (x *RemoveInterceptRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveInterceptRequest.ProtoReflect.Descriptor instead.
+func (*RemoveInterceptRequest) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RemoveInterceptRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RemoveInterceptResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveInterceptResponse) Reset() {
+	*x = RemoveInterceptResponse{}
+	mi := &file_manager_manager_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveInterceptResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveInterceptResponse) ProtoMessage() {}
+
+func (x *RemoveInterceptResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveInterceptResponse.ProtoReflect.Descriptor instead.
+func (*RemoveInterceptResponse) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{17}
+}
+
+type ListInterceptsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListInterceptsRequest) Reset() {
+	*x = ListInterceptsRequest{}
+	mi := &file_manager_manager_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListInterceptsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListInterceptsRequest) ProtoMessage() {}
+
+func (x *ListInterceptsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListInterceptsRequest.ProtoReflect.Descriptor instead.
+func (*ListInterceptsRequest) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{18}
+}
+
+type ListInterceptsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Intercepts    []*InterceptInfo       `protobuf:"bytes,1,rep,name=intercepts,proto3" json:"intercepts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListInterceptsResponse) Reset() {
+	*x = ListInterceptsResponse{}
+	mi := &file_manager_manager_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListInterceptsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListInterceptsResponse) ProtoMessage() {}
+
+func (x *ListInterceptsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListInterceptsResponse.ProtoReflect.Descriptor instead.
+func (*ListInterceptsResponse) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListInterceptsResponse) GetIntercepts() []*InterceptInfo {
+	if x != nil {
+		return x.Intercepts
+	}
+	return nil
+}
+
+type RevokeInterceptRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeInterceptRequest) Reset() {
+	*x = RevokeInterceptRequest{}
+	mi := &file_manager_manager_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeInterceptRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeInterceptRequest) ProtoMessage() {}
+
+func (x *RevokeInterceptRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeInterceptRequest.ProtoReflect.Descriptor instead.
+func (*RevokeInterceptRequest) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RevokeInterceptRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RevokeInterceptResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What was revoked, for the revoking user.
+	Intercept     *InterceptInfo `protobuf:"bytes,1,opt,name=intercept,proto3" json:"intercept,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeInterceptResponse) Reset() {
+	*x = RevokeInterceptResponse{}
+	mi := &file_manager_manager_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeInterceptResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeInterceptResponse) ProtoMessage() {}
+
+func (x *RevokeInterceptResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeInterceptResponse.ProtoReflect.Descriptor instead.
+func (*RevokeInterceptResponse) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RevokeInterceptResponse) GetIntercept() *InterceptInfo {
+	if x != nil {
+		return x.Intercept
+	}
+	return nil
+}
+
+type WatchSessionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchSessionRequest) Reset() {
+	*x = WatchSessionRequest{}
+	mi := &file_manager_manager_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchSessionRequest) ProtoMessage() {}
+
+func (x *WatchSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchSessionRequest.ProtoReflect.Descriptor instead.
+func (*WatchSessionRequest) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{22}
+}
+
+type InboundDial struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	FlowId      string                 `protobuf:"bytes,1,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
+	InterceptId string                 `protobuf:"bytes,2,opt,name=intercept_id,json=interceptId,proto3" json:"intercept_id,omitempty"`
+	// The caller in the cluster, for logs.
+	Source        string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InboundDial) Reset() {
+	*x = InboundDial{}
+	mi := &file_manager_manager_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InboundDial) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InboundDial) ProtoMessage() {}
+
+func (x *InboundDial) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InboundDial.ProtoReflect.Descriptor instead.
+func (*InboundDial) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *InboundDial) GetFlowId() string {
+	if x != nil {
+		return x.FlowId
+	}
+	return ""
+}
+
+func (x *InboundDial) GetInterceptId() string {
+	if x != nil {
+		return x.InterceptId
+	}
+	return ""
+}
+
+func (x *InboundDial) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+type SessionEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set when the intercepts changed: all of the session's intercepts.
+	Intercepts        []*InterceptInfo `protobuf:"bytes,1,rep,name=intercepts,proto3" json:"intercepts,omitempty"`
+	InterceptsChanged bool             `protobuf:"varint,2,opt,name=intercepts_changed,json=interceptsChanged,proto3" json:"intercepts_changed,omitempty"`
+	// Set when an inbound flow waits for the daemon.
+	Dial *InboundDial `protobuf:"bytes,3,opt,name=dial,proto3" json:"dial,omitempty"`
+	// Something the owner must see, e.g. "intercept web revoked by alice at
+	// 2026-11-24T18:00:00Z".
+	Notice        string `protobuf:"bytes,4,opt,name=notice,proto3" json:"notice,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionEvent) Reset() {
+	*x = SessionEvent{}
+	mi := &file_manager_manager_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionEvent) ProtoMessage() {}
+
+func (x *SessionEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionEvent.ProtoReflect.Descriptor instead.
+func (*SessionEvent) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SessionEvent) GetIntercepts() []*InterceptInfo {
+	if x != nil {
+		return x.Intercepts
+	}
+	return nil
+}
+
+func (x *SessionEvent) GetInterceptsChanged() bool {
+	if x != nil {
+		return x.InterceptsChanged
+	}
+	return false
+}
+
+func (x *SessionEvent) GetDial() *InboundDial {
+	if x != nil {
+		return x.Dial
+	}
+	return nil
+}
+
+func (x *SessionEvent) GetNotice() string {
+	if x != nil {
+		return x.Notice
+	}
+	return ""
+}
+
+type WatchAgentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Workload      string                 `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchAgentRequest) Reset() {
+	*x = WatchAgentRequest{}
+	mi := &file_manager_manager_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchAgentRequest) ProtoMessage() {}
+
+func (x *WatchAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchAgentRequest.ProtoReflect.Descriptor instead.
+func (*WatchAgentRequest) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *WatchAgentRequest) GetWorkload() string {
+	if x != nil {
+		return x.Workload
+	}
+	return ""
+}
+
+type AgentRoutes struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The intercepts that receive traffic now (state ACTIVE).
+	Intercepts    []*InterceptInfo `protobuf:"bytes,1,rep,name=intercepts,proto3" json:"intercepts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentRoutes) Reset() {
+	*x = AgentRoutes{}
+	mi := &file_manager_manager_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentRoutes) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentRoutes) ProtoMessage() {}
+
+func (x *AgentRoutes) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentRoutes.ProtoReflect.Descriptor instead.
+func (*AgentRoutes) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *AgentRoutes) GetIntercepts() []*InterceptInfo {
+	if x != nil {
+		return x.Intercepts
+	}
+	return nil
+}
+
 var File_manager_manager_proto protoreflect.FileDescriptor
 
 const file_manager_manager_proto_rawDesc = "" +
@@ -1044,11 +1859,13 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\asession\x18\x01 \x01(\v2\x1b.tether.manager.SessionViewR\asession\"\x11\n" +
 	"\x0fSessionsRequest\"K\n" +
 	"\x10SessionsResponse\x127\n" +
-	"\bsessions\x18\x01 \x03(\v2\x1b.tether.manager.SessionViewR\bsessions\"z\n" +
+	"\bsessions\x18\x01 \x03(\v2\x1b.tether.manager.SessionViewR\bsessions\"\xb6\x01\n" +
 	"\bOpenFlow\x124\n" +
 	"\bprotocol\x18\x01 \x01(\x0e2\x18.tether.manager.ProtocolR\bprotocol\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12 \n" +
-	"\vdestination\x18\x03 \x01(\tR\vdestination\"R\n" +
+	"\vdestination\x18\x03 \x01(\tR\vdestination\x12!\n" +
+	"\fintercept_id\x18\x04 \x01(\tR\vinterceptId\x12\x17\n" +
+	"\aflow_id\x18\x05 \x01(\tR\x06flowId\"R\n" +
 	"\x06Opened\x122\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x1a.tether.manager.OpenStatusR\x06status\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\"\xac\x01\n" +
@@ -1056,7 +1873,60 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x121\n" +
 	"\acontrol\x18\x02 \x01(\x0e2\x17.tether.manager.ControlR\acontrol\x12,\n" +
 	"\x04open\x18\x03 \x01(\v2\x18.tether.manager.OpenFlowR\x04open\x12.\n" +
-	"\x06opened\x18\x04 \x01(\v2\x16.tether.manager.OpenedR\x06opened*6\n" +
+	"\x06opened\x18\x04 \x01(\v2\x16.tether.manager.OpenedR\x06opened\"\x9c\x02\n" +
+	"\rInterceptSpec\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bworkload\x18\x02 \x01(\tR\bworkload\x12\x12\n" +
+	"\x04port\x18\x03 \x01(\rR\x04port\x121\n" +
+	"\x04kind\x18\x04 \x01(\x0e2\x1d.tether.manager.InterceptKindR\x04kind\x12D\n" +
+	"\aheaders\x18\x05 \x03(\v2*.tether.manager.InterceptSpec.HeadersEntryR\aheaders\x12\x12\n" +
+	"\x04path\x18\x06 \x01(\tR\x04path\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfc\x01\n" +
+	"\rInterceptInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
+	"\x04spec\x18\x02 \x01(\v2\x1d.tether.manager.InterceptSpecR\x04spec\x12\x1d\n" +
+	"\n" +
+	"owner_user\x18\x03 \x01(\tR\townerUser\x12\x1d\n" +
+	"\n" +
+	"owner_host\x18\x04 \x01(\tR\townerHost\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\x12\x18\n" +
+	"\amessage\x18\x06 \x01(\tR\amessage\x12\"\n" +
+	"\rowner_idle_ms\x18\a \x01(\x03R\vownerIdleMs\x12\x16\n" +
+	"\x06blocks\x18\b \x01(\bR\x06blocks\"K\n" +
+	"\x16CreateInterceptRequest\x121\n" +
+	"\x04spec\x18\x01 \x01(\v2\x1d.tether.manager.InterceptSpecR\x04spec\",\n" +
+	"\x16RemoveInterceptRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x19\n" +
+	"\x17RemoveInterceptResponse\"\x17\n" +
+	"\x15ListInterceptsRequest\"W\n" +
+	"\x16ListInterceptsResponse\x12=\n" +
+	"\n" +
+	"intercepts\x18\x01 \x03(\v2\x1d.tether.manager.InterceptInfoR\n" +
+	"intercepts\"(\n" +
+	"\x16RevokeInterceptRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"V\n" +
+	"\x17RevokeInterceptResponse\x12;\n" +
+	"\tintercept\x18\x01 \x01(\v2\x1d.tether.manager.InterceptInfoR\tintercept\"\x15\n" +
+	"\x13WatchSessionRequest\"a\n" +
+	"\vInboundDial\x12\x17\n" +
+	"\aflow_id\x18\x01 \x01(\tR\x06flowId\x12!\n" +
+	"\fintercept_id\x18\x02 \x01(\tR\vinterceptId\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\"\xc5\x01\n" +
+	"\fSessionEvent\x12=\n" +
+	"\n" +
+	"intercepts\x18\x01 \x03(\v2\x1d.tether.manager.InterceptInfoR\n" +
+	"intercepts\x12-\n" +
+	"\x12intercepts_changed\x18\x02 \x01(\bR\x11interceptsChanged\x12/\n" +
+	"\x04dial\x18\x03 \x01(\v2\x1b.tether.manager.InboundDialR\x04dial\x12\x16\n" +
+	"\x06notice\x18\x04 \x01(\tR\x06notice\"/\n" +
+	"\x11WatchAgentRequest\x12\x1a\n" +
+	"\bworkload\x18\x01 \x01(\tR\bworkload\"L\n" +
+	"\vAgentRoutes\x12=\n" +
+	"\n" +
+	"intercepts\x18\x01 \x03(\v2\x1d.tether.manager.InterceptInfoR\n" +
+	"intercepts*6\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\a\n" +
 	"\x03TCP\x10\x01\x12\a\n" +
@@ -1070,12 +1940,27 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\x0eOPEN_FORBIDDEN\x10\x04*$\n" +
 	"\aControl\x12\x10\n" +
 	"\fCONTROL_NONE\x10\x00\x12\a\n" +
-	"\x03EOF\x10\x012\xef\x02\n" +
+	"\x03EOF\x10\x01*R\n" +
+	"\rInterceptKind\x12\x1e\n" +
+	"\x1aINTERCEPT_KIND_UNSPECIFIED\x10\x00\x12\n" +
+	"\n" +
+	"\x06GLOBAL\x10\x01\x12\b\n" +
+	"\x04HTTP\x10\x02\x12\v\n" +
+	"\aREPLACE\x10\x032\x9b\b\n" +
 	"\aManager\x12G\n" +
 	"\x06Arrive\x12\x1d.tether.manager.ArriveRequest\x1a\x1e.tether.manager.ArriveResponse\x12G\n" +
 	"\x06Depart\x12\x1d.tether.manager.DepartRequest\x1a\x1e.tether.manager.DepartResponse\x12G\n" +
 	"\x06Report\x12\x1d.tether.manager.ReportRequest\x1a\x1e.tether.manager.ReportResponse\x12M\n" +
-	"\bSessions\x12\x1f.tether.manager.SessionsRequest\x1a .tether.manager.SessionsResponse\x12:\n" +
+	"\bSessions\x12\x1f.tether.manager.SessionsRequest\x1a .tether.manager.SessionsResponse\x12X\n" +
+	"\x0fCreateIntercept\x12&.tether.manager.CreateInterceptRequest\x1a\x1d.tether.manager.InterceptInfo\x12b\n" +
+	"\x0fRemoveIntercept\x12&.tether.manager.RemoveInterceptRequest\x1a'.tether.manager.RemoveInterceptResponse\x12_\n" +
+	"\x0eListIntercepts\x12%.tether.manager.ListInterceptsRequest\x1a&.tether.manager.ListInterceptsResponse\x12b\n" +
+	"\x0fRevokeIntercept\x12&.tether.manager.RevokeInterceptRequest\x1a'.tether.manager.RevokeInterceptResponse\x12S\n" +
+	"\fWatchSession\x12#.tether.manager.WatchSessionRequest\x1a\x1c.tether.manager.SessionEvent0\x01\x12A\n" +
+	"\rInboundTunnel\x12\x15.tether.manager.Frame\x1a\x15.tether.manager.Frame(\x010\x01\x12N\n" +
+	"\n" +
+	"WatchAgent\x12!.tether.manager.WatchAgentRequest\x1a\x1b.tether.manager.AgentRoutes0\x01\x12?\n" +
+	"\vAgentTunnel\x12\x15.tether.manager.Frame\x1a\x15.tether.manager.Frame(\x010\x01\x12:\n" +
 	"\x06Tunnel\x12\x15.tether.manager.Frame\x1a\x15.tether.manager.Frame(\x010\x01B*Z(github.com/tether-dev/tether/rpc/managerb\x06proto3"
 
 var (
@@ -1090,50 +1975,91 @@ func file_manager_manager_proto_rawDescGZIP() []byte {
 	return file_manager_manager_proto_rawDescData
 }
 
-var file_manager_manager_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_manager_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_manager_manager_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_manager_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_manager_manager_proto_goTypes = []any{
-	(Protocol)(0),            // 0: tether.manager.Protocol
-	(OpenStatus)(0),          // 1: tether.manager.OpenStatus
-	(Control)(0),             // 2: tether.manager.Control
-	(*ArriveRequest)(nil),    // 3: tether.manager.ArriveRequest
-	(*ArriveResponse)(nil),   // 4: tether.manager.ArriveResponse
-	(*DepartRequest)(nil),    // 5: tether.manager.DepartRequest
-	(*DepartResponse)(nil),   // 6: tether.manager.DepartResponse
-	(*Activity)(nil),         // 7: tether.manager.Activity
-	(*ReportRequest)(nil),    // 8: tether.manager.ReportRequest
-	(*SessionView)(nil),      // 9: tether.manager.SessionView
-	(*ReportResponse)(nil),   // 10: tether.manager.ReportResponse
-	(*SessionsRequest)(nil),  // 11: tether.manager.SessionsRequest
-	(*SessionsResponse)(nil), // 12: tether.manager.SessionsResponse
-	(*OpenFlow)(nil),         // 13: tether.manager.OpenFlow
-	(*Opened)(nil),           // 14: tether.manager.Opened
-	(*Frame)(nil),            // 15: tether.manager.Frame
+	(Protocol)(0),                   // 0: tether.manager.Protocol
+	(OpenStatus)(0),                 // 1: tether.manager.OpenStatus
+	(Control)(0),                    // 2: tether.manager.Control
+	(InterceptKind)(0),              // 3: tether.manager.InterceptKind
+	(*ArriveRequest)(nil),           // 4: tether.manager.ArriveRequest
+	(*ArriveResponse)(nil),          // 5: tether.manager.ArriveResponse
+	(*DepartRequest)(nil),           // 6: tether.manager.DepartRequest
+	(*DepartResponse)(nil),          // 7: tether.manager.DepartResponse
+	(*Activity)(nil),                // 8: tether.manager.Activity
+	(*ReportRequest)(nil),           // 9: tether.manager.ReportRequest
+	(*SessionView)(nil),             // 10: tether.manager.SessionView
+	(*ReportResponse)(nil),          // 11: tether.manager.ReportResponse
+	(*SessionsRequest)(nil),         // 12: tether.manager.SessionsRequest
+	(*SessionsResponse)(nil),        // 13: tether.manager.SessionsResponse
+	(*OpenFlow)(nil),                // 14: tether.manager.OpenFlow
+	(*Opened)(nil),                  // 15: tether.manager.Opened
+	(*Frame)(nil),                   // 16: tether.manager.Frame
+	(*InterceptSpec)(nil),           // 17: tether.manager.InterceptSpec
+	(*InterceptInfo)(nil),           // 18: tether.manager.InterceptInfo
+	(*CreateInterceptRequest)(nil),  // 19: tether.manager.CreateInterceptRequest
+	(*RemoveInterceptRequest)(nil),  // 20: tether.manager.RemoveInterceptRequest
+	(*RemoveInterceptResponse)(nil), // 21: tether.manager.RemoveInterceptResponse
+	(*ListInterceptsRequest)(nil),   // 22: tether.manager.ListInterceptsRequest
+	(*ListInterceptsResponse)(nil),  // 23: tether.manager.ListInterceptsResponse
+	(*RevokeInterceptRequest)(nil),  // 24: tether.manager.RevokeInterceptRequest
+	(*RevokeInterceptResponse)(nil), // 25: tether.manager.RevokeInterceptResponse
+	(*WatchSessionRequest)(nil),     // 26: tether.manager.WatchSessionRequest
+	(*InboundDial)(nil),             // 27: tether.manager.InboundDial
+	(*SessionEvent)(nil),            // 28: tether.manager.SessionEvent
+	(*WatchAgentRequest)(nil),       // 29: tether.manager.WatchAgentRequest
+	(*AgentRoutes)(nil),             // 30: tether.manager.AgentRoutes
+	nil,                             // 31: tether.manager.InterceptSpec.HeadersEntry
 }
 var file_manager_manager_proto_depIdxs = []int32{
-	7,  // 0: tether.manager.ReportRequest.activity:type_name -> tether.manager.Activity
-	9,  // 1: tether.manager.ReportResponse.session:type_name -> tether.manager.SessionView
-	9,  // 2: tether.manager.SessionsResponse.sessions:type_name -> tether.manager.SessionView
+	8,  // 0: tether.manager.ReportRequest.activity:type_name -> tether.manager.Activity
+	10, // 1: tether.manager.ReportResponse.session:type_name -> tether.manager.SessionView
+	10, // 2: tether.manager.SessionsResponse.sessions:type_name -> tether.manager.SessionView
 	0,  // 3: tether.manager.OpenFlow.protocol:type_name -> tether.manager.Protocol
 	1,  // 4: tether.manager.Opened.status:type_name -> tether.manager.OpenStatus
 	2,  // 5: tether.manager.Frame.control:type_name -> tether.manager.Control
-	13, // 6: tether.manager.Frame.open:type_name -> tether.manager.OpenFlow
-	14, // 7: tether.manager.Frame.opened:type_name -> tether.manager.Opened
-	3,  // 8: tether.manager.Manager.Arrive:input_type -> tether.manager.ArriveRequest
-	5,  // 9: tether.manager.Manager.Depart:input_type -> tether.manager.DepartRequest
-	8,  // 10: tether.manager.Manager.Report:input_type -> tether.manager.ReportRequest
-	11, // 11: tether.manager.Manager.Sessions:input_type -> tether.manager.SessionsRequest
-	15, // 12: tether.manager.Manager.Tunnel:input_type -> tether.manager.Frame
-	4,  // 13: tether.manager.Manager.Arrive:output_type -> tether.manager.ArriveResponse
-	6,  // 14: tether.manager.Manager.Depart:output_type -> tether.manager.DepartResponse
-	10, // 15: tether.manager.Manager.Report:output_type -> tether.manager.ReportResponse
-	12, // 16: tether.manager.Manager.Sessions:output_type -> tether.manager.SessionsResponse
-	15, // 17: tether.manager.Manager.Tunnel:output_type -> tether.manager.Frame
-	13, // [13:18] is the sub-list for method output_type
-	8,  // [8:13] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	14, // 6: tether.manager.Frame.open:type_name -> tether.manager.OpenFlow
+	15, // 7: tether.manager.Frame.opened:type_name -> tether.manager.Opened
+	3,  // 8: tether.manager.InterceptSpec.kind:type_name -> tether.manager.InterceptKind
+	31, // 9: tether.manager.InterceptSpec.headers:type_name -> tether.manager.InterceptSpec.HeadersEntry
+	17, // 10: tether.manager.InterceptInfo.spec:type_name -> tether.manager.InterceptSpec
+	17, // 11: tether.manager.CreateInterceptRequest.spec:type_name -> tether.manager.InterceptSpec
+	18, // 12: tether.manager.ListInterceptsResponse.intercepts:type_name -> tether.manager.InterceptInfo
+	18, // 13: tether.manager.RevokeInterceptResponse.intercept:type_name -> tether.manager.InterceptInfo
+	18, // 14: tether.manager.SessionEvent.intercepts:type_name -> tether.manager.InterceptInfo
+	27, // 15: tether.manager.SessionEvent.dial:type_name -> tether.manager.InboundDial
+	18, // 16: tether.manager.AgentRoutes.intercepts:type_name -> tether.manager.InterceptInfo
+	4,  // 17: tether.manager.Manager.Arrive:input_type -> tether.manager.ArriveRequest
+	6,  // 18: tether.manager.Manager.Depart:input_type -> tether.manager.DepartRequest
+	9,  // 19: tether.manager.Manager.Report:input_type -> tether.manager.ReportRequest
+	12, // 20: tether.manager.Manager.Sessions:input_type -> tether.manager.SessionsRequest
+	19, // 21: tether.manager.Manager.CreateIntercept:input_type -> tether.manager.CreateInterceptRequest
+	20, // 22: tether.manager.Manager.RemoveIntercept:input_type -> tether.manager.RemoveInterceptRequest
+	22, // 23: tether.manager.Manager.ListIntercepts:input_type -> tether.manager.ListInterceptsRequest
+	24, // 24: tether.manager.Manager.RevokeIntercept:input_type -> tether.manager.RevokeInterceptRequest
+	26, // 25: tether.manager.Manager.WatchSession:input_type -> tether.manager.WatchSessionRequest
+	16, // 26: tether.manager.Manager.InboundTunnel:input_type -> tether.manager.Frame
+	29, // 27: tether.manager.Manager.WatchAgent:input_type -> tether.manager.WatchAgentRequest
+	16, // 28: tether.manager.Manager.AgentTunnel:input_type -> tether.manager.Frame
+	16, // 29: tether.manager.Manager.Tunnel:input_type -> tether.manager.Frame
+	5,  // 30: tether.manager.Manager.Arrive:output_type -> tether.manager.ArriveResponse
+	7,  // 31: tether.manager.Manager.Depart:output_type -> tether.manager.DepartResponse
+	11, // 32: tether.manager.Manager.Report:output_type -> tether.manager.ReportResponse
+	13, // 33: tether.manager.Manager.Sessions:output_type -> tether.manager.SessionsResponse
+	18, // 34: tether.manager.Manager.CreateIntercept:output_type -> tether.manager.InterceptInfo
+	21, // 35: tether.manager.Manager.RemoveIntercept:output_type -> tether.manager.RemoveInterceptResponse
+	23, // 36: tether.manager.Manager.ListIntercepts:output_type -> tether.manager.ListInterceptsResponse
+	25, // 37: tether.manager.Manager.RevokeIntercept:output_type -> tether.manager.RevokeInterceptResponse
+	28, // 38: tether.manager.Manager.WatchSession:output_type -> tether.manager.SessionEvent
+	16, // 39: tether.manager.Manager.InboundTunnel:output_type -> tether.manager.Frame
+	30, // 40: tether.manager.Manager.WatchAgent:output_type -> tether.manager.AgentRoutes
+	16, // 41: tether.manager.Manager.AgentTunnel:output_type -> tether.manager.Frame
+	16, // 42: tether.manager.Manager.Tunnel:output_type -> tether.manager.Frame
+	30, // [30:43] is the sub-list for method output_type
+	17, // [17:30] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_manager_manager_proto_init() }
@@ -1146,8 +2072,8 @@ func file_manager_manager_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manager_manager_proto_rawDesc), len(file_manager_manager_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   13,
+			NumEnums:      4,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

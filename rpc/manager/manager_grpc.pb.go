@@ -26,11 +26,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Manager_Arrive_FullMethodName   = "/tether.manager.Manager/Arrive"
-	Manager_Depart_FullMethodName   = "/tether.manager.Manager/Depart"
-	Manager_Report_FullMethodName   = "/tether.manager.Manager/Report"
-	Manager_Sessions_FullMethodName = "/tether.manager.Manager/Sessions"
-	Manager_Tunnel_FullMethodName   = "/tether.manager.Manager/Tunnel"
+	Manager_Arrive_FullMethodName          = "/tether.manager.Manager/Arrive"
+	Manager_Depart_FullMethodName          = "/tether.manager.Manager/Depart"
+	Manager_Report_FullMethodName          = "/tether.manager.Manager/Report"
+	Manager_Sessions_FullMethodName        = "/tether.manager.Manager/Sessions"
+	Manager_CreateIntercept_FullMethodName = "/tether.manager.Manager/CreateIntercept"
+	Manager_RemoveIntercept_FullMethodName = "/tether.manager.Manager/RemoveIntercept"
+	Manager_ListIntercepts_FullMethodName  = "/tether.manager.Manager/ListIntercepts"
+	Manager_RevokeIntercept_FullMethodName = "/tether.manager.Manager/RevokeIntercept"
+	Manager_WatchSession_FullMethodName    = "/tether.manager.Manager/WatchSession"
+	Manager_InboundTunnel_FullMethodName   = "/tether.manager.Manager/InboundTunnel"
+	Manager_WatchAgent_FullMethodName      = "/tether.manager.Manager/WatchAgent"
+	Manager_AgentTunnel_FullMethodName     = "/tether.manager.Manager/AgentTunnel"
+	Manager_Tunnel_FullMethodName          = "/tether.manager.Manager/Tunnel"
 )
 
 // ManagerClient is the client API for Manager service.
@@ -48,6 +56,28 @@ type ManagerClient interface {
 	Report(ctx context.Context, in *ReportRequest, opts ...grpc.CallOption) (*ReportResponse, error)
 	// Sessions lists every session the manager holds.
 	Sessions(ctx context.Context, in *SessionsRequest, opts ...grpc.CallOption) (*SessionsResponse, error)
+	// CreateIntercept checks conflicts and creates the intercept in one
+	// atomic step. A conflict with an active holder fails with
+	// codes.FailedPrecondition and a message that names the holder.
+	CreateIntercept(ctx context.Context, in *CreateInterceptRequest, opts ...grpc.CallOption) (*InterceptInfo, error)
+	// RemoveIntercept removes one of the caller's intercepts by name.
+	RemoveIntercept(ctx context.Context, in *RemoveInterceptRequest, opts ...grpc.CallOption) (*RemoveInterceptResponse, error)
+	// ListIntercepts lists every intercept in the cluster.
+	ListIntercepts(ctx context.Context, in *ListInterceptsRequest, opts ...grpc.CallOption) (*ListInterceptsResponse, error)
+	// RevokeIntercept ends anyone's intercept; RBAC decides who may.
+	RevokeIntercept(ctx context.Context, in *RevokeInterceptRequest, opts ...grpc.CallOption) (*RevokeInterceptResponse, error)
+	// WatchSession streams the caller's intercepts each time they change, and
+	// the inbound flows the daemon must dial.
+	WatchSession(ctx context.Context, in *WatchSessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SessionEvent], error)
+	// InboundTunnel is the daemon's end of one inbound flow: its first frame
+	// has open.flow_id from an InboundDial.
+	InboundTunnel(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Frame, Frame], error)
+	// WatchAgent streams the intercepts that receive a workload's traffic.
+	WatchAgent(ctx context.Context, in *WatchAgentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AgentRoutes], error)
+	// AgentTunnel is the agent's end of one inbound flow: its first frame has
+	// open.intercept_id; the manager answers Opened once the owner's daemon
+	// has dialed its local port.
+	AgentTunnel(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Frame, Frame], error)
 	// Tunnel carries one flow (one TCP connection or one UDP 5-tuple). The
 	// daemon's first frame has `open`; the manager's first frame has `opened`.
 	// After that both sides send data frames. See Frame for the close rules.
@@ -102,9 +132,113 @@ func (c *managerClient) Sessions(ctx context.Context, in *SessionsRequest, opts 
 	return out, nil
 }
 
+func (c *managerClient) CreateIntercept(ctx context.Context, in *CreateInterceptRequest, opts ...grpc.CallOption) (*InterceptInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InterceptInfo)
+	err := c.cc.Invoke(ctx, Manager_CreateIntercept_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerClient) RemoveIntercept(ctx context.Context, in *RemoveInterceptRequest, opts ...grpc.CallOption) (*RemoveInterceptResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveInterceptResponse)
+	err := c.cc.Invoke(ctx, Manager_RemoveIntercept_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerClient) ListIntercepts(ctx context.Context, in *ListInterceptsRequest, opts ...grpc.CallOption) (*ListInterceptsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListInterceptsResponse)
+	err := c.cc.Invoke(ctx, Manager_ListIntercepts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerClient) RevokeIntercept(ctx context.Context, in *RevokeInterceptRequest, opts ...grpc.CallOption) (*RevokeInterceptResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeInterceptResponse)
+	err := c.cc.Invoke(ctx, Manager_RevokeIntercept_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerClient) WatchSession(ctx context.Context, in *WatchSessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SessionEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Manager_ServiceDesc.Streams[0], Manager_WatchSession_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchSessionRequest, SessionEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Manager_WatchSessionClient = grpc.ServerStreamingClient[SessionEvent]
+
+func (c *managerClient) InboundTunnel(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Frame, Frame], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Manager_ServiceDesc.Streams[1], Manager_InboundTunnel_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[Frame, Frame]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Manager_InboundTunnelClient = grpc.BidiStreamingClient[Frame, Frame]
+
+func (c *managerClient) WatchAgent(ctx context.Context, in *WatchAgentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AgentRoutes], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Manager_ServiceDesc.Streams[2], Manager_WatchAgent_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchAgentRequest, AgentRoutes]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Manager_WatchAgentClient = grpc.ServerStreamingClient[AgentRoutes]
+
+func (c *managerClient) AgentTunnel(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Frame, Frame], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Manager_ServiceDesc.Streams[3], Manager_AgentTunnel_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[Frame, Frame]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Manager_AgentTunnelClient = grpc.BidiStreamingClient[Frame, Frame]
+
 func (c *managerClient) Tunnel(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Frame, Frame], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Manager_ServiceDesc.Streams[0], Manager_Tunnel_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Manager_ServiceDesc.Streams[4], Manager_Tunnel_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -130,6 +264,28 @@ type ManagerServer interface {
 	Report(context.Context, *ReportRequest) (*ReportResponse, error)
 	// Sessions lists every session the manager holds.
 	Sessions(context.Context, *SessionsRequest) (*SessionsResponse, error)
+	// CreateIntercept checks conflicts and creates the intercept in one
+	// atomic step. A conflict with an active holder fails with
+	// codes.FailedPrecondition and a message that names the holder.
+	CreateIntercept(context.Context, *CreateInterceptRequest) (*InterceptInfo, error)
+	// RemoveIntercept removes one of the caller's intercepts by name.
+	RemoveIntercept(context.Context, *RemoveInterceptRequest) (*RemoveInterceptResponse, error)
+	// ListIntercepts lists every intercept in the cluster.
+	ListIntercepts(context.Context, *ListInterceptsRequest) (*ListInterceptsResponse, error)
+	// RevokeIntercept ends anyone's intercept; RBAC decides who may.
+	RevokeIntercept(context.Context, *RevokeInterceptRequest) (*RevokeInterceptResponse, error)
+	// WatchSession streams the caller's intercepts each time they change, and
+	// the inbound flows the daemon must dial.
+	WatchSession(*WatchSessionRequest, grpc.ServerStreamingServer[SessionEvent]) error
+	// InboundTunnel is the daemon's end of one inbound flow: its first frame
+	// has open.flow_id from an InboundDial.
+	InboundTunnel(grpc.BidiStreamingServer[Frame, Frame]) error
+	// WatchAgent streams the intercepts that receive a workload's traffic.
+	WatchAgent(*WatchAgentRequest, grpc.ServerStreamingServer[AgentRoutes]) error
+	// AgentTunnel is the agent's end of one inbound flow: its first frame has
+	// open.intercept_id; the manager answers Opened once the owner's daemon
+	// has dialed its local port.
+	AgentTunnel(grpc.BidiStreamingServer[Frame, Frame]) error
 	// Tunnel carries one flow (one TCP connection or one UDP 5-tuple). The
 	// daemon's first frame has `open`; the manager's first frame has `opened`.
 	// After that both sides send data frames. See Frame for the close rules.
@@ -155,6 +311,30 @@ func (UnimplementedManagerServer) Report(context.Context, *ReportRequest) (*Repo
 }
 func (UnimplementedManagerServer) Sessions(context.Context, *SessionsRequest) (*SessionsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Sessions not implemented")
+}
+func (UnimplementedManagerServer) CreateIntercept(context.Context, *CreateInterceptRequest) (*InterceptInfo, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CreateIntercept not implemented")
+}
+func (UnimplementedManagerServer) RemoveIntercept(context.Context, *RemoveInterceptRequest) (*RemoveInterceptResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RemoveIntercept not implemented")
+}
+func (UnimplementedManagerServer) ListIntercepts(context.Context, *ListInterceptsRequest) (*ListInterceptsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListIntercepts not implemented")
+}
+func (UnimplementedManagerServer) RevokeIntercept(context.Context, *RevokeInterceptRequest) (*RevokeInterceptResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RevokeIntercept not implemented")
+}
+func (UnimplementedManagerServer) WatchSession(*WatchSessionRequest, grpc.ServerStreamingServer[SessionEvent]) error {
+	return status.Errorf(codes.Unimplemented, "method WatchSession not implemented")
+}
+func (UnimplementedManagerServer) InboundTunnel(grpc.BidiStreamingServer[Frame, Frame]) error {
+	return status.Errorf(codes.Unimplemented, "method InboundTunnel not implemented")
+}
+func (UnimplementedManagerServer) WatchAgent(*WatchAgentRequest, grpc.ServerStreamingServer[AgentRoutes]) error {
+	return status.Errorf(codes.Unimplemented, "method WatchAgent not implemented")
+}
+func (UnimplementedManagerServer) AgentTunnel(grpc.BidiStreamingServer[Frame, Frame]) error {
+	return status.Errorf(codes.Unimplemented, "method AgentTunnel not implemented")
 }
 func (UnimplementedManagerServer) Tunnel(grpc.BidiStreamingServer[Frame, Frame]) error {
 	return status.Errorf(codes.Unimplemented, "method Tunnel not implemented")
@@ -252,6 +432,114 @@ func _Manager_Sessions_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Manager_CreateIntercept_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateInterceptRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServer).CreateIntercept(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Manager_CreateIntercept_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServer).CreateIntercept(ctx, req.(*CreateInterceptRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Manager_RemoveIntercept_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveInterceptRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServer).RemoveIntercept(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Manager_RemoveIntercept_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServer).RemoveIntercept(ctx, req.(*RemoveInterceptRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Manager_ListIntercepts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListInterceptsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServer).ListIntercepts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Manager_ListIntercepts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServer).ListIntercepts(ctx, req.(*ListInterceptsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Manager_RevokeIntercept_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeInterceptRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServer).RevokeIntercept(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Manager_RevokeIntercept_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServer).RevokeIntercept(ctx, req.(*RevokeInterceptRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Manager_WatchSession_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchSessionRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ManagerServer).WatchSession(m, &grpc.GenericServerStream[WatchSessionRequest, SessionEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Manager_WatchSessionServer = grpc.ServerStreamingServer[SessionEvent]
+
+func _Manager_InboundTunnel_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ManagerServer).InboundTunnel(&grpc.GenericServerStream[Frame, Frame]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Manager_InboundTunnelServer = grpc.BidiStreamingServer[Frame, Frame]
+
+func _Manager_WatchAgent_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchAgentRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ManagerServer).WatchAgent(m, &grpc.GenericServerStream[WatchAgentRequest, AgentRoutes]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Manager_WatchAgentServer = grpc.ServerStreamingServer[AgentRoutes]
+
+func _Manager_AgentTunnel_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ManagerServer).AgentTunnel(&grpc.GenericServerStream[Frame, Frame]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Manager_AgentTunnelServer = grpc.BidiStreamingServer[Frame, Frame]
+
 func _Manager_Tunnel_Handler(srv interface{}, stream grpc.ServerStream) error {
 	return srv.(ManagerServer).Tunnel(&grpc.GenericServerStream[Frame, Frame]{ServerStream: stream})
 }
@@ -282,8 +570,46 @@ var Manager_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Sessions",
 			Handler:    _Manager_Sessions_Handler,
 		},
+		{
+			MethodName: "CreateIntercept",
+			Handler:    _Manager_CreateIntercept_Handler,
+		},
+		{
+			MethodName: "RemoveIntercept",
+			Handler:    _Manager_RemoveIntercept_Handler,
+		},
+		{
+			MethodName: "ListIntercepts",
+			Handler:    _Manager_ListIntercepts_Handler,
+		},
+		{
+			MethodName: "RevokeIntercept",
+			Handler:    _Manager_RevokeIntercept_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchSession",
+			Handler:       _Manager_WatchSession_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "InboundTunnel",
+			Handler:       _Manager_InboundTunnel_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "WatchAgent",
+			Handler:       _Manager_WatchAgent_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "AgentTunnel",
+			Handler:       _Manager_AgentTunnel_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
 		{
 			StreamName:    "Tunnel",
 			Handler:       _Manager_Tunnel_Handler,

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/tether-dev/tether/agent"
+)
+
+func newAgentCmd(g *globals) *cobra.Command {
+	var configFile string
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the pod-side agent: forward a workload's port to the app or to intercepting developers",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v, err := newViper(cmd, configFile, map[string]string{
+				"agent.manager": "manager", "agent.workload": "workload", "agent.port": "port",
+				"agent.app": "app", "agent.listen": "listen",
+				"agent.tokenFile": "token-file", "agent.tls": "tls", "agent.caFile": "ca-file",
+			})
+			if err != nil {
+				return err
+			}
+			port := v.GetInt("agent.port")
+			if port < 1 || port > 65535 {
+				return fmt.Errorf("agent.port: %q is not a port (1-65535)", v.GetString("agent.port"))
+			}
+			token := os.Getenv("TETHER_TOKEN")
+			if f := v.GetString("agent.tokenFile"); f != "" {
+				b, err := os.ReadFile(f)
+				if err != nil {
+					return fmt.Errorf("agent.tokenFile: %w", err)
+				}
+				token = strings.TrimSpace(string(b))
+			}
+			creds, err := agentCreds(v.GetBool("agent.tls"), v.GetString("agent.caFile"))
+			if err != nil {
+				return err
+			}
+			log := g.logger()
+			if err := servePprof(g.pprofAddr, log); err != nil {
+				return err
+			}
+			a, err := agent.New(agent.Config{
+				Manager: v.GetString("agent.manager"), Creds: creds, Token: token,
+				Workload: v.GetString("agent.workload"), Port: uint16(port),
+				App: v.GetString("agent.app"), Listen: v.GetString("agent.listen"), Log: log,
+			})
+			if err != nil {
+				return err
+			}
+			if creds == nil {
+				log.Warn("talking to the manager without TLS: the token and traffic travel in clear text", "component", "agent")
+			}
+			return errors.Join(a.Run(cmd.Context()), a.Close())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "agent configuration file (YAML, keys under agent:)")
+	f.String("manager", "", "agent.manager: traffic manager host:port")
+	f.String("workload", "", "agent.workload: the workload beside which the agent runs, NAMESPACE/NAME")
+	f.Int("port", 0, "agent.port: the workload's port that intercepts name")
+	f.String("app", "", "agent.app: the app's address, e.g. 127.0.0.1:8081")
+	f.String("listen", "", "agent.listen: address clients connect to (default :PORT)")
+	f.String("token-file", "", "agent.tokenFile: file holding the bearer token for the manager (or env TETHER_TOKEN)")
+	f.Bool("tls", false, "agent.tls: use TLS to the manager, verified with the system roots")
+	f.String("ca-file", "", "agent.caFile: use TLS to the manager, verified with this CA certificate (PEM)")
+	return cmd
+}
+
+// agentCreds returns TLS credentials when asked for, verified against
+// caFile or the system roots; nil means plaintext.
+func agentCreds(useTLS bool, caFile string) (credentials.TransportCredentials, error) {
+	if !useTLS && caFile == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("agent.caFile: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("agent.caFile: %s holds no PEM certificate", caFile)
+		}
+		cfg.RootCAs = pool
+	}
+	return credentials.NewTLS(cfg), nil
+}

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	pb "github.com/tether-dev/tether/rpc/daemon"
+	pbm "github.com/tether-dev/tether/rpc/manager"
+)
+
+// call runs fn against the daemon for commands whose answer is not a
+// status.
+func call(cmd *cobra.Command, g *globals, fn func(context.Context, pb.DaemonClient) error) error {
+	_, err := callDaemon(cmd.Context(), g, 30*time.Second, func(ctx context.Context, c pb.DaemonClient) (*pb.StatusResponse, error) {
+		return nil, fn(ctx, c)
+	})
+	return err
+}
+
+func newInterceptCmd(g *globals) *cobra.Command {
+	var (
+		workload string
+		port, to uint32
+		headers  []string
+		path     string
+		replace  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "intercept NAME --workload NS/NAME --port PORT --to LOCALPORT",
+		Short: "Route a workload's traffic (all, or HTTP requests matching a filter) to a local port",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			spec := &pbm.InterceptSpec{Name: args[0], Workload: workload, Port: port, Kind: pbm.InterceptKind_GLOBAL, Path: path}
+			if len(headers) > 0 || path != "" {
+				spec.Kind, spec.Headers = pbm.InterceptKind_HTTP, map[string]string{}
+				for _, h := range headers {
+					name, re, ok := strings.Cut(h, "=")
+					if !ok || name == "" {
+						return fmt.Errorf("--http-header %q: want NAME=REGEX", h)
+					}
+					spec.Headers[strings.ToLower(name)] = re
+				}
+			}
+			if replace {
+				if spec.Kind == pbm.InterceptKind_HTTP {
+					return fmt.Errorf("--replace takes all traffic; it cannot have --http-header or --http-path")
+				}
+				spec.Kind = pbm.InterceptKind_REPLACE
+			}
+			var info *pbm.InterceptInfo
+			err := call(cmd, g, func(ctx context.Context, c pb.DaemonClient) (err error) {
+				info, err = c.Intercept(ctx, &pb.InterceptRequest{Spec: spec, LocalPort: to})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Intercept %s (%s): %s port %d %s -> 127.0.0.1:%d\n", spec.Name, info.Id, workload, port, filterText(spec), to)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&workload, "workload", "", "the workload, NAMESPACE/NAME")
+	f.Uint32Var(&port, "port", 0, "the workload's port")
+	f.Uint32Var(&to, "to", 0, "the local port that receives the traffic")
+	f.StringArrayVar(&headers, "http-header", nil, "only HTTP requests whose header NAME fully matches REGEX (NAME=REGEX, repeatable, RE2)")
+	f.StringVar(&path, "http-path", "", "only HTTP requests whose path fully matches REGEX (RE2)")
+	f.BoolVar(&replace, "replace", false, "take all ports of the workload; its app gets no traffic")
+	for _, name := range []string{"workload", "to"} {
+		cmd.MarkFlagRequired(name)
+	}
+	return cmd
+}
+
+func newLeaveCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "leave NAME",
+		Short: "End one of your intercepts",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return call(cmd, g, func(ctx context.Context, c pb.DaemonClient) error {
+				_, err := c.Leave(ctx, &pb.LeaveRequest{Name: args[0]})
+				return err
+			})
+		},
+	}
+}
+
+func newRevokeCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "revoke ID",
+		Short: "End anyone's intercept (needs get and update on the traffic-manager configmap)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var resp *pbm.RevokeInterceptResponse
+			err := call(cmd, g, func(ctx context.Context, c pb.DaemonClient) (err error) {
+				resp, err = c.Revoke(ctx, &pbm.RevokeInterceptRequest{Id: args[0]})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			x := resp.Intercept
+			fmt.Fprintf(cmd.OutOrStdout(), "Revoked intercept %s (%s) of %s@%s\n", x.Spec.GetName(), x.Id, x.OwnerUser, x.OwnerHost)
+			return nil
+		},
+	}
+}
+
+// interceptJSON is one row of `tether list --json`; fields are only added.
+type interceptJSON struct {
+	ID         string  `json:"id"`
+	Name       string  `json:"name"`
+	OwnerUser  string  `json:"owner_user"`
+	OwnerHost  string  `json:"owner_host"`
+	Workload   string  `json:"workload"`
+	Port       uint32  `json:"port"`
+	Kind       string  `json:"kind"`
+	Filter     string  `json:"filter"`
+	State      string  `json:"state"`
+	Message    string  `json:"message,omitempty"`
+	OwnerIdleS float64 `json:"owner_idle_seconds"`
+	Blocks     bool    `json:"blocks"`
+	LocalPort  uint32  `json:"local_port,omitempty"`
+}
+
+func toInterceptJSON(x *pbm.InterceptInfo) interceptJSON {
+	return interceptJSON{
+		ID: x.Id, Name: x.Spec.GetName(), OwnerUser: x.OwnerUser, OwnerHost: x.OwnerHost,
+		Workload: x.Spec.GetWorkload(), Port: x.Spec.GetPort(), Kind: x.Spec.GetKind().String(), Filter: filterText(x.Spec),
+		State: x.State, Message: x.Message, OwnerIdleS: ms(x.OwnerIdleMs), Blocks: x.Blocks,
+	}
+}
+
+func newListCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List every intercept in the cluster: owner, filter, state, whether it blocks",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var resp *pbm.ListInterceptsResponse
+			err := call(cmd, g, func(ctx context.Context, c pb.DaemonClient) (err error) {
+				resp, err = c.List(ctx, &pbm.ListInterceptsRequest{})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			rows := make([]interceptJSON, 0, len(resp.Intercepts))
+			for _, x := range resp.Intercepts {
+				rows = append(rows, toInterceptJSON(x))
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(rows)
+			}
+			printIntercepts(cmd.OutOrStdout(), rows)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
+	return cmd
+}
+
+func printIntercepts(w io.Writer, rows []interceptJSON) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tOWNER\tWORKLOAD\tPORT\tFILTER\tSTATE\tIDLE\tBLOCKS")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s@%s\t%s\t%d\t%s\t%s\t%s\t%v\n", r.ID, r.Name, r.OwnerUser, r.OwnerHost, r.Workload, r.Port, r.Filter, r.State,
+			(time.Duration(r.OwnerIdleS) * time.Second).String(), r.Blocks)
+	}
+	tw.Flush()
+	for _, r := range rows {
+		if r.Message != "" {
+			fmt.Fprintf(w, "%s: %s\n", r.Name, r.Message)
+		}
+	}
+}
+
+// filterText renders an intercept's filter for people.
+func filterText(s *pbm.InterceptSpec) string {
+	switch s.GetKind() {
+	case pbm.InterceptKind_REPLACE:
+		return "replace (all ports)"
+	case pbm.InterceptKind_HTTP:
+	default:
+		return "all traffic"
+	}
+	var parts []string
+	for name, re := range s.Headers {
+		parts = append(parts, name+"="+re)
+	}
+	sort.Strings(parts)
+	if s.Path != "" {
+		parts = append(parts, "path="+s.Path)
+	}
+	return strings.Join(parts, " ")
+}

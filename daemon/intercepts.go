@@ -1,0 +1,192 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/tether-dev/tether/rpc/daemon"
+	pbm "github.com/tether-dev/tether/rpc/manager"
+	"github.com/tether-dev/tether/tunnel"
+)
+
+// localDialTimeout bounds the dial of the developer's local port for an
+// inbound flow.
+const localDialTimeout = 3 * time.Second
+
+// intercepts is a session's side of its intercepts. Inbound flows never
+// count as activity: a pod calling the laptop is not the person using it.
+type intercepts struct {
+	// mu guards ports, infos and notices.
+	mu      sync.Mutex
+	ports   map[string]uint32 // intercept id -> local port
+	infos   []*pbm.InterceptInfo
+	notices []string
+	flows   sync.WaitGroup // inbound flows, waited for by the watcher
+}
+
+// watch follows the manager's session events until ctx ends, reconnecting
+// with backoff when the stream breaks.
+func (s *session) watch(ctx context.Context, client *tunnel.Client) {
+	defer s.icepts.flows.Wait()
+	backoff := 200 * time.Millisecond
+	for ctx.Err() == nil {
+		stream, err := pbm.NewManagerClient(s.cc).WatchSession(ctx, &pbm.WatchSessionRequest{})
+		for err == nil {
+			var ev *pbm.SessionEvent
+			if ev, err = stream.Recv(); err != nil {
+				break
+			}
+			backoff = 200 * time.Millisecond
+			s.handleEvent(ctx, client, ev)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Debug("session watch broke; retrying", "error", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, tunnel.MaxBackoff)
+	}
+}
+
+func (s *session) handleEvent(ctx context.Context, client *tunnel.Client, ev *pbm.SessionEvent) {
+	ic := &s.icepts
+	ic.mu.Lock()
+	if ev.InterceptsChanged {
+		ic.infos = ev.Intercepts
+		for _, info := range ev.Intercepts {
+			if info.Message != "" {
+				s.log.Info("intercept", "name", info.Spec.GetName(), "state", info.State, "message", info.Message)
+			}
+		}
+	}
+	if ev.Notice != "" {
+		ic.notices = append(ic.notices, ev.Notice)
+		s.log.Warn("notice from the traffic manager", "notice", ev.Notice)
+	}
+	ic.mu.Unlock()
+	if d := ev.Dial; d != nil {
+		ic.flows.Add(1)
+		go func() {
+			defer ic.flows.Done()
+			s.inbound(ctx, client, d)
+		}()
+	}
+}
+
+// inbound delivers one flow from an intercepted pod to the local port.
+func (s *session) inbound(ctx context.Context, client *tunnel.Client, d *pbm.InboundDial) {
+	s.inboundFlows.Add(1)
+	s.metrics.flows.WithLabelValues("inbound").Inc()
+	s.icepts.mu.Lock()
+	port := s.icepts.ports[d.InterceptId]
+	s.icepts.mu.Unlock()
+	refuse := func(msg string) {
+		s.log.Debug("inbound flow refused", "intercept", d.InterceptId, "reason", msg)
+		client.Answer(ctx, d.FlowId, &pbm.Opened{Status: pbm.OpenStatus_OPEN_REFUSED, Error: msg})
+	}
+	if port == 0 {
+		refuse("no local port for this intercept")
+		return
+	}
+	addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port))
+	local, err := (&net.Dialer{Timeout: localDialTimeout}).DialContext(ctx, "tcp", addr.String())
+	if err != nil {
+		refuse(err.Error())
+		return
+	}
+	f, err := client.Answer(ctx, d.FlowId, &pbm.Opened{Status: pbm.OpenStatus_OPEN_OK})
+	if err != nil {
+		local.Close()
+		s.log.Debug("inbound flow", "error", err)
+		return
+	}
+	remote := tunnel.NewConn(f, local.LocalAddr(), &net.TCPAddr{})
+	if err := tunnel.Splice(local.(*net.TCPConn), remote); err != nil {
+		s.log.Debug("inbound flow reset", "intercept", d.InterceptId, "error", err)
+	}
+}
+
+func (s *session) interceptStatus() ([]*pb.LocalIntercept, []string) {
+	ic := &s.icepts
+	ic.mu.Lock()
+	defer ic.mu.Unlock()
+	out := make([]*pb.LocalIntercept, 0, len(ic.infos))
+	for _, info := range ic.infos {
+		out = append(out, &pb.LocalIntercept{Info: info, LocalPort: ic.ports[info.Id]})
+	}
+	return out, append([]string(nil), ic.notices...)
+}
+
+// sessionOrErr returns the live session or an error the CLI can show.
+func (d *Daemon) sessionOrErr() (*session, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.sess == nil {
+		return nil, status.Error(codes.FailedPrecondition, "not connected: run `tether connect` first")
+	}
+	return d.sess, nil
+}
+
+// Intercept implements pb.DaemonServer.
+func (d *Daemon) Intercept(ctx context.Context, req *pb.InterceptRequest) (*pbm.InterceptInfo, error) {
+	s, err := d.sessionOrErr()
+	if err != nil {
+		return nil, err
+	}
+	if req.LocalPort == 0 || req.LocalPort > 65535 {
+		return nil, status.Errorf(codes.InvalidArgument, "--to %d is not a port", req.LocalPort)
+	}
+	info, err := pbm.NewManagerClient(s.cc).CreateIntercept(ctx, &pbm.CreateInterceptRequest{Spec: req.Spec})
+	if err != nil {
+		return nil, err
+	}
+	s.icepts.mu.Lock()
+	s.icepts.ports[info.Id] = req.LocalPort
+	s.icepts.mu.Unlock()
+	return info, nil
+}
+
+// Leave implements pb.DaemonServer.
+func (d *Daemon) Leave(ctx context.Context, req *pb.LeaveRequest) (*pb.LeaveResponse, error) {
+	s, err := d.sessionOrErr()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := pbm.NewManagerClient(s.cc).RemoveIntercept(ctx, &pbm.RemoveInterceptRequest{Name: req.Name}); err != nil {
+		return nil, err
+	}
+	return &pb.LeaveResponse{}, nil
+}
+
+// List implements pb.DaemonServer.
+func (d *Daemon) List(ctx context.Context, req *pbm.ListInterceptsRequest) (*pbm.ListInterceptsResponse, error) {
+	s, err := d.sessionOrErr()
+	if err != nil {
+		return nil, err
+	}
+	return pbm.NewManagerClient(s.cc).ListIntercepts(ctx, req)
+}
+
+// Revoke implements pb.DaemonServer.
+func (d *Daemon) Revoke(ctx context.Context, req *pbm.RevokeInterceptRequest) (*pbm.RevokeInterceptResponse, error) {
+	s, err := d.sessionOrErr()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := pbm.NewManagerClient(s.cc).RevokeIntercept(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("revoke %s: %w", req.Id, err)
+	}
+	return resp, nil
+}

@@ -1,0 +1,285 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tether-dev/tether/internal/netlab"
+)
+
+// member is one developer: a client namespace with a daemon and a local
+// server that answers "dev NAME".
+type member struct {
+	name   string
+	ns     string
+	socket string
+}
+
+// team is a lab with two developers (alice may revoke, bob may not), a
+// manager with tokens and RBAC, and an agent in front of a real app.
+type team struct {
+	*env
+	alice, bob *member
+}
+
+const (
+	appPort   = 18080 // the workload's app, on the pod's loopback
+	agentPort = 8080  // the workload port the agent serves
+	devPort   = 7000  // each developer's local server
+	workload  = "default/web"
+)
+
+func newTeam(t *testing.T, rules ...string) *team {
+	t.Helper()
+	requireLab(t)
+	lab, err := netlab.New(netlab.Options{Prefix: "ti", ExtraClients: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, lab: lab, dir: t.TempDir()}
+	t.Cleanup(e.close)
+	tm := &team{env: e,
+		alice: &member{name: "alice", ns: lab.Clients[0], socket: filepath.Join(e.dir, "alice.sock")},
+		bob:   &member{name: "bob", ns: lab.Clients[1], socket: filepath.Join(e.dir, "bob.sock")},
+	}
+	write := func(name, content string) string {
+		p := filepath.Join(e.dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	write("tokens.csv", "t-alice,alice,1001,\"devs\"\nt-bob,bob,1002,\"devs\"\nt-agent,agent,2000\n")
+	policy, err := os.ReadFile("../manager/rbac/testdata/policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("policy.yaml", string(policy))
+	for _, m := range []*member{tm.alice, tm.bob} {
+		write(m.name+".token", "t-"+m.name+"\n")
+	}
+	write("agent.token", "t-agent\n")
+
+	// The app, and each developer's local server.
+	ln, err := lab.Listen(lab.Pod, "tcp", fmt.Sprintf("127.0.0.1:%d", appPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.stops = append(e.stops, netlab.ServeHTTP(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "app") })))
+	for _, m := range []*member{tm.alice, tm.bob} {
+		ln, err := lab.Listen(m.ns, "tcp", fmt.Sprintf("127.0.0.1:%d", devPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := m.name
+		e.stops = append(e.stops, netlab.ServeHTTP(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "dev "+name) })))
+	}
+
+	e.startManager(append([]string{"--token-file", filepath.Join(e.dir, "tokens.csv"), "--rbac-policy-file", filepath.Join(e.dir, "policy.yaml")}, rules...)...)
+	agentAddr := fmt.Sprintf("%s:%d", lab.PodIP, agentPort)
+	if _, err := lab.Start(lab.Pod, filepath.Join(e.dir, "agent.log"), tetherBin, "--log-level", "debug", "agent",
+		"--manager", e.mgrAddr(), "--workload", workload, "--port", fmt.Sprint(agentPort),
+		"--app", fmt.Sprintf("127.0.0.1:%d", appPort), "--listen", agentAddr, "--token-file", filepath.Join(e.dir, "agent.token")); err != nil {
+		t.Fatal(err)
+	}
+	e.waitTCP(lab.Mgr, agentAddr)
+	for _, m := range []*member{tm.alice, tm.bob} {
+		if _, err := lab.Start(m.ns, filepath.Join(e.dir, m.name+".log"), tetherBin, "--socket", m.socket, "--log-level", "debug", "daemon", "--tun-name", "tt"+m.name); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if _, err := tm.as(m, "--no-activity", "status"); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s's daemon did not start", m.name)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if out, err := tm.as(m, "connect", "--manager", e.mgrAddr(), "--token-file", filepath.Join(e.dir, m.name+".token")); err != nil {
+			t.Fatalf("%s connect: %v\n%s", m.name, err, out)
+		}
+	}
+	return tm
+}
+
+// as runs the CLI as member m.
+func (tm *team) as(m *member, args ...string) (string, error) {
+	return tm.run(m.ns, tetherBin, append([]string{"--socket", m.socket}, args...)...)
+}
+
+// request calls the workload from inside the cluster (the mgr namespace)
+// with the given x-user header ("" for none) and returns the body.
+func (tm *team) request(user string) string {
+	args := []string{"-sS", "--max-time", "5", fmt.Sprintf("http://%s:%d/", tm.lab.PodIP, agentPort)}
+	if user != "" {
+		args = append(args, "-H", "x-user: "+user)
+	}
+	out, err := tm.run(tm.lab.Mgr, "curl", args...)
+	if err != nil {
+		return "error: " + strings.TrimSpace(out)
+	}
+	return strings.TrimSpace(out)
+}
+
+// expectRoutes checks where requests go, waiting briefly for agents and
+// daemons to learn of changes (they are told at once; this absorbs the
+// propagation).
+func (tm *team) expectRoutes(want map[string]string) {
+	tm.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := map[string]string{}
+		ok := true
+		for user, body := range want {
+			got[user] = tm.request(user)
+			ok = ok && got[user] == body
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			tm.t.Fatalf("routes: got %v, want %v", got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (tm *team) intercept(m *member, name string, args ...string) (string, error) {
+	return tm.as(m, append([]string{"intercept", name, "--workload", workload, "--port", fmt.Sprint(agentPort), "--to", fmt.Sprint(devPort)}, args...)...)
+}
+
+func (tm *team) list(m *member) []map[string]any {
+	tm.t.Helper()
+	out, err := tm.as(m, "--no-activity", "list", "--json")
+	if err != nil {
+		tm.t.Fatalf("list: %v\n%s", err, out)
+	}
+	var rows []map[string]any
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		tm.t.Fatalf("list --json: %v\n%s", err, out)
+	}
+	return rows
+}
+
+func (tm *team) stateOf(m *member, name string) (state, message string) {
+	for _, r := range tm.list(m) {
+		if r["name"] == name && r["owner_user"] == m.name {
+			s, _ := r["state"].(string)
+			msg, _ := r["message"].(string)
+			return s, msg
+		}
+	}
+	return "", ""
+}
+
+// TestIntercepts walks the team rules in order with short timeouts.
+func TestIntercepts(t *testing.T) {
+	tm := newTeam(t, "--inactive-block-timeout", "3s", "--report-interval", "500ms", "--connection-ttl", "5m")
+	tm.expectRoutes(map[string]string{"": "app", "alice": "app"})
+
+	// Disjoint header filters: each gets its own traffic; the rest goes to the app.
+	if out, err := tm.intercept(tm.alice, "a", "--http-header", "x-user=alice"); err != nil {
+		t.Fatalf("alice intercept: %v\n%s", err, out)
+	}
+	if out, err := tm.intercept(tm.bob, "b", "--http-header", "x-user=bob"); err != nil {
+		t.Fatalf("bob intercept: %v\n%s", err, out)
+	}
+	tm.expectRoutes(map[string]string{"alice": "dev alice", "bob": "dev bob", "carol": "app", "": "app"})
+
+	// A too-broad filter is refused while alice is active, naming her.
+	out, err := tm.intercept(tm.bob, "wide", "--http-header", "x-user=.*ice")
+	if err == nil || !strings.Contains(out, "alice@") || !strings.Contains(out, "alice") || !strings.Contains(out, "idle") {
+		t.Fatalf("too-broad intercept while alice is active: %v\n%s", err, out)
+	}
+
+	// A keepalive script on alice's laptop (a new TCP connection into the
+	// cluster every second) keeps her block right past the block timeout.
+	for range 5 {
+		tm.run(tm.alice.ns, "curl", "-sS", "--max-time", "2", "-o", "/dev/null", fmt.Sprintf("http://%s:%d/", tm.lab.PodIP, agentPort))
+		time.Sleep(time.Second)
+	}
+	if out, err := tm.intercept(tm.bob, "wide", "--http-header", "x-user=.*ice"); err == nil {
+		t.Fatalf("alice's keepalive did not keep her block right:\n%s", out)
+	}
+
+	// Inbound requests to alice's intercept do not keep her active: after
+	// the block timeout of such traffic alone, bob's filter wins.
+	for range 8 {
+		if got := tm.request("alice"); got != "dev alice" {
+			t.Fatalf("alice's intercept got %q", got)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if out, err := tm.intercept(tm.bob, "wide", "--http-header", "x-user=.*ice"); err != nil {
+		t.Fatalf("bob's filter did not win over idle alice: %v\n%s", err, out)
+	}
+	tm.expectRoutes(map[string]string{"alice": "dev bob", "bob": "dev bob", "": "app"})
+	if st, msg := tm.stateOf(tm.alice, "a"); st != "CONFLICT" || !strings.Contains(msg, "superseded") {
+		t.Fatalf("alice's intercept: %s %q, want CONFLICT with a message", st, msg)
+	}
+
+	// When bob's wide filter ends, alice's intercept is restored by itself.
+	if out, err := tm.as(tm.bob, "leave", "wide"); err != nil {
+		t.Fatalf("leave: %v\n%s", err, out)
+	}
+	tm.expectRoutes(map[string]string{"alice": "dev alice", "bob": "dev bob"})
+	if st, _ := tm.stateOf(tm.alice, "a"); st != "ACTIVE" {
+		t.Fatalf("alice's intercept after bob left: %s", st)
+	}
+
+	// Revoke: refused for bob (no RBAC), done for alice; bob sees who did it.
+	var bobID string
+	for _, r := range tm.list(tm.alice) {
+		if r["owner_user"] == "bob" {
+			bobID, _ = r["id"].(string)
+		}
+	}
+	var aliceID string
+	for _, r := range tm.list(tm.alice) {
+		if r["owner_user"] == "alice" {
+			aliceID, _ = r["id"].(string)
+		}
+	}
+	out, err = tm.as(tm.bob, "revoke", aliceID)
+	if err == nil || !strings.Contains(out, "bob") || !strings.Contains(out, "configmaps") {
+		t.Fatalf("revoke by bob: %v\n%s", err, out)
+	}
+	if out, err := tm.as(tm.alice, "revoke", bobID); err != nil {
+		t.Fatalf("revoke by alice: %v\n%s", err, out)
+	}
+	tm.expectRoutes(map[string]string{"bob": "app", "alice": "dev alice"})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, _ := tm.as(tm.bob, "--no-activity", "status")
+		if strings.Contains(out, "revoked by alice at") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob's status does not say who revoked:\n%s", out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestInterceptsEndWithSession: when the session's TTL runs out its
+// intercepts go, and the agent routes to the app again.
+func TestInterceptsEndWithSession(t *testing.T) {
+	tm := newTeam(t, "--connection-ttl", "4s", "--report-interval", "500ms", "--inactive-block-timeout", "2s")
+	if out, err := tm.intercept(tm.alice, "a"); err != nil {
+		t.Fatalf("intercept: %v\n%s", err, out)
+	}
+	tm.expectRoutes(map[string]string{"": "dev alice"})
+	time.Sleep(5 * time.Second)
+	tm.expectRoutes(map[string]string{"": "app"})
+	if rows := tm.list(tm.bob); len(rows) != 0 {
+		t.Fatalf("intercepts left after the session ended: %v", rows)
+	}
+}
