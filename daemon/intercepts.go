@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -184,9 +183,5 @@ func (d *Daemon) Revoke(ctx context.Context, req *pbm.RevokeInterceptRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	resp, err := pbm.NewManagerClient(s.cc).RevokeIntercept(ctx, req)
-	if err != nil {
-		return nil, fmt.Errorf("revoke %s: %w", req.Id, err)
-	}
-	return resp, nil
+	return pbm.NewManagerClient(s.cc).RevokeIntercept(ctx, req)
 }

@@ -81,10 +81,11 @@ func newTeam(t *testing.T, rules ...string) *team {
 		e.stops = append(e.stops, netlab.ServeHTTP(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "dev "+name) })))
 	}
 
-	e.startManager(append([]string{"--token-file", filepath.Join(e.dir, "tokens.csv"), "--rbac-policy-file", filepath.Join(e.dir, "policy.yaml")}, rules...)...)
+	// The manager serves daemons on the client link and agents on the pod link.
+	e.startManager(append([]string{"--listen", fmt.Sprintf(":%d", portMgr), "--token-file", filepath.Join(e.dir, "tokens.csv"), "--rbac-policy-file", filepath.Join(e.dir, "policy.yaml")}, rules...)...)
 	agentAddr := fmt.Sprintf("%s:%d", lab.PodIP, agentPort)
 	if _, err := lab.Start(lab.Pod, filepath.Join(e.dir, "agent.log"), tetherBin, "--log-level", "debug", "agent",
-		"--manager", e.mgrAddr(), "--workload", workload, "--port", fmt.Sprint(agentPort),
+		"--manager", fmt.Sprintf("%s:%d", lab.MgrPodIP, portMgr), "--workload", workload, "--port", fmt.Sprint(agentPort),
 		"--app", fmt.Sprintf("127.0.0.1:%d", appPort), "--listen", agentAddr, "--token-file", filepath.Join(e.dir, "agent.token")); err != nil {
 		t.Fatal(err)
 	}
@@ -279,6 +280,10 @@ func TestInterceptsEndWithSession(t *testing.T) {
 	tm.expectRoutes(map[string]string{"": "dev alice"})
 	time.Sleep(5 * time.Second)
 	tm.expectRoutes(map[string]string{"": "app"})
+	// Both sessions expired; a fresh one sees no intercept left.
+	if out, err := tm.as(tm.bob, "connect", "--manager", tm.mgrAddr(), "--token-file", filepath.Join(tm.dir, "bob.token")); err != nil {
+		t.Fatalf("reconnect: %v\n%s", err, out)
+	}
 	if rows := tm.list(tm.bob); len(rows) != 0 {
 		t.Fatalf("intercepts left after the session ended: %v", rows)
 	}

@@ -129,9 +129,10 @@ func (e *env) close() {
 		stop()
 	}
 	if e.t.Failed() {
-		for _, name := range []string{"manager.log", "daemon.log"} {
-			if b, err := os.ReadFile(filepath.Join(e.dir, name)); err == nil {
-				e.t.Logf("=== %s\n%s", name, lastLines(string(b), 40))
+		logs, _ := filepath.Glob(filepath.Join(e.dir, "*.log"))
+		for _, name := range logs {
+			if b, err := os.ReadFile(name); err == nil {
+				e.t.Logf("=== %s\n%s", filepath.Base(name), lastLines(string(b), 40))
 			}
 		}
 	}

@@ -203,6 +203,9 @@ func TestResetReachesClientSide(t *testing.T) {
 	go func() {
 		c, err := ln.Accept()
 		if err == nil {
+			// Reset only after the first byte, so the dial itself has
+			// surely succeeded.
+			c.Read(make([]byte, 1))
 			c.(*net.TCPConn).SetLinger(0)
 			c.Close() // RST
 		}
@@ -212,6 +215,9 @@ func TestResetReachesClientSide(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close(true)
+	if err := f.Send([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := f.Recv(); err == nil || err == io.EOF {
 		t.Fatalf("Recv = %v, want a reset error", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
@@ -26,7 +27,10 @@ var chunkPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return
 // local program completes only after the cluster side accepted: a refusal
 // becomes a reset.
 func (v *VIF) handleTCP(req *tcp.ForwarderRequest) {
-	v.flows.Add(1)
+	if !v.joinFlow() {
+		req.Complete(true)
+		return
+	}
 	defer v.flows.Done()
 	id := flowID(TCP, req.ID())
 	v.tcpFlows.Add(1)
@@ -40,7 +44,7 @@ func (v *VIF) handleTCP(req *tcp.ForwarderRequest) {
 		return
 	}
 	var wq waiter.Queue
-	ep, terr := req.CreateEndpoint(&wq)
+	ep, terr := createEndpoint(ctx, req, &wq)
 	if terr != nil {
 		// The local program gave up (e.g. its SYN timed out) meanwhile.
 		req.Complete(true)
@@ -53,6 +57,40 @@ func (v *VIF) handleTCP(req *tcp.ForwarderRequest) {
 	defer v.tcpLive.Add(^uint64(0))
 	c := &tcpConn{ep: ep, wq: &wq, ctx: ctx}
 	v.splice(c, remote)
+}
+
+// createEndpoint completes the handshake with the local program; it fails
+// once ctx ends. req.CreateEndpoint waits for the handshake, which
+// retransmits for two minutes when the local program is gone, and which the
+// stack's Close does not abort if it began after it. Notifying wq is what
+// ends that wait (the handshake counts as failed), but a notification before
+// CreateEndpoint has registered its waiter is lost: repeat it until
+// CreateEndpoint returns.
+func createEndpoint(ctx context.Context, req *tcp.ForwarderRequest, wq *waiter.Queue) (tcpip.Endpoint, tcpip.Error) {
+	if ctx.Err() != nil {
+		return nil, &tcpip.ErrAborted{}
+	}
+	created := make(chan struct{})
+	wakerDone := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(wakerDone)
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for {
+			wq.Notify(waiter.WritableEvents)
+			select {
+			case <-created:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	ep, err := req.CreateEndpoint(wq)
+	close(created)
+	if !stop() {
+		<-wakerDone
+	}
+	return ep, err
 }
 
 // splice copies both directions until both are closed or one is reset.

@@ -63,6 +63,12 @@ type VIF struct {
 	cancel context.CancelFunc
 	flows  sync.WaitGroup
 
+	// mu guards closing, which Close sets before it waits for flows: gVisor
+	// starts the goroutine of each TCP flow, which must not join flows
+	// once that wait may have begun.
+	mu      sync.Mutex
+	closing bool
+
 	tcpFlows, tcpLive, tcpFailed atomic.Uint64
 	udpFlows, udpLive            atomic.Uint64
 	bytesOut, bytesIn            atomic.Uint64
@@ -148,6 +154,9 @@ func (v *VIF) Stats() Stats {
 // idempotent.
 func (v *VIF) Close() error {
 	v.closeOnce.Do(func() {
+		v.mu.Lock()
+		v.closing = true
+		v.mu.Unlock()
 		v.cancel()
 		v.stack.Close()
 		v.closeErr = v.dev.Close()
@@ -157,6 +166,18 @@ func (v *VIF) Close() error {
 		v.log.Info("VIF down")
 	})
 	return v.closeErr
+}
+
+// joinFlow adds a flow that started in a goroutine of gVisor's to flows,
+// unless Close began; the caller then drops the flow.
+func (v *VIF) joinFlow() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closing {
+		return false
+	}
+	v.flows.Add(1)
+	return true
 }
 
 func flowID(proto Proto, id stack.TransportEndpointID) FlowID {

@@ -33,6 +33,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 				"grpc.connectionTTL": "connection-ttl", "intercept.inactiveBlockTimeout": "inactive-block-timeout",
 				"activity.reportInterval": "report-interval",
 				"auth.tokenFile":          "token-file", "tls.certFile": "tls-cert-file", "tls.keyFile": "tls-key-file",
+				"rbac.policyFile": "rbac-policy-file", "manager.namespace": "namespace",
 			})
 			if err != nil {
 				return err
@@ -70,6 +71,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 					return fmt.Errorf("rbac.policyFile: %w", err)
 				}
 				authz = policy
+				log.Info("revoke authorized by RBAC policy", "component", "manager", "rbac.policyFile", f, "manager.namespace", v.GetString("manager.namespace"))
 			}
 			opts := tunnel.ServerOptions()
 			certFile, keyFile := v.GetString("tls.certFile"), v.GetString("tls.keyFile")

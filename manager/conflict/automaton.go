@@ -17,9 +17,11 @@ import (
 const (
 	// maxProductStates bounds the product states a search discovers.
 	maxProductStates = 100_000
-	// maxWork bounds the sum, over explored product edges, of one plus the
-	// sizes of the states' thread sets. It is counted the same way whether
-	// the DFA caches are cold or warm and whichever regex comes first.
+	// maxWork bounds the sum, over explored product states, of the
+	// number of intervals of both DFAs times one plus the sizes of the
+	// states' thread sets: what computing every transition afresh would
+	// cost. It is counted the same way whether the DFA caches are cold or
+	// warm and whichever regex comes first.
 	maxWork = 20_000_000
 	// maxProgInsts bounds the program size of a regex that is analysed.
 	// State keys store pcs in 16 bits.
@@ -96,7 +98,7 @@ type dstate struct {
 	acc   int8        // 0 unknown, 1 rejects at end of text, 2 accepts
 	live  []edge      // transitions to states with threads; valid when liveK
 	liveK bool        // live computed
-	cons  [4][]uint32 // consuming pcs after closure, by class of the next rune
+	cons  [4][]uint32 // consuming pcs after closure, by class of the next rune; freed once live is known
 	consK uint8       // bit c set: cons[c] computed
 }
 
@@ -385,6 +387,11 @@ func (d *dfa) liveLocked(s int32) []edge {
 	live = slices.Clip(live)
 	st := &d.states[s]
 	st.live, st.liveK = live, true
+	// The closures served only to compute the edges.
+	for _, c := range st.cons {
+		d.bytes -= 4 * len(c)
+	}
+	st.cons, st.consK = [4][]uint32{}, 0
 	d.bytes += 12 * len(live)
 	return live
 }

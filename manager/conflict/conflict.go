@@ -110,29 +110,26 @@ func quote(s string) string {
 // that matches both, and why says in one line what makes them conflict or
 // not.
 //
-// ex is nil when any request of the port would do (two global intercepts,
-// a replace intercept and a global one) or when no particular request
-// illustrates the conflict (a replace intercept and an intercept of another
-// port, or a question too complex to decide, which counts as a conflict).
-// Against a global or replace intercept, ex is a request the HTTP filter
-// takes.
+// ex is nil when any request would do (two global intercepts, a replace
+// intercept against a global or replace one) and when the question was
+// too complex to decide, which counts as a conflict. Against a global or
+// replace intercept, ex is a request the HTTP filter takes.
 func Conflict(a, b Intercept) (conflict bool, ex *Example, why string) {
 	if a.Workload != b.Workload {
 		return false, nil, fmt.Sprintf("different workloads %s and %s", a.Workload, b.Workload)
 	}
 	ka, kb := a.kind(), b.kind()
 	if ka == Replace || kb == Replace {
-		why = fmt.Sprintf("replace intercept takes every port of %s", a.Workload)
+		why = "replace intercept takes every port of " + a.Workload
 		if ka != Replace || kb != Replace {
-			if a.Port == b.Port {
-				ex = exampleOf(&a, &b)
-			} else {
-				port := a.Port
-				if ka == Replace {
-					port = b.Port
-				}
-				why += fmt.Sprintf(", port %d included", port)
+			port := a.Port
+			if ka == Replace {
+				port = b.Port
 			}
+			why += fmt.Sprintf(", port %d included", port)
+			// Every request the other intercept takes, the replace one
+			// takes too: show one if the other is an HTTP filter.
+			ex = exampleOf(&a, &b)
 		}
 		return true, ex, why
 	}

@@ -91,7 +91,8 @@ func TestConflict(t *testing.T) {
 		{name: "replace vs global same port", a: replace, b: global(8080), want: true, nilEx: true, why: "replace"},
 		{name: "replace vs HTTP same port", a: Intercept{Workload: wl, Port: 8080, Kind: Replace}, b: hdr(t, "x-user=alice"),
 			want: true, headers: map[string]string{"x-user": "alice"}, why: "replace"},
-		{name: "replace vs HTTP other port", a: replace, b: port(hdr(t, "x-user=alice"), 9090), want: true, nilEx: true, why: "port 9090 included"},
+		{name: "replace vs HTTP other port", a: replace, b: port(hdr(t, "x-user=alice"), 9090), want: true,
+			headers: map[string]string{"x-user": "alice"}, why: "port 9090 included"},
 		{name: "replace vs global other port", a: replace, b: global(9090), want: true, nilEx: true},
 		{name: "replace vs replace", a: replace, b: replace, want: true, nilEx: true},
 		{name: "replace other workload", a: replace, b: other(global(8080)), want: false, why: "different workloads"},
@@ -364,6 +365,20 @@ func TestMatches(t *testing.T) {
 	}
 	if mustFilter(t, []string{"x-a=.*"}, "").Matches(nil, "/") {
 		t.Error("absent header matched .*")
+	}
+}
+
+// Matches is on the agent's per-request path: no allocations.
+func TestMatchesAllocs(t *testing.T) {
+	f := mustFilter(t, []string{"x-user=al.*", "x-env=dev|prod"}, "/api/.*")
+	h := map[string][]string{"x-user": {"alice"}, "x-env": {"prod"}}
+	get := func(name string) []string { return h[name] }
+	if n := testing.AllocsPerRun(100, func() {
+		if !f.Matches(get, "/api/v1") {
+			t.Fatal("no match")
+		}
+	}); n != 0 {
+		t.Errorf("Matches allocates %v times", n)
 	}
 }
 

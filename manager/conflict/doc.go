@@ -29,25 +29,31 @@
 //
 // Each regex is parsed with regexp/syntax (Perl flags, as regexp.Compile
 // does), wrapped as ^(?:RE)$, simplified and compiled to a syntax.Prog, the
-// same program the regexp package runs. The program is read as an NFA over
-// runes. Its character classes, including (?i) fold orbits, cut the rune
-// space into intervals on which every instruction behaves alike. A lazily
-// built DFA over those intervals is cached per regex, so that checking one
-// filter against a thousand others does the subset construction once per
-// regex, not once per pair.
+// same program the regexp package runs for Filter.Matches. The program is
+// read as an NFA over runes. Its character classes, including (?i) fold
+// orbits, cut the rune space into intervals on which every instruction
+// behaves alike. A DFA over those intervals is built lazily and cached per
+// regex: each state keeps its live transitions (those that leave threads
+// alive) as sorted rune ranges. Checking one filter against a thousand
+// others thus does the subset construction once per regex, not once per
+// pair.
 //
 // Two regexes intersect when the product of their DFAs reaches a pair of
-// accepting states. The product's alphabet is the common refinement of both
-// interval sets; a breadth-first search over it finds a shortest common
-// string. Intervals are tried in a fixed order of preference (lower-case
-// letters, digits, upper-case, -./_~, other printable ASCII, space,
-// printable non-ASCII, the rest), so witnesses read like "alice", not
-// "\x00\x00".
+// accepting states. A product state's transitions are the intersections of
+// the two states' rune ranges, so the product never walks a common
+// alphabet. A breadth-first search finds a shortest common string. The
+// ranges are tried in a fixed order of preference of their best rune
+// (lower-case letters, digits, upper-case, -./_~, other printable ASCII,
+// space, printable non-ASCII, the rest), so witnesses read like "alice",
+// not "\x00\x00".
 //
 // Runes are valid Unicode scalar values: surrogates (U+D800-U+DFFF) are left
 // out of the alphabet because decoding input never yields them (regexp reads
 // an invalid byte as U+FFFD). A common string of runes is therefore a common
-// byte string and the other way round.
+// byte string and the other way round. Regexes with a surrogate literal such
+// as \x{D800} are refused: Go's one-pass matcher compares literal prefixes
+// as UTF-8, in which a surrogate becomes U+FFFD, so ^\x{D800}$ matches
+// "\uFFFD" while ^(?:\x{D800}|b)$ does not.
 //
 // Empty-width assertions are decided exactly, not approximated. In Go every
 // assertion (^, $, (?m)^, (?m)$, \A, \z, \b, \B) depends only on the rune
@@ -64,9 +70,9 @@
 // # Conservative answers
 //
 // The search is bounded: at most 100,000 product states and a fixed amount
-// of work (edges times state sizes), counted the same way whichever argument
-// comes first, so the answer is symmetric and never depends on what earlier
-// calls left in the caches. Regexes compiling to more than 5,000
+// of work (states times intervals times state sizes), counted the same way
+// whichever argument comes first, so the answer is symmetric and never
+// depends on what earlier calls left in the caches. Regexes compiling to more than 5,000
 // instructions are not analysed. When a question cannot be decided within
 // the bounds, Conflict answers "conflict" without an example and says so:
 // refusing an intercept is safer than silently routing a request to two

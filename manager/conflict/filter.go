@@ -157,7 +157,7 @@ func literal(re *syntax.Regexp) (string, bool) {
 	case syntax.OpLiteral:
 		for _, r := range re.Rune {
 			if !utf8.ValidRune(r) {
-				return "", false // a surrogate: the language is empty
+				return "", false // a surrogate: compileRegex refuses it
 			}
 			if re.Flags&syntax.FoldCase != 0 && unicode.SimpleFold(r) != r {
 				return "", false

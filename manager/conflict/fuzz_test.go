@@ -1,9 +1,6 @@
 package conflict
 
 import (
-	"os"
-	"fmt"
-	"time"
 	"math/rand/v2"
 	"regexp"
 	"slices"
@@ -86,16 +83,11 @@ func FuzzConflict(f *testing.F) {
 		f.Add(s[0], s[1])
 	}
 	f.Fuzz(func(t *testing.T, reA, reB string) {
-		wd := time.AfterFunc(3*time.Second, func() { panic(fmt.Sprintf("SLOW %q %q", reA, reB)) })
-		defer wd.Stop()
-		t0 := time.Now()
-		defer func() {
-			if d := time.Since(t0); d > 200*time.Millisecond {
-				fh, _ := os.OpenFile("/tmp/slowfuzz.txt", os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-				fmt.Fprintf(fh, "%v %q %q\n", d, reA, reB)
-				fh.Close()
-			}
-		}()
+		// Header regexes are short; long inputs only slow the fuzzer down
+		// (and its minimizer, which reports no executions meanwhile).
+		if len(reA) > 256 || len(reB) > 256 {
+			return
+		}
 		ra, errA := compileRegex(reA)
 		rb, errB := compileRegex(reB)
 		if errA != nil || errB != nil {
