@@ -73,6 +73,8 @@ type VIF struct {
 	udpFlows, udpLive            atomic.Uint64
 	bytesOut, bytesIn            atomic.Uint64
 
+	events chan struct{} // closed when the device's event channel is drained
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -118,6 +120,15 @@ func newVIF(dev tun.Device, vnet bool, cfg Config) (*VIF, error) {
 		dev.Close()
 		return nil, err
 	}
+	// wireguard-go's link watchers block once their event channel (5
+	// slots) is full, so someone must drain it; it closes with the device.
+	v.events = make(chan struct{})
+	go func() {
+		defer close(v.events)
+		for ev := range dev.Events() {
+			v.log.Debug("TUN event", "event", ev)
+		}
+	}()
 	v.log.Info("VIF up", "mtu", cfg.MTU, "offloads", v.Offloads())
 	return v, nil
 }
@@ -160,6 +171,7 @@ func (v *VIF) Close() error {
 		v.cancel()
 		v.stack.Close()
 		v.closeErr = v.dev.Close()
+		<-v.events
 		v.ep.Wait()
 		v.flows.Wait()
 		v.stack.Wait()
