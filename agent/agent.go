@@ -68,7 +68,8 @@ type Agent struct {
 
 	ln  *net.TCPListener
 	cc  *grpc.ClientConn
-	mgr pb.ManagerClient
+	mgr     pb.ManagerClient
+	tunnels *tunnel.Client
 
 	app    *target
 	routes atomic.Pointer[routes] // nil until the first table: everything to the app
@@ -133,6 +134,7 @@ func New(cfg Config) (*Agent, error) {
 		return nil, fmt.Errorf("agent: listen: %w", err)
 	}
 	a.cc, a.mgr, a.ln = cc, pb.NewManagerClient(cc), ln.(*net.TCPListener)
+	a.tunnels = tunnel.NewClient(cc, cfg.OpenTimeout)
 	a.life, a.stop = context.WithCancel(context.Background())
 	a.app = a.newAppTarget()
 	return a, nil

@@ -44,34 +44,54 @@ func NewClient(cc grpc.ClientConnInterface, openTimeout time.Duration) *Client {
 // Open asks the manager to open a flow to dst and waits for its answer.
 // ctx bounds the life of the flow.
 func (c *Client) Open(ctx context.Context, proto pb.Protocol, src, dst netip.AddrPort) (*Flow, error) {
+	return c.open(ctx, c.mgr.Tunnel, &pb.OpenFlow{Protocol: proto, Source: src.String(), Destination: dst.String()})
+}
+
+// OpenIntercept is the agent's open: a flow to the owner of intercept id,
+// answered once the owner's daemon has dialed its local port. ctx bounds the
+// life of the flow.
+func (c *Client) OpenIntercept(ctx context.Context, id, source string) (*Flow, error) {
+	return c.open(ctx, c.mgr.AgentTunnel, &pb.OpenFlow{Protocol: pb.Protocol_TCP, InterceptId: id, Source: source})
+}
+
+type streamCall func(context.Context, ...grpc.CallOption) (grpc.BidiStreamingClient[pb.Frame, pb.Frame], error)
+
+func (c *Client) open(ctx context.Context, call streamCall, open *pb.OpenFlow) (*Flow, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	stream, err := c.mgr.Tunnel(ctx)
-	if err != nil {
+	// The timeout is armed before the call: a manager still connecting
+	// blocks the call itself.
+	timer := time.AfterFunc(c.openTimeout, cancel)
+	fail := func(err error) (*Flow, error) {
 		cancel()
-		return nil, fmt.Errorf("open stream: %w", err)
+		if !timer.Stop() {
+			return nil, &OpenError{Status: pb.OpenStatus_OPEN_UNREACHABLE, Msg: fmt.Sprintf("manager did not answer within %s", c.openTimeout)}
+		}
+		return nil, err
+	}
+	stream, err := call(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("open stream: %w", err))
 	}
 	f := &Flow{stream: stream, cancel: cancel}
-	f.out.Open = &pb.OpenFlow{Protocol: proto, Source: src.String(), Destination: dst.String()}
-	if err := stream.Send(&f.out); err != nil {
-		cancel()
-		return nil, fmt.Errorf("send open: %w", streamErr(stream, err))
-	}
+	f.out.Open = open
+	err = stream.Send(&f.out)
 	f.out.Open = nil
-	timer := time.AfterFunc(c.openTimeout, cancel)
-	err = stream.RecvMsg(&f.in)
-	stopped := timer.Stop()
+	if err != nil {
+		return fail(fmt.Errorf("send open: %w", streamErr(stream, err)))
+	}
+	if err := stream.RecvMsg(&f.in); err != nil {
+		if err == io.EOF {
+			err = errors.New("manager ended the flow without an answer")
+		}
+		return fail(fmt.Errorf("open: %w", err))
+	}
 	switch {
-	case err != nil && !stopped:
-		return nil, &OpenError{Status: pb.OpenStatus_OPEN_UNREACHABLE, Msg: fmt.Sprintf("manager did not answer within %s", c.openTimeout)}
-	case err != nil:
-		cancel()
-		return nil, fmt.Errorf("open: %w", err)
 	case f.in.Opened == nil:
-		cancel()
-		return nil, errors.New("open: manager sent no Opened frame")
+		return fail(errors.New("open: manager sent no Opened frame"))
 	case f.in.Opened.Status != pb.OpenStatus_OPEN_OK:
-		cancel()
-		return nil, &OpenError{Status: f.in.Opened.Status, Msg: f.in.Opened.Error}
+		return fail(&OpenError{Status: f.in.Opened.Status, Msg: f.in.Opened.Error})
+	case !timer.Stop():
+		return fail(nil) // the timeout fired as the answer came: the stream is gone
 	}
 	return f, nil
 }
