@@ -66,8 +66,8 @@ type Agent struct {
 	errLog *log.Logger // net/http's errors, at debug level
 	start  time.Time   // origin of the agent's monotonic clock (now)
 
-	ln  *net.TCPListener
-	cc  *grpc.ClientConn
+	ln      *net.TCPListener
+	cc      *grpc.ClientConn
 	mgr     pb.ManagerClient
 	tunnels *tunnel.Client
 
