@@ -33,7 +33,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 				"grpc.connectionTTL": "connection-ttl", "intercept.inactiveBlockTimeout": "inactive-block-timeout",
 				"activity.reportInterval": "report-interval",
 				"auth.tokenFile":          "token-file", "tls.certFile": "tls-cert-file", "tls.keyFile": "tls-key-file",
-				"rbac.policyFile": "rbac-policy-file", "manager.namespace": "namespace",
+				"rbac.policyFile": "rbac-policy-file", "manager.namespace": "namespace", "runtime.maxProcs": "max-procs",
 			})
 			if err != nil {
 				return err
@@ -55,6 +55,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 				durations[key] = d
 			}
 			log := g.logger()
+			setMaxProcs(v.GetInt("runtime.maxProcs"), log)
 			if err := servePprof(g.pprofAddr, log); err != nil {
 				return err
 			}
@@ -145,6 +146,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 	f.String("connection-ttl", manager.DefaultRules.ConnectionTTL.String(), "grpc.connectionTTL: end sessions inactive for this long")
 	f.String("inactive-block-timeout", manager.DefaultRules.InactiveBlockTimeout.String(), "intercept.inactiveBlockTimeout: an owner inactive this long no longer blocks conflicting intercepts")
 	f.String("token-file", "", "auth.tokenFile: static token file (token,user,uid,\"groups\"); without it, unauthenticated development mode")
+	f.Int("max-procs", 0, "runtime.maxProcs: OS threads running Go code at once (0: one per CPU; env GOMAXPROCS wins)")
 	f.String("rbac-policy-file", "", "rbac.policyFile: Kubernetes RBAC YAML deciding who may revoke intercepts; without it revoke is disabled")
 	f.String("namespace", manager.DefaultNamespace, "manager.namespace: namespace of the traffic-manager configmap that RBAC rules name")
 	f.String("tls-cert-file", "", "tls.certFile: serve TLS with this certificate (PEM)")
