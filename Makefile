@@ -5,7 +5,7 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: help build test test-short bench demo generate lint clean
+.PHONY: help build test bench demo generate lint cross clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,6 +37,10 @@ demo: build ## build, then run manager + daemon + a pod in network namespaces an
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet ./...
+
+cross: ## build tether for macOS and Windows (compile check of the platform files)
+	GOOS=darwin GOARCH=arm64 $(GO) build -o /dev/null ./cmd/tether
+	GOOS=windows GOARCH=amd64 $(GO) build -o /dev/null ./cmd/tether
 
 clean: ## remove build output
 	rm -rf bin bench.txt
