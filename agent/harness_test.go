@@ -40,7 +40,7 @@ const (
 // the flow is refused).
 type fakeManager struct {
 	pb.UnimplementedManagerServer
-	t        *testing.T
+	t        testing.TB
 	routes   chan *pb.AgentRoutes
 	endWatch chan struct{}
 	srv      *grpc.Server
@@ -52,7 +52,7 @@ type fakeManager struct {
 	auth  map[string]bool // authorization values seen
 }
 
-func newFakeManager(t *testing.T) *fakeManager {
+func newFakeManager(t testing.TB) *fakeManager {
 	m := &fakeManager{
 		t: t, routes: make(chan *pb.AgentRoutes), endWatch: make(chan struct{}),
 		devs: map[string]string{}, opens: map[string]int{}, auth: map[string]bool{},
@@ -189,13 +189,13 @@ func (m *fakeManager) AgentTunnel(stream grpc.BidiStreamingServer[pb.Frame, pb.F
 
 // harness runs an agent against a fake manager.
 type harness struct {
-	t   *testing.T
+	t   testing.TB
 	m   *fakeManager
 	a   *Agent
 	url string
 }
 
-func newHarness(t *testing.T, app string, tweak ...func(*Config)) *harness {
+func newHarness(t testing.TB, app string, tweak ...func(*Config)) *harness {
 	t.Helper()
 	m := newFakeManager(t)
 	cfg := Config{
