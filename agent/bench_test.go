@@ -32,8 +32,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-
 )
 
 const (
