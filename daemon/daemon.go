@@ -11,8 +11,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -30,20 +32,29 @@ import (
 	pbm "github.com/tether-dev/tether/rpc/manager"
 )
 
-// DefaultSocket is where the daemon listens unless told otherwise.
-const DefaultSocket = "/run/tether/daemon.sock"
+// DefaultSocketGroup is the group that may use the control socket besides
+// root, when it exists (socket.group).
+const DefaultSocketGroup = "tether"
 
 // Config configures the daemon.
 type Config struct {
-	Socket  string
-	TUNName string // "%d" is replaced by the kernel
-	MTU     int
-	Log     *slog.Logger
+	Socket string // DefaultSocket (per platform) when empty
+	// SocketGroup (socket.group) may use the socket besides root; empty or
+	// a group that does not exist: root only. Who of them may do what:
+	// access.go.
+	SocketGroup string
+	TUNName     string // "%d" is replaced by the kernel
+	MTU         int
+	Log         *slog.Logger
 	// NewRouter makes the OS routes; platform.NewRouter when nil.
 	NewRouter func(dev string, log *slog.Logger) (platform.Router, error)
 	// IgnoreTCPPorts (activity.ignoreTCPPorts): tunnels to these ports are
 	// not activity; activity.DefaultIgnoreTCPPorts when nil.
 	IgnoreTCPPorts []uint16
+	// Ready, when set, is called once by Run when the control socket
+	// serves; Stopping when Run begins to shut down. They tell the service
+	// manager (platform.Notifier).
+	Ready, Stopping func()
 }
 
 // MDNoActivity is the metadata key of CLI calls made with --no-activity.
@@ -69,7 +80,9 @@ type Daemon struct {
 	srv      *grpc.Server
 	tracker  *activity.Tracker
 	metrics  *metrics
-	bg       sync.WaitGroup // goroutines ending sessions the manager ended
+	bg       sync.WaitGroup     // goroutines ending sessions the manager ended
+	owner    owner              // who may use the session (access.go)
+	stop     context.CancelFunc // ends Run (Shutdown); set before serving
 
 	// mu guards sess and reason, and serialises Connect and Quit.
 	mu     sync.Mutex
@@ -92,12 +105,13 @@ func New(cfg Config) (*Daemon, error) {
 	d := &Daemon{cfg: cfg, log: cfg.Log.With("component", "daemon"), instance: rand.Text()[:12],
 		tracker: activity.NewTracker(nil, cfg.IgnoreTCPPorts), metrics: newMetrics()}
 	d.removeStale()
-	ln, err := listenSocket(cfg.Socket)
+	ln, err := listenSocket(cfg.Socket, cfg.SocketGroup, d.log)
 	if err != nil {
 		return nil, err
 	}
 	d.ln = ln
-	d.srv = grpc.NewServer(grpc.UnaryInterceptor(d.noteCLI))
+	// authorize first: a refused call is not activity.
+	d.srv = grpc.NewServer(grpc.Creds(peerCreds{}), grpc.ChainUnaryInterceptor(d.authorize, d.noteCLI), grpc.StreamInterceptor(d.authorizeStream))
 	pb.RegisterDaemonServer(d.srv, d)
 	return d, nil
 }
@@ -105,9 +119,16 @@ func New(cfg Config) (*Daemon, error) {
 // Run serves until ctx ends, then ends the session (routes and TUN
 // removed) and removes the socket.
 func (d *Daemon) Run(ctx context.Context) error {
+	ctx, d.stop = context.WithCancel(ctx)
+	defer d.stop()
 	d.log.Info("daemon started", "socket", d.cfg.Socket, "pid", os.Getpid())
 	errc := make(chan error, 1)
 	go func() { errc <- d.srv.Serve(d.ln) }()
+	// The socket listens since New: a client that connects now waits in the
+	// backlog until Serve accepts it.
+	if d.cfg.Ready != nil {
+		d.cfg.Ready()
+	}
 	if c, ok := d.loadCreds(); ok {
 		// A restarted daemon resumes its session by itself: not activity.
 		d.bg.Add(1)
@@ -122,6 +143,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
+	}
+	if d.cfg.Stopping != nil {
+		d.cfg.Stopping()
 	}
 	d.bg.Wait()
 	d.mu.Lock()
@@ -207,6 +231,14 @@ func (d *Daemon) Quit(context.Context, *pb.QuitRequest) (*pb.StatusResponse, err
 		}
 	}
 	return d.statusLocked(), nil
+}
+
+// Shutdown implements pb.DaemonServer: Run returns as on SIGTERM, routes
+// and TUN removed, then the socket.
+func (d *Daemon) Shutdown(context.Context, *pb.ShutdownRequest) (*pb.ShutdownResponse, error) {
+	d.log.Info("shutdown requested on the control socket")
+	d.stop()
+	return &pb.ShutdownResponse{}, nil
 }
 
 func (d *Daemon) endSessionLocked(reason string) error {
@@ -375,8 +407,10 @@ func (d *Daemon) loadCreds() (cachedCreds, bool) {
 
 func (d *Daemon) clearCreds() { os.Remove(d.credsPath()) }
 
-// listenSocket listens on path unless another daemon answers there.
-func listenSocket(path string) (net.Listener, error) {
+// listenSocket listens on path unless another daemon answers there. The
+// socket is mode 0660, its group is group when that exists (root's
+// otherwise, with a warning).
+func listenSocket(path, group string, log *slog.Logger) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("control socket directory: %w", err)
 	}
@@ -385,13 +419,30 @@ func listenSocket(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("a daemon already listens on %s", path)
 	}
 	os.Remove(path) // a socket left by a dead daemon
-	ln, err := net.Listen("unix", path)
+	ln, err := listenUnix(path)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
 	if err := os.Chmod(path, 0o660); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	if group == "" {
+		return ln, nil
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		log.Warn("the socket group does not exist: only root can use the control socket; create the group and add the users of tether to it",
+			"group", group, "socket", path, "error", err)
+		return ln, nil
+	}
+	gid, err := strconv.Atoi(g.Gid)
+	if err == nil {
+		err = os.Chown(path, -1, gid)
+	}
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("give %s to the group %s: %w", path, group, err)
 	}
 	return ln, nil
 }

@@ -81,6 +81,9 @@ type envOptions struct {
 	// (paths in e.dir).
 	mgrArgsFunc     func(e *env) []string
 	connectArgsFunc func(e *env) []string
+	// noDaemon leaves the daemon to the test (nothing started, nothing
+	// connected).
+	noDaemon bool
 }
 
 func requireLab(t testing.TB) {
@@ -119,6 +122,9 @@ func newEnv(t testing.TB, opts envOptions) *env {
 		connectArgs = append(connectArgs, opts.connectArgsFunc(e)...)
 	}
 	e.startManager(mgrArgs...)
+	if opts.noDaemon {
+		return e
+	}
 	e.startDaemon()
 	e.connect(connectArgs...)
 	return e

@@ -33,8 +33,12 @@ func callDaemon(ctx context.Context, g *globals, timeout time.Duration, fn func(
 		ctx = metadata.AppendToOutgoingContext(ctx, daemon.MDNoActivity, "1")
 	}
 	resp, err := fn(ctx, pb.NewDaemonClient(cc))
-	if status.Code(err) == codes.Unavailable && strings.Contains(status.Convert(err).Message(), g.socket) {
-		return nil, fmt.Errorf("no daemon answers on %s: start one with `tether daemon` (as root)", g.socket)
+	if msg := status.Convert(err).Message(); status.Code(err) == codes.Unavailable && strings.Contains(msg, g.socket) {
+		if strings.Contains(msg, "permission denied") {
+			return nil, fmt.Errorf("permission denied on the control socket %s: it is for root and the group %q (daemon --socket-group): use sudo, or join the group (`sudo usermod -aG %s $USER`, then log in again)",
+				g.socket, daemon.DefaultSocketGroup, daemon.DefaultSocketGroup)
+		}
+		return nil, fmt.Errorf("no daemon answers on %s: `sudo tether connect` starts one, or run `tether daemon` as root", g.socket)
 	}
 	return resp, err
 }
@@ -62,7 +66,15 @@ func newConnectCmd(g *globals) *cobra.Command {
 				}
 				req.CaPem, req.Tls = b, true
 			}
+			if err := ensureDaemon(cmd.Context(), g, cmd.ErrOrStderr()); err != nil {
+				return err
+			}
 			resp, err := callDaemon(cmd.Context(), g, 30*time.Second, func(ctx context.Context, c pb.DaemonClient) (*pb.StatusResponse, error) {
+				if uid := os.Getenv("SUDO_UID"); uid != "" {
+					// `sudo tether connect`: the session belongs to the user
+					// who ran sudo (the daemon believes this from root only).
+					ctx = metadata.AppendToOutgoingContext(ctx, daemon.MDForUID, uid)
+				}
 				return c.Connect(ctx, req)
 			})
 			if err != nil {
@@ -81,11 +93,16 @@ func newConnectCmd(g *globals) *cobra.Command {
 }
 
 func newQuitCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var stop bool
+	cmd := &cobra.Command{
 		Use:   "quit",
 		Short: "End the session: close tunnels, remove routes and the TUN",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if stop && probeSocket(g.socket) == socketAbsent {
+				fmt.Fprintf(cmd.OutOrStdout(), "No tether daemon runs on %s\n", g.socket)
+				return nil
+			}
 			_, err := callDaemon(cmd.Context(), g, 30*time.Second, func(ctx context.Context, c pb.DaemonClient) (*pb.StatusResponse, error) {
 				return c.Quit(ctx, &pb.QuitRequest{})
 			})
@@ -93,9 +110,18 @@ func newQuitCmd(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "Disconnected")
+			if !stop {
+				return nil
+			}
+			if err := stopDaemon(cmd.Context(), g); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "Stopped the tether daemon")
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&stop, "stop-daemon", false, "then stop the daemon (systemctl stop when it runs as the installed service)")
+	return cmd
 }
 
 func newStatusCmd(g *globals) *cobra.Command {

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tether-dev/tether/daemon"
+	"github.com/tether-dev/tether/platform"
 	"github.com/tether-dev/tether/vif"
 )
 
@@ -17,7 +19,13 @@ func newDaemonCmd(g *globals) *cobra.Command {
 		Short: "Run the root daemon in the foreground (needs root)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			v, err := newViper(cmd, configFile, map[string]string{"tun.name": "tun-name", "tun.mtu": "mtu", "activity.ignoreTCPPorts": "ignore-tcp-ports", "runtime.maxProcs": "max-procs"})
+			// First, so that the service manager hears of every exit.
+			ctx, stop := context.WithCancel(cmd.Context())
+			defer stop()
+			n := platform.NewNotifier(g.logger(), stop)
+			defer n.Close()
+			ready, stopping := notifyHooks(n, g.logger())
+			v, err := newViper(cmd, configFile, map[string]string{"tun.name": "tun-name", "tun.mtu": "mtu", "activity.ignoreTCPPorts": "ignore-tcp-ports", "runtime.maxProcs": "max-procs", "socket.group": "socket-group"})
 			if err != nil {
 				return err
 			}
@@ -34,12 +42,15 @@ func newDaemonCmd(g *globals) *cobra.Command {
 				return err
 			}
 			d, err := daemon.New(daemon.Config{
-				Socket:  g.socket,
-				TUNName: v.GetString("tun.name"),
-				MTU:     v.GetInt("tun.mtu"),
+				Socket:      g.socket,
+				SocketGroup: v.GetString("socket.group"),
+				TUNName:     v.GetString("tun.name"),
+				MTU:         v.GetInt("tun.mtu"),
 				// An empty list is a choice (count every port), not "unset".
 				IgnoreTCPPorts: append([]uint16{}, ignore...),
 				Log:            g.logger(),
+				Ready:          ready,
+				Stopping:       stopping,
 			})
 			if err != nil {
 				return err
@@ -47,12 +58,14 @@ func newDaemonCmd(g *globals) *cobra.Command {
 			if err := serveMetrics(metricsAddr, g.logger(), d.RegisterMetrics); err != nil {
 				return fmt.Errorf("--metrics-addr: %w", err)
 			}
-			return d.Run(cmd.Context())
+			return d.Run(ctx)
 		},
 	}
+	cmd.AddCommand(newDaemonInstallCmd(g), newDaemonUninstallCmd(g))
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "daemon configuration file (YAML)")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (/metrics)")
+	f.String("socket-group", daemon.DefaultSocketGroup, "socket.group: the group that may use the control socket besides root (empty or missing group: root only)")
 	f.String("tun-name", "tether%d", "name of the TUN device (%d: first free number)")
 	f.Int("mtu", vif.DefaultMTU, "MTU of the TUN device")
 	// One P by default: the daemon is one relay pipeline, and handing each

@@ -376,6 +376,78 @@ func (*QuitRequest) Descriptor() ([]byte, []int) {
 	return file_daemon_daemon_proto_rawDescGZIP(), []int{6}
 }
 
+type ShutdownRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShutdownRequest) Reset() {
+	*x = ShutdownRequest{}
+	mi := &file_daemon_daemon_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShutdownRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShutdownRequest) ProtoMessage() {}
+
+func (x *ShutdownRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_daemon_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShutdownRequest.ProtoReflect.Descriptor instead.
+func (*ShutdownRequest) Descriptor() ([]byte, []int) {
+	return file_daemon_daemon_proto_rawDescGZIP(), []int{7}
+}
+
+type ShutdownResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShutdownResponse) Reset() {
+	*x = ShutdownResponse{}
+	mi := &file_daemon_daemon_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShutdownResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShutdownResponse) ProtoMessage() {}
+
+func (x *ShutdownResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_daemon_daemon_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShutdownResponse.ProtoReflect.Descriptor instead.
+func (*ShutdownResponse) Descriptor() ([]byte, []int) {
+	return file_daemon_daemon_proto_rawDescGZIP(), []int{8}
+}
+
 type Counters struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	TcpTunnels     uint64                 `protobuf:"varint,1,opt,name=tcp_tunnels,json=tcpTunnels,proto3" json:"tcp_tunnels,omitempty"`               // TCP flows opened since connect
@@ -393,7 +465,7 @@ type Counters struct {
 
 func (x *Counters) Reset() {
 	*x = Counters{}
-	mi := &file_daemon_daemon_proto_msgTypes[7]
+	mi := &file_daemon_daemon_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -405,7 +477,7 @@ func (x *Counters) String() string {
 func (*Counters) ProtoMessage() {}
 
 func (x *Counters) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_daemon_proto_msgTypes[7]
+	mi := &file_daemon_daemon_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -418,7 +490,7 @@ func (x *Counters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Counters.ProtoReflect.Descriptor instead.
 func (*Counters) Descriptor() ([]byte, []int) {
-	return file_daemon_daemon_proto_rawDescGZIP(), []int{7}
+	return file_daemon_daemon_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Counters) GetTcpTunnels() uint64 {
@@ -496,7 +568,7 @@ type Activity struct {
 
 func (x *Activity) Reset() {
 	*x = Activity{}
-	mi := &file_daemon_daemon_proto_msgTypes[8]
+	mi := &file_daemon_daemon_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -508,7 +580,7 @@ func (x *Activity) String() string {
 func (*Activity) ProtoMessage() {}
 
 func (x *Activity) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_daemon_proto_msgTypes[8]
+	mi := &file_daemon_daemon_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -521,7 +593,7 @@ func (x *Activity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Activity.ProtoReflect.Descriptor instead.
 func (*Activity) Descriptor() ([]byte, []int) {
-	return file_daemon_daemon_proto_rawDescGZIP(), []int{8}
+	return file_daemon_daemon_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Activity) GetLastSecondsAgo() float64 {
@@ -567,7 +639,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_daemon_daemon_proto_msgTypes[9]
+	mi := &file_daemon_daemon_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -579,7 +651,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_daemon_daemon_proto_msgTypes[9]
+	mi := &file_daemon_daemon_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -592,7 +664,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_daemon_daemon_proto_rawDescGZIP(), []int{9}
+	return file_daemon_daemon_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StatusResponse) GetConnected() bool {
@@ -718,7 +790,9 @@ const file_daemon_daemon_proto_rawDesc = "" +
 	"\x03tls\x18\x06 \x01(\bR\x03tls\x12\x15\n" +
 	"\x06ca_pem\x18\a \x01(\fR\x05caPem\"\x0f\n" +
 	"\rStatusRequest\"\r\n" +
-	"\vQuitRequest\"\xbf\x02\n" +
+	"\vQuitRequest\"\x11\n" +
+	"\x0fShutdownRequest\"\x12\n" +
+	"\x10ShutdownResponse\"\xbf\x02\n" +
 	"\bCounters\x12\x1f\n" +
 	"\vtcp_tunnels\x18\x01 \x01(\x04R\n" +
 	"tcpTunnels\x12(\n" +
@@ -753,7 +827,7 @@ const file_daemon_daemon_proto_rawDesc = "" +
 	"\n" +
 	"intercepts\x18\r \x03(\v2\x1d.tether.daemon.LocalInterceptR\n" +
 	"intercepts\x12\x18\n" +
-	"\anotices\x18\x0e \x03(\tR\anotices2\xed\x04\n" +
+	"\anotices\x18\x0e \x03(\tR\anotices2\xba\x05\n" +
 	"\x06Daemon\x12G\n" +
 	"\aConnect\x12\x1d.tether.daemon.ConnectRequest\x1a\x1d.tether.daemon.StatusResponse\x12E\n" +
 	"\x06Status\x12\x1c.tether.daemon.StatusRequest\x1a\x1d.tether.daemon.StatusResponse\x12A\n" +
@@ -762,7 +836,8 @@ const file_daemon_daemon_proto_rawDesc = "" +
 	"\tIntercept\x12\x1f.tether.daemon.InterceptRequest\x1a\x1d.tether.manager.InterceptInfo\x12B\n" +
 	"\x05Leave\x12\x1b.tether.daemon.LeaveRequest\x1a\x1c.tether.daemon.LeaveResponse\x12U\n" +
 	"\x04List\x12%.tether.manager.ListInterceptsRequest\x1a&.tether.manager.ListInterceptsResponse\x12Y\n" +
-	"\x06Revoke\x12&.tether.manager.RevokeInterceptRequest\x1a'.tether.manager.RevokeInterceptResponseB)Z'github.com/tether-dev/tether/rpc/daemonb\x06proto3"
+	"\x06Revoke\x12&.tether.manager.RevokeInterceptRequest\x1a'.tether.manager.RevokeInterceptResponse\x12K\n" +
+	"\bShutdown\x12\x1e.tether.daemon.ShutdownRequest\x1a\x1f.tether.daemon.ShutdownResponseB)Z'github.com/tether-dev/tether/rpc/daemonb\x06proto3"
 
 var (
 	file_daemon_daemon_proto_rawDescOnce sync.Once
@@ -776,7 +851,7 @@ func file_daemon_daemon_proto_rawDescGZIP() []byte {
 	return file_daemon_daemon_proto_rawDescData
 }
 
-var file_daemon_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_daemon_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_daemon_daemon_proto_goTypes = []any{
 	(*InterceptRequest)(nil),                // 0: tether.daemon.InterceptRequest
 	(*LeaveRequest)(nil),                    // 1: tether.daemon.LeaveRequest
@@ -785,44 +860,48 @@ var file_daemon_daemon_proto_goTypes = []any{
 	(*ConnectRequest)(nil),                  // 4: tether.daemon.ConnectRequest
 	(*StatusRequest)(nil),                   // 5: tether.daemon.StatusRequest
 	(*QuitRequest)(nil),                     // 6: tether.daemon.QuitRequest
-	(*Counters)(nil),                        // 7: tether.daemon.Counters
-	(*Activity)(nil),                        // 8: tether.daemon.Activity
-	(*StatusResponse)(nil),                  // 9: tether.daemon.StatusResponse
-	(*manager.InterceptSpec)(nil),           // 10: tether.manager.InterceptSpec
-	(*manager.InterceptInfo)(nil),           // 11: tether.manager.InterceptInfo
-	(*manager.SessionView)(nil),             // 12: tether.manager.SessionView
-	(*manager.SessionsRequest)(nil),         // 13: tether.manager.SessionsRequest
-	(*manager.ListInterceptsRequest)(nil),   // 14: tether.manager.ListInterceptsRequest
-	(*manager.RevokeInterceptRequest)(nil),  // 15: tether.manager.RevokeInterceptRequest
-	(*manager.SessionsResponse)(nil),        // 16: tether.manager.SessionsResponse
-	(*manager.ListInterceptsResponse)(nil),  // 17: tether.manager.ListInterceptsResponse
-	(*manager.RevokeInterceptResponse)(nil), // 18: tether.manager.RevokeInterceptResponse
+	(*ShutdownRequest)(nil),                 // 7: tether.daemon.ShutdownRequest
+	(*ShutdownResponse)(nil),                // 8: tether.daemon.ShutdownResponse
+	(*Counters)(nil),                        // 9: tether.daemon.Counters
+	(*Activity)(nil),                        // 10: tether.daemon.Activity
+	(*StatusResponse)(nil),                  // 11: tether.daemon.StatusResponse
+	(*manager.InterceptSpec)(nil),           // 12: tether.manager.InterceptSpec
+	(*manager.InterceptInfo)(nil),           // 13: tether.manager.InterceptInfo
+	(*manager.SessionView)(nil),             // 14: tether.manager.SessionView
+	(*manager.SessionsRequest)(nil),         // 15: tether.manager.SessionsRequest
+	(*manager.ListInterceptsRequest)(nil),   // 16: tether.manager.ListInterceptsRequest
+	(*manager.RevokeInterceptRequest)(nil),  // 17: tether.manager.RevokeInterceptRequest
+	(*manager.SessionsResponse)(nil),        // 18: tether.manager.SessionsResponse
+	(*manager.ListInterceptsResponse)(nil),  // 19: tether.manager.ListInterceptsResponse
+	(*manager.RevokeInterceptResponse)(nil), // 20: tether.manager.RevokeInterceptResponse
 }
 var file_daemon_daemon_proto_depIdxs = []int32{
-	10, // 0: tether.daemon.InterceptRequest.spec:type_name -> tether.manager.InterceptSpec
-	11, // 1: tether.daemon.LocalIntercept.info:type_name -> tether.manager.InterceptInfo
-	7,  // 2: tether.daemon.StatusResponse.counters:type_name -> tether.daemon.Counters
-	8,  // 3: tether.daemon.StatusResponse.activity:type_name -> tether.daemon.Activity
-	12, // 4: tether.daemon.StatusResponse.manager_view:type_name -> tether.manager.SessionView
+	12, // 0: tether.daemon.InterceptRequest.spec:type_name -> tether.manager.InterceptSpec
+	13, // 1: tether.daemon.LocalIntercept.info:type_name -> tether.manager.InterceptInfo
+	9,  // 2: tether.daemon.StatusResponse.counters:type_name -> tether.daemon.Counters
+	10, // 3: tether.daemon.StatusResponse.activity:type_name -> tether.daemon.Activity
+	14, // 4: tether.daemon.StatusResponse.manager_view:type_name -> tether.manager.SessionView
 	3,  // 5: tether.daemon.StatusResponse.intercepts:type_name -> tether.daemon.LocalIntercept
 	4,  // 6: tether.daemon.Daemon.Connect:input_type -> tether.daemon.ConnectRequest
 	5,  // 7: tether.daemon.Daemon.Status:input_type -> tether.daemon.StatusRequest
 	6,  // 8: tether.daemon.Daemon.Quit:input_type -> tether.daemon.QuitRequest
-	13, // 9: tether.daemon.Daemon.Sessions:input_type -> tether.manager.SessionsRequest
+	15, // 9: tether.daemon.Daemon.Sessions:input_type -> tether.manager.SessionsRequest
 	0,  // 10: tether.daemon.Daemon.Intercept:input_type -> tether.daemon.InterceptRequest
 	1,  // 11: tether.daemon.Daemon.Leave:input_type -> tether.daemon.LeaveRequest
-	14, // 12: tether.daemon.Daemon.List:input_type -> tether.manager.ListInterceptsRequest
-	15, // 13: tether.daemon.Daemon.Revoke:input_type -> tether.manager.RevokeInterceptRequest
-	9,  // 14: tether.daemon.Daemon.Connect:output_type -> tether.daemon.StatusResponse
-	9,  // 15: tether.daemon.Daemon.Status:output_type -> tether.daemon.StatusResponse
-	9,  // 16: tether.daemon.Daemon.Quit:output_type -> tether.daemon.StatusResponse
-	16, // 17: tether.daemon.Daemon.Sessions:output_type -> tether.manager.SessionsResponse
-	11, // 18: tether.daemon.Daemon.Intercept:output_type -> tether.manager.InterceptInfo
-	2,  // 19: tether.daemon.Daemon.Leave:output_type -> tether.daemon.LeaveResponse
-	17, // 20: tether.daemon.Daemon.List:output_type -> tether.manager.ListInterceptsResponse
-	18, // 21: tether.daemon.Daemon.Revoke:output_type -> tether.manager.RevokeInterceptResponse
-	14, // [14:22] is the sub-list for method output_type
-	6,  // [6:14] is the sub-list for method input_type
+	16, // 12: tether.daemon.Daemon.List:input_type -> tether.manager.ListInterceptsRequest
+	17, // 13: tether.daemon.Daemon.Revoke:input_type -> tether.manager.RevokeInterceptRequest
+	7,  // 14: tether.daemon.Daemon.Shutdown:input_type -> tether.daemon.ShutdownRequest
+	11, // 15: tether.daemon.Daemon.Connect:output_type -> tether.daemon.StatusResponse
+	11, // 16: tether.daemon.Daemon.Status:output_type -> tether.daemon.StatusResponse
+	11, // 17: tether.daemon.Daemon.Quit:output_type -> tether.daemon.StatusResponse
+	18, // 18: tether.daemon.Daemon.Sessions:output_type -> tether.manager.SessionsResponse
+	13, // 19: tether.daemon.Daemon.Intercept:output_type -> tether.manager.InterceptInfo
+	2,  // 20: tether.daemon.Daemon.Leave:output_type -> tether.daemon.LeaveResponse
+	19, // 21: tether.daemon.Daemon.List:output_type -> tether.manager.ListInterceptsResponse
+	20, // 22: tether.daemon.Daemon.Revoke:output_type -> tether.manager.RevokeInterceptResponse
+	8,  // 23: tether.daemon.Daemon.Shutdown:output_type -> tether.daemon.ShutdownResponse
+	15, // [15:24] is the sub-list for method output_type
+	6,  // [6:15] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name
@@ -839,7 +918,7 @@ func file_daemon_daemon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_daemon_daemon_proto_rawDesc), len(file_daemon_daemon_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,7 @@ const (
 	Daemon_Leave_FullMethodName     = "/tether.daemon.Daemon/Leave"
 	Daemon_List_FullMethodName      = "/tether.daemon.Daemon/List"
 	Daemon_Revoke_FullMethodName    = "/tether.daemon.Daemon/Revoke"
+	Daemon_Shutdown_FullMethodName  = "/tether.daemon.Daemon/Shutdown"
 )
 
 // DaemonClient is the client API for Daemon service.
@@ -49,6 +50,12 @@ type DaemonClient interface {
 	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
 	List(ctx context.Context, in *manager.ListInterceptsRequest, opts ...grpc.CallOption) (*manager.ListInterceptsResponse, error)
 	Revoke(ctx context.Context, in *manager.RevokeInterceptRequest, opts ...grpc.CallOption) (*manager.RevokeInterceptResponse, error)
+	// Shutdown stops the daemon as SIGTERM does: the session's routes and TUN
+	// are removed (the manager's session is kept, so a new daemon resumes it;
+	// call Quit first to end it), then the socket. The call may fail with
+	// Unavailable once the daemon closed the connection: wait for the socket
+	// to disappear.
+	Shutdown(ctx context.Context, in *ShutdownRequest, opts ...grpc.CallOption) (*ShutdownResponse, error)
 }
 
 type daemonClient struct {
@@ -139,6 +146,16 @@ func (c *daemonClient) Revoke(ctx context.Context, in *manager.RevokeInterceptRe
 	return out, nil
 }
 
+func (c *daemonClient) Shutdown(ctx context.Context, in *ShutdownRequest, opts ...grpc.CallOption) (*ShutdownResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ShutdownResponse)
+	err := c.cc.Invoke(ctx, Daemon_Shutdown_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DaemonServer is the server API for Daemon service.
 // All implementations must embed UnimplementedDaemonServer
 // for forward compatibility.
@@ -156,6 +173,12 @@ type DaemonServer interface {
 	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
 	List(context.Context, *manager.ListInterceptsRequest) (*manager.ListInterceptsResponse, error)
 	Revoke(context.Context, *manager.RevokeInterceptRequest) (*manager.RevokeInterceptResponse, error)
+	// Shutdown stops the daemon as SIGTERM does: the session's routes and TUN
+	// are removed (the manager's session is kept, so a new daemon resumes it;
+	// call Quit first to end it), then the socket. The call may fail with
+	// Unavailable once the daemon closed the connection: wait for the socket
+	// to disappear.
+	Shutdown(context.Context, *ShutdownRequest) (*ShutdownResponse, error)
 	mustEmbedUnimplementedDaemonServer()
 }
 
@@ -189,6 +212,9 @@ func (UnimplementedDaemonServer) List(context.Context, *manager.ListInterceptsRe
 }
 func (UnimplementedDaemonServer) Revoke(context.Context, *manager.RevokeInterceptRequest) (*manager.RevokeInterceptResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Revoke not implemented")
+}
+func (UnimplementedDaemonServer) Shutdown(context.Context, *ShutdownRequest) (*ShutdownResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Shutdown not implemented")
 }
 func (UnimplementedDaemonServer) mustEmbedUnimplementedDaemonServer() {}
 func (UnimplementedDaemonServer) testEmbeddedByValue()                {}
@@ -355,6 +381,24 @@ func _Daemon_Revoke_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Daemon_Shutdown_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ShutdownRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).Shutdown(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_Shutdown_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).Shutdown(ctx, req.(*ShutdownRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Daemon_ServiceDesc is the grpc.ServiceDesc for Daemon service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -393,6 +437,10 @@ var Daemon_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Revoke",
 			Handler:    _Daemon_Revoke_Handler,
+		},
+		{
+			MethodName: "Shutdown",
+			Handler:    _Daemon_Shutdown_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
