@@ -48,6 +48,9 @@ type Config struct {
 	Log         *slog.Logger
 	// NewRouter makes the OS routes; platform.NewRouter when nil.
 	NewRouter func(dev string, log *slog.Logger) (platform.Router, error)
+	// DNSAddress (dns.address) is where the daemon answers cluster DNS; the
+	// last address of the first IPv4 subnet when empty.
+	DNSAddress string
 	// IgnoreTCPPorts (activity.ignoreTCPPorts): tunnels to these ports are
 	// not activity; activity.DefaultIgnoreTCPPorts when nil.
 	IgnoreTCPPorts []uint16
@@ -199,7 +202,7 @@ func (d *Daemon) connect(ctx context.Context, req *pb.ConnectRequest, byCLI bool
 	sess, err := startSession(ctx, sessionConfig{
 		manager: req.Manager, allowConf: req.AllowConflictingSubnets,
 		user: user, host: host, instance: d.instance, byCLI: byCLI, resume: resume, token: req.Token, tls: tlsCreds,
-		tunName: d.cfg.TUNName, mtu: d.cfg.MTU, newRouter: d.cfg.NewRouter, log: d.cfg.Log,
+		tunName: d.cfg.TUNName, mtu: d.cfg.MTU, dnsAddress: d.cfg.DNSAddress, newRouter: d.cfg.NewRouter, log: d.cfg.Log,
 		tracker: d.tracker, metrics: d.metrics, onEnded: d.sessionEnded,
 		saveCreds: func(mgr string, c creds) {
 			d.saveCreds(cachedCreds{Manager: mgr, ID: c.id, Secret: c.secret, User: user})
@@ -302,6 +305,9 @@ func (d *Daemon) statusLocked() *pb.StatusResponse {
 		},
 	}
 	resp.Intercepts, resp.Notices = s.interceptStatus()
+	if s.dnsAddr.IsValid() {
+		resp.Dns, resp.DnsDomains, resp.DnsConfig = s.dnsAddr.String(), s.dnsRes.domains, s.dnsNote
+	}
 	if u := s.userName.Load(); u != nil {
 		resp.User = *u
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,7 +63,14 @@ type session struct {
 	// the session.
 	onEnded func(s *session, reason string)
 	// saveCreds persists new credentials so a restarted daemon resumes.
-	saveCreds    func(manager string, c creds)
+	saveCreds func(manager string, c creds)
+	// The cluster DNS server on the VIF; dnsAddr is invalid when there is
+	// none. dnsUndo reverts the host's DNS settings.
+	dnsAddr netip.AddrPort
+	dnsRes  *dnsResolver
+	dnsUndo func() error
+	dnsNote string
+
 	icepts       intercepts
 	inboundFlows atomic.Uint64
 	// arriveMu serialises re-arrivals from the supervisor and the reporter.
@@ -86,6 +94,7 @@ type sessionConfig struct {
 	tls        credentials.TransportCredentials // nil: plaintext
 	tunName    string
 	mtu        int
+	dnsAddress string // dns.address; empty: defaultDNSAddress
 	newRouter  func(dev string, log *slog.Logger) (platform.Router, error)
 	tracker    *activity.Tracker
 	metrics    *metrics
@@ -133,6 +142,7 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 			return nil, fmt.Errorf("%w (pass --allow-conflicting-subnets to route them anyway)", err)
 		}
 	}
+	s.setupDNS(cfg.dnsAddress, resp.DnsDomains)
 	client := tunnel.NewClient(s.cc, 0)
 	s.vif, err = vif.New(vif.Config{Name: cfg.tunName, MTU: cfg.mtu, Open: s.opener(client), Log: cfg.log})
 	if err != nil {
@@ -142,8 +152,14 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 	if err != nil {
 		return nil, err
 	}
-	if err := s.router.Set(s.subnets); err != nil {
+	if err := s.router.Set(s.routed(s.subnets)); err != nil {
 		return nil, fmt.Errorf("route %v through %s: %w", s.subnets, s.vif.Name(), err)
+	}
+	if s.dnsAddr.IsValid() {
+		s.dnsUndo, s.dnsNote, err = platform.ConfigureDNS(s.vif.Name(), s.dnsAddr.Addr(), s.dnsRes.domains, cfg.log)
+		if err != nil {
+			return nil, fmt.Errorf("configure DNS: %w", err)
+		}
 	}
 	var sctx context.Context
 	sctx, s.cancel = context.WithCancel(context.Background())
@@ -243,7 +259,7 @@ func (s *session) rearrive(ctx context.Context) {
 	}
 	subnets, err := parseSubnets(resp.Subnets)
 	if err == nil && !equalPrefixes(subnets, s.subnets) {
-		if err := s.router.Set(subnets); err != nil {
+		if err := s.router.Set(s.routed(subnets)); err != nil {
 			s.log.Error("updating routes failed", "error", err)
 		} else {
 			s.subnets = subnets
@@ -261,6 +277,9 @@ func (s *session) opener(c *tunnel.Client) vif.Opener {
 			proto, kind = pbm.Protocol_UDP, activity.UDPFlow
 		}
 		s.metrics.flow(kind, s.tracker.NoteFlow(kind, id.Dst))
+		if id.Proto == vif.UDP && s.dnsAddr.IsValid() && id.Dst == s.dnsAddr {
+			return newDNSFlow(ctx, s.dnsRes), nil
+		}
 		return c.Open(ctx, proto, id.Src, id.Dst)
 	}
 }
@@ -299,6 +318,9 @@ func (s *session) close(depart bool) error {
 			}
 			cancel()
 		}
+		if s.dnsUndo != nil {
+			errs = append(errs, s.dnsUndo())
+		}
 		if s.router != nil {
 			errs = append(errs, s.router.Close())
 		}
@@ -310,6 +332,38 @@ func (s *session) close(depart bool) error {
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// setupDNS chooses the DNS server's address for the manager's domains.
+func (s *session) setupDNS(configured string, domains []string) {
+	if len(domains) == 0 {
+		return
+	}
+	s.dnsRes = &dnsResolver{domains: domains, resolve: func(ctx context.Context, name string, family uint32) (*pbm.ResolveResponse, error) {
+		return pbm.NewManagerClient(s.cc).Resolve(ctx, &pbm.ResolveRequest{Name: name, Family: family})
+	}}
+	if a, err := netip.ParseAddr(configured); err == nil {
+		s.dnsAddr = netip.AddrPortFrom(a, 53)
+		return
+	}
+	if configured != "" {
+		s.log.Warn("dns.address is not an IP address; using the default", "dns.address", configured)
+	}
+	s.dnsAddr, _ = defaultDNSAddress(s.subnets)
+}
+
+// routed is what goes into the VIF: the subnets, and the DNS address when
+// it lies outside them.
+func (s *session) routed(subnets []netip.Prefix) []netip.Prefix {
+	if !s.dnsAddr.IsValid() {
+		return subnets
+	}
+	for _, p := range subnets {
+		if p.Contains(s.dnsAddr.Addr()) {
+			return subnets
+		}
+	}
+	return append(slices.Clip(subnets), netip.PrefixFrom(s.dnsAddr.Addr(), s.dnsAddr.Addr().BitLen()))
 }
 
 func parseSubnets(ss []string) ([]netip.Prefix, error) {

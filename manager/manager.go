@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -51,6 +52,11 @@ type Config struct {
 	// Tokens identify users (auth.tokenFile). Nil: unauthenticated
 	// development mode, where users are who their OS says they are.
 	Tokens Tokens
+	// DNSDomains are resolved for daemons (dns.domains);
+	// DefaultDNSDomains when empty. DNSServer (dns.server, host:port) is
+	// the resolver to ask; the system's when empty.
+	DNSDomains []string
+	DNSServer  string
 	// Now is the manager's clock; time.Now when nil. Tests inject one.
 	Now func() time.Time
 	Log *slog.Logger
@@ -100,6 +106,9 @@ type Server struct {
 	agents map[string]map[chan struct{}]struct{}
 	// pending inbound flows by flow id, waiting for the owner's daemon.
 	pending map[string]*inbound
+
+	dnsDomains []string
+	resolver   *net.Resolver
 
 	authz     rbac.Authorizer // nil: revoke disabled
 	namespace string          // manager.namespace, where the traffic-manager configmap lives
@@ -169,7 +178,12 @@ func New(cfg Config) (*Server, error) {
 		agents:     make(map[string]map[chan struct{}]struct{}),
 		pending:    make(map[string]*inbound),
 		authz:      cfg.Authorizer,
+		dnsDomains: cfg.DNSDomains,
+		resolver:   newResolver(cfg.DNSServer),
 		namespace:  cmp.Or(cfg.Namespace, DefaultNamespace),
+	}
+	if len(s.dnsDomains) == 0 {
+		s.dnsDomains = DefaultDNSDomains
 	}
 	if s.tokens == nil {
 		log.Warn("unauthenticated development mode: no auth.tokenFile, users are who their OS user name says")
@@ -274,6 +288,7 @@ func (s *Server) Arrive(ctx context.Context, req *pb.ArriveRequest) (*pb.ArriveR
 		ConnectionTtlMs:        s.rules.ConnectionTTL.Milliseconds(),
 		InactiveBlockTimeoutMs: s.rules.InactiveBlockTimeout.Milliseconds(),
 		ReportIntervalMs:       s.rules.ReportInterval.Milliseconds(),
+		DnsDomains:             s.dnsDomains,
 	}
 	now := s.now()
 	s.mu.Lock()

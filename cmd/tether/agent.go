@@ -6,32 +6,36 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/tether-dev/tether/agent"
 )
 
 func newAgentCmd(g *globals) *cobra.Command {
-	var configFile string
+	var configFile, logFile string
+	var keys map[string]string // set below, before RunE runs
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the pod-side agent: forward a workload's port to the app or to intercepting developers",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			v, err := newViper(cmd, configFile, map[string]string{
-				"agent.manager": "manager", "agent.workload": "workload", "agent.port": "port",
-				"agent.app": "app", "agent.listen": "listen",
-				"agent.tokenFile": "token-file", "agent.tls": "tls", "agent.caFile": "ca-file",
-			})
+			closeLog, err := g.openLog(logFile)
 			if err != nil {
 				return err
 			}
-			port := v.GetInt("agent.port")
-			if port < 1 || port > 65535 {
-				return fmt.Errorf("agent.port: %q is not a port (1-65535)", v.GetString("agent.port"))
+			defer closeLog()
+			v, err := loadConfig(cmd.Flags(), configFile, keys)
+			if err != nil {
+				return err
+			}
+			port, err := agentPort(v)
+			if err != nil {
+				return err
 			}
 			token := os.Getenv("TETHER_TOKEN")
 			if f := v.GetString("agent.tokenFile"); f != "" {
@@ -65,6 +69,14 @@ func newAgentCmd(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "agent configuration file (YAML, keys under agent:)")
+	f.StringVar(&logFile, "log-file", "", logFileUsage)
+	keys = agentFlags(f)
+	return cmd
+}
+
+// agentFlags defines the agent's configuration flags and returns their
+// keys; `tether config view agent` shares it.
+func agentFlags(f *pflag.FlagSet) map[string]string {
 	f.String("manager", "", "agent.manager: traffic manager host:port")
 	f.String("workload", "", "agent.workload: the workload beside which the agent runs, NAMESPACE/NAME")
 	f.Int("port", 0, "agent.port: the workload's port that intercepts name")
@@ -73,7 +85,20 @@ func newAgentCmd(g *globals) *cobra.Command {
 	f.String("token-file", "", "agent.tokenFile: file holding the bearer token for the manager (or env TETHER_TOKEN)")
 	f.Bool("tls", false, "agent.tls: use TLS to the manager, verified with the system roots")
 	f.String("ca-file", "", "agent.caFile: use TLS to the manager, verified with this CA certificate (PEM)")
-	return cmd
+	return map[string]string{
+		"agent.manager": "manager", "agent.workload": "workload", "agent.port": "port",
+		"agent.app": "app", "agent.listen": "listen",
+		"agent.tokenFile": "token-file", "agent.tls": "tls", "agent.caFile": "ca-file",
+	}
+}
+
+// agentPort is agent.port, checked.
+func agentPort(c *config) (int, error) {
+	port, err := strconv.Atoi(c.GetString("agent.port"))
+	if err != nil || port < 1 || port > 65535 {
+		return 0, c.errorf("agent.port", "%q is not a port (1-65535)", c.GetString("agent.port"))
+	}
+	return port, nil
 }
 
 // agentCreds returns TLS credentials when asked for, verified against

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -127,9 +128,11 @@ func ensureDaemon(ctx context.Context, g *globals, stderr io.Writer) error {
 	return waitReady(ctx, g.socket, logPath, exited)
 }
 
-// spawnDaemon starts `tether daemon` in a session of its own, its output
-// appended to logPath. The channel receives its exit should it die while
-// the CLI still runs.
+// spawnDaemon starts `tether daemon` in a session of its own, logging to
+// logPath (--log-file, which rotates it). Its stdout and stderr, which only
+// an early failure or a panic writes, go to logPath.stderr, the previous
+// one kept as logPath.stderr.1. The channel receives its exit should it
+// die while the CLI still runs.
 func spawnDaemon(g *globals, logPath string) (<-chan error, error) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -138,13 +141,17 @@ func spawnDaemon(g *globals, logPath string) (<-chan error, error) {
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return nil, fmt.Errorf("starting the daemon: log directory: %w", err)
 	}
-	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	stderrPath := logPath + ".stderr"
+	if st, err := os.Stat(stderrPath); err == nil && st.Size() > 0 {
+		os.Rename(stderrPath, stderrPath+".1") // best effort: keeps the last crash
+	}
+	logf, err := os.OpenFile(stderrPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("starting the daemon: %w", err)
 	}
 	defer logf.Close() // the daemon has its own descriptor once started
 	// The environment goes along: TETHER_* configure the daemon too.
-	cmd := exec.Command(exe, "--socket", g.socket, "--log-level", g.logLevel, "daemon")
+	cmd := exec.Command(exe, "--socket", g.socket, "--log-level", g.logLevel, "daemon", "--log-file", logPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = "/"
 	cmd.SysProcAttr = detached()
@@ -195,9 +202,13 @@ func daemonAnswers(ctx context.Context, socket string) bool {
 }
 
 // lastLogLine is the last line of the log file, usually the daemon's
-// reason for exiting.
+// reason for exiting; what a spawned daemon wrote to stderr (path.stderr)
+// comes first, as an early failure ends there.
 func lastLogLine(path string) string {
-	b, err := os.ReadFile(path)
+	b, err := os.ReadFile(path + ".stderr")
+	if err != nil || len(bytes.TrimSpace(b)) == 0 {
+		b, err = os.ReadFile(path)
+	}
 	if err != nil {
 		return "no log"
 	}

@@ -167,6 +167,9 @@ type statusJSON struct {
 	Counters     countersJSON      `json:"counters"`
 	Intercepts   []interceptJSON   `json:"intercepts"`
 	Notices      []string          `json:"notices"`
+	DNS          string            `json:"dns"`
+	DNSDomains   []string          `json:"dns_domains"`
+	DNSConfig    string            `json:"dns_config,omitempty"`
 }
 
 type lastActivityJSON struct {
@@ -211,6 +214,7 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 		},
 	}
 	out.Intercepts, out.Notices = []interceptJSON{}, append([]string{}, r.Notices...)
+	out.DNS, out.DNSDomains, out.DNSConfig = r.Dns, append([]string{}, r.DnsDomains...), r.DnsConfig
 	for _, li := range r.Intercepts {
 		x := toInterceptJSON(li.Info)
 		x.LocalPort = li.LocalPort
@@ -257,6 +261,9 @@ func printStatus(w io.Writer, r *pb.StatusResponse) {
 	fmt.Fprintf(w, "  UDP:      %d live, %d opened\n", c.GetUdpFlowsLive(), c.GetUdpFlows())
 	fmt.Fprintf(w, "  Bytes:    %d out, %d in\n", c.GetBytesOut(), c.GetBytesIn())
 	fmt.Fprintf(w, "  Offloads: %s\n", r.Offloads)
+	if r.Dns != "" {
+		fmt.Fprintf(w, "  DNS:      %s for %s (%s)\n", r.Dns, strings.Join(r.DnsDomains, ", "), r.DnsConfig)
+	}
 	for _, li := range r.Intercepts {
 		x := li.Info
 		fmt.Fprintf(w, "  Intercept %s (%s): %s port %d %s -> 127.0.0.1:%d, %s\n", x.Spec.GetName(), x.Id, x.Spec.GetWorkload(), x.Spec.GetPort(), filterText(x.Spec), li.LocalPort, x.State)

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/tether-dev/tether/daemon"
 	"github.com/tether-dev/tether/platform"
@@ -13,29 +14,31 @@ import (
 )
 
 func newDaemonCmd(g *globals) *cobra.Command {
-	var configFile, metricsAddr string
+	var configFile, metricsAddr, logFile string
+	var keys map[string]string // set below, before RunE runs
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Run the root daemon in the foreground (needs root)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			closeLog, err := g.openLog(logFile)
+			if err != nil {
+				return err
+			}
+			defer closeLog()
 			// First, so that the service manager hears of every exit.
 			ctx, stop := context.WithCancel(cmd.Context())
 			defer stop()
 			n := platform.NewNotifier(g.logger(), stop)
 			defer n.Close()
 			ready, stopping := notifyHooks(n, g.logger())
-			v, err := newViper(cmd, configFile, map[string]string{"tun.name": "tun-name", "tun.mtu": "mtu", "activity.ignoreTCPPorts": "ignore-tcp-ports", "runtime.maxProcs": "max-procs", "socket.group": "socket-group"})
+			v, err := loadConfig(cmd.Flags(), configFile, keys)
 			if err != nil {
 				return err
 			}
-			var ignore []uint16
-			for _, p := range v.GetStringSlice("activity.ignoreTCPPorts") {
-				n, err := strconv.ParseUint(p, 10, 16)
-				if err != nil {
-					return fmt.Errorf("activity.ignoreTCPPorts: %q is not a port number", p)
-				}
-				ignore = append(ignore, uint16(n))
+			ignore, err := daemonIgnorePorts(v)
+			if err != nil {
+				return err
 			}
 			setMaxProcs(v.GetInt("runtime.maxProcs"), g.logger())
 			if err := servePprof(g.pprofAddr, g.logger()); err != nil {
@@ -45,6 +48,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 				Socket:      g.socket,
 				SocketGroup: v.GetString("socket.group"),
 				TUNName:     v.GetString("tun.name"),
+				DNSAddress:  v.GetString("dns.address"),
 				MTU:         v.GetInt("tun.mtu"),
 				// An empty list is a choice (count every port), not "unset".
 				IgnoreTCPPorts: append([]uint16{}, ignore...),
@@ -65,14 +69,36 @@ func newDaemonCmd(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "daemon configuration file (YAML)")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (/metrics)")
+	f.StringVar(&logFile, "log-file", "", logFileUsage)
+	keys = daemonFlags(f)
+	return cmd
+}
+
+// daemonFlags defines the daemon's configuration flags and returns their
+// keys; `tether config view daemon` shares it.
+func daemonFlags(f *pflag.FlagSet) map[string]string {
 	f.String("socket-group", daemon.DefaultSocketGroup, "socket.group: the group that may use the control socket besides root (empty or missing group: root only)")
 	f.String("tun-name", "tether%d", "name of the TUN device (%d: first free number)")
 	f.Int("mtu", vif.DefaultMTU, "MTU of the TUN device")
+	f.String("dns-address", "", "dns.address: where the daemon answers cluster DNS (default: the last address of the first IPv4 subnet)")
 	// One P by default: the daemon is one relay pipeline, and handing each
 	// packet between threads cost more than a second core gave. Measured in
 	// the namespace lab (README, Performance): connect p99 3.9 ms -> 0.8 ms,
 	// bulk 4.7 -> 5.0 Gbit/s.
 	f.Int("max-procs", 1, "runtime.maxProcs: OS threads running Go code at once (0: one per CPU; env GOMAXPROCS wins)")
 	f.StringSlice("ignore-tcp-ports", []string{"53"}, "activity.ignoreTCPPorts: tunnels to these TCP ports are not activity")
-	return cmd
+	return map[string]string{"tun.name": "tun-name", "tun.mtu": "mtu", "activity.ignoreTCPPorts": "ignore-tcp-ports", "runtime.maxProcs": "max-procs", "socket.group": "socket-group", "dns.address": "dns-address"}
+}
+
+// daemonIgnorePorts is activity.ignoreTCPPorts, checked.
+func daemonIgnorePorts(c *config) ([]uint16, error) {
+	var ignore []uint16
+	for _, p := range c.GetStringSlice("activity.ignoreTCPPorts") {
+		n, err := strconv.ParseUint(p, 10, 16)
+		if err != nil {
+			return nil, c.errorf("activity.ignoreTCPPorts", "%q is not a port number", p)
+		}
+		ignore = append(ignore, uint16(n))
+	}
+	return ignore, nil
 }

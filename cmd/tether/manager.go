@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -21,39 +22,27 @@ import (
 const shutdownGrace = 2 * time.Second
 
 func newManagerCmd(g *globals) *cobra.Command {
-	var configFile, metricsAddr string
+	var configFile, metricsAddr, logFile string
+	var keys map[string]string // set below, before RunE runs
 	cmd := &cobra.Command{
 		Use:   "manager",
 		Short: "Run the traffic manager: dials into the cluster network for daemons",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			v, err := newViper(cmd, configFile, map[string]string{
-				"listen": "listen", "subnets": "subnet",
-				"tunnel.dialTimeout": "dial-timeout", "tunnel.udpIdleTimeout": "udp-idle-timeout",
-				"grpc.connectionTTL": "connection-ttl", "intercept.inactiveBlockTimeout": "inactive-block-timeout",
-				"activity.reportInterval": "report-interval",
-				"auth.tokenFile":          "token-file", "tls.certFile": "tls-cert-file", "tls.keyFile": "tls-key-file",
-				"rbac.policyFile": "rbac-policy-file", "manager.namespace": "namespace", "runtime.maxProcs": "max-procs",
-			})
+			closeLog, err := g.openLog(logFile)
 			if err != nil {
 				return err
 			}
-			var subnets []netip.Prefix
-			for _, s := range v.GetStringSlice("subnets") {
-				p, err := netip.ParsePrefix(s)
-				if err != nil {
-					return fmt.Errorf("subnets: %q is not a CIDR subnet: %w", s, err)
-				}
-				subnets = append(subnets, p.Masked())
+			defer closeLog()
+			v, err := loadConfig(cmd.Flags(), configFile, keys)
+			if err != nil {
+				return err
 			}
-			durations := map[string]time.Duration{}
-			for _, key := range []string{"tunnel.dialTimeout", "tunnel.udpIdleTimeout", "grpc.connectionTTL", "intercept.inactiveBlockTimeout", "activity.reportInterval"} {
-				d, err := time.ParseDuration(v.GetString(key))
-				if err != nil || d <= 0 {
-					return fmt.Errorf("%s: %q is not a positive duration (e.g. 5s)", key, v.GetString(key))
-				}
-				durations[key] = d
+			settings, err := managerSettings(v)
+			if err != nil {
+				return err
 			}
+			subnets, durations := settings.subnets, settings.durations
 			log := g.logger()
 			setMaxProcs(v.GetInt("runtime.maxProcs"), log)
 			if err := servePprof(g.pprofAddr, log); err != nil {
@@ -76,9 +65,6 @@ func newManagerCmd(g *globals) *cobra.Command {
 			}
 			opts := tunnel.ServerOptions()
 			certFile, keyFile := v.GetString("tls.certFile"), v.GetString("tls.keyFile")
-			if (certFile == "") != (keyFile == "") {
-				return fmt.Errorf("tls.certFile and tls.keyFile go together")
-			}
 			if certFile != "" {
 				creds, err := credentials.NewServerTLSFromFile(certFile, keyFile)
 				if err != nil {
@@ -90,6 +76,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 				Subnets: subnets, DialTimeout: durations["tunnel.dialTimeout"],
 				UDPIdleTimeout: durations["tunnel.udpIdleTimeout"], Log: log, Tokens: tokens,
 				Authorizer: authz, Namespace: v.GetString("manager.namespace"),
+				DNSDomains: v.GetStringSlice("dns.domains"), DNSServer: v.GetString("dns.server"),
 				Rules: manager.Rules{
 					ConnectionTTL:        durations["grpc.connectionTTL"],
 					InactiveBlockTimeout: durations["intercept.inactiveBlockTimeout"],
@@ -139,6 +126,14 @@ func newManagerCmd(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "manager configuration file (YAML)")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (/metrics)")
+	f.StringVar(&logFile, "log-file", "", logFileUsage)
+	keys = managerFlags(f)
+	return cmd
+}
+
+// managerFlags defines the manager's configuration flags and returns their
+// keys; `tether config view manager` shares it.
+func managerFlags(f *pflag.FlagSet) map[string]string {
 	f.String("listen", ":8081", "address to serve daemons on")
 	f.StringSlice("subnet", nil, "cluster subnet to offer (repeatable, CIDR)")
 	f.String("dial-timeout", tunnel.DefaultDialTimeout.String(), "how long to wait for a destination to accept a connection")
@@ -148,9 +143,49 @@ func newManagerCmd(g *globals) *cobra.Command {
 	f.String("token-file", "", "auth.tokenFile: static token file (token,user,uid,\"groups\"); without it, unauthenticated development mode")
 	f.Int("max-procs", 0, "runtime.maxProcs: OS threads running Go code at once (0: one per CPU; env GOMAXPROCS wins)")
 	f.String("rbac-policy-file", "", "rbac.policyFile: Kubernetes RBAC YAML deciding who may revoke intercepts; without it revoke is disabled")
+	f.StringSlice("dns-domain", manager.DefaultDNSDomains, "dns.domains: DNS domains daemons resolve through the manager (repeatable)")
+	f.String("dns-server", "", "dns.server: DNS server (host:port) the manager asks; the system's resolver when empty")
 	f.String("namespace", manager.DefaultNamespace, "manager.namespace: namespace of the traffic-manager configmap that RBAC rules name")
 	f.String("tls-cert-file", "", "tls.certFile: serve TLS with this certificate (PEM)")
 	f.String("tls-key-file", "", "tls.keyFile: the certificate's key (PEM)")
 	f.String("report-interval", manager.DefaultRules.ReportInterval.String(), "activity.reportInterval: how often daemons report")
-	return cmd
+	return map[string]string{
+		"listen": "listen", "subnets": "subnet",
+		"tunnel.dialTimeout": "dial-timeout", "tunnel.udpIdleTimeout": "udp-idle-timeout",
+		"grpc.connectionTTL": "connection-ttl", "intercept.inactiveBlockTimeout": "inactive-block-timeout",
+		"activity.reportInterval": "report-interval",
+		"auth.tokenFile":          "token-file", "tls.certFile": "tls-cert-file", "tls.keyFile": "tls-key-file",
+		"rbac.policyFile": "rbac-policy-file", "manager.namespace": "namespace", "runtime.maxProcs": "max-procs",
+		"dns.domains": "dns-domain", "dns.server": "dns-server",
+	}
+}
+
+// managerValues are the manager's keys that need parsing.
+type managerValues struct {
+	subnets   []netip.Prefix
+	durations map[string]time.Duration // by key
+}
+
+// managerSettings parses and checks the manager's configuration.
+func managerSettings(c *config) (managerValues, error) {
+	var mv managerValues
+	for _, s := range c.GetStringSlice("subnets") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return mv, c.errorf("subnets", "%q is not a CIDR subnet: %v", s, err)
+		}
+		mv.subnets = append(mv.subnets, p.Masked())
+	}
+	mv.durations = map[string]time.Duration{}
+	for _, key := range []string{"tunnel.dialTimeout", "tunnel.udpIdleTimeout", "grpc.connectionTTL", "intercept.inactiveBlockTimeout", "activity.reportInterval"} {
+		d, err := time.ParseDuration(c.GetString(key))
+		if err != nil || d <= 0 {
+			return mv, c.errorf(key, "%q is not a positive duration (e.g. 5s)", c.GetString(key))
+		}
+		mv.durations[key] = d
+	}
+	if (c.GetString("tls.certFile") == "") != (c.GetString("tls.keyFile") == "") {
+		return mv, fmt.Errorf("tls.certFile and tls.keyFile go together")
+	}
+	return mv, nil
 }

@@ -1,9 +1,9 @@
 package main
 
 import (
+	"io"
 	"log/slog"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
@@ -17,6 +17,9 @@ type globals struct {
 	noActivity bool
 	logLevel   string
 	pprofAddr  string
+	// logOut is where logger writes, set by openLog for --log-file; nil:
+	// stderr.
+	logOut io.Writer
 }
 
 func newRoot() *cobra.Command {
@@ -39,6 +42,7 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level of daemon and manager: debug, info, warn, error")
 	pf.StringVar(&g.pprofAddr, "pprof", "", "serve Go's profiler on this address (daemon and manager), e.g. 127.0.0.1:6060")
 	root.AddCommand(
+		newLogsCmd(g), newConfigCmd(),
 		newDaemonCmd(g), newConnectCmd(g), newStatusCmd(g), newQuitCmd(g), newSessionsCmd(g), newInterceptCmd(g), newLeaveCmd(g), newListCmd(g), newRevokeCmd(g), newManagerCmd(g), newAgentCmd(g),
 	)
 	return root
@@ -49,27 +53,23 @@ func (g *globals) logger() *slog.Logger {
 	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
 		lvl = slog.LevelInfo
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	opts := &slog.HandlerOptions{Level: lvl}
+	var out io.Writer = os.Stderr
+	switch {
+	case g.logOut != nil:
+		out = g.logOut
+	case underSystemd():
+		// journald stamps each line itself.
+		opts.ReplaceAttr = dropTime
+	}
+	return slog.New(slog.NewTextHandler(out, opts))
 }
 
-// newViper reads configuration with the precedence flags > env TETHER_* >
-// file > defaults. Keys are the dotted names users know
-// (grpc.connectionTTL); env names replace dots with underscores.
+// newViper is loadConfig for a command's flags.
 func newViper(cmd *cobra.Command, file string, flagKeys map[string]string) (*viper.Viper, error) {
-	v := viper.New()
-	v.SetEnvPrefix("TETHER")
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AutomaticEnv()
-	for key, flag := range flagKeys {
-		if err := v.BindPFlag(key, cmd.Flags().Lookup(flag)); err != nil {
-			return nil, err
-		}
+	c, err := loadConfig(cmd.Flags(), file, flagKeys)
+	if err != nil {
+		return nil, err
 	}
-	if file != "" {
-		v.SetConfigFile(file)
-		if err := v.ReadInConfig(); err != nil {
-			return nil, err
-		}
-	}
-	return v, nil
+	return c.Viper, nil
 }

@@ -632,7 +632,12 @@ type StatusResponse struct {
 	// This session's intercepts as the manager last told them.
 	Intercepts []*LocalIntercept `protobuf:"bytes,13,rep,name=intercepts,proto3" json:"intercepts,omitempty"`
 	// Messages from the manager, e.g. "intercept web (ID) revoked by alice at ...".
-	Notices       []string `protobuf:"bytes,14,rep,name=notices,proto3" json:"notices,omitempty"`
+	Notices []string `protobuf:"bytes,14,rep,name=notices,proto3" json:"notices,omitempty"`
+	// The cluster DNS server on the VIF ("198.18.2.254:53"), its domains, and
+	// how the host uses it ("systemd-resolved", or what to do by hand).
+	Dns           string   `protobuf:"bytes,15,opt,name=dns,proto3" json:"dns,omitempty"`
+	DnsDomains    []string `protobuf:"bytes,16,rep,name=dns_domains,json=dnsDomains,proto3" json:"dns_domains,omitempty"`
+	DnsConfig     string   `protobuf:"bytes,17,opt,name=dns_config,json=dnsConfig,proto3" json:"dns_config,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -765,6 +770,27 @@ func (x *StatusResponse) GetNotices() []string {
 	return nil
 }
 
+func (x *StatusResponse) GetDns() string {
+	if x != nil {
+		return x.Dns
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetDnsDomains() []string {
+	if x != nil {
+		return x.DnsDomains
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetDnsConfig() string {
+	if x != nil {
+		return x.DnsConfig
+	}
+	return ""
+}
+
 var File_daemon_daemon_proto protoreflect.FileDescriptor
 
 const file_daemon_daemon_proto_rawDesc = "" +
@@ -808,7 +834,7 @@ const file_daemon_daemon_proto_rawDesc = "" +
 	"\bActivity\x12(\n" +
 	"\x10last_seconds_ago\x18\x01 \x01(\x01R\x0elastSecondsAgo\x12\x1f\n" +
 	"\vlast_reason\x18\x02 \x01(\tR\n" +
-	"lastReason\"\xf8\x03\n" +
+	"lastReason\"\xca\x04\n" +
 	"\x0eStatusResponse\x12\x1c\n" +
 	"\tconnected\x18\x01 \x01(\bR\tconnected\x12\x18\n" +
 	"\amanager\x18\x02 \x01(\tR\amanager\x12\x18\n" +
@@ -827,7 +853,12 @@ const file_daemon_daemon_proto_rawDesc = "" +
 	"\n" +
 	"intercepts\x18\r \x03(\v2\x1d.tether.daemon.LocalInterceptR\n" +
 	"intercepts\x12\x18\n" +
-	"\anotices\x18\x0e \x03(\tR\anotices2\xba\x05\n" +
+	"\anotices\x18\x0e \x03(\tR\anotices\x12\x10\n" +
+	"\x03dns\x18\x0f \x01(\tR\x03dns\x12\x1f\n" +
+	"\vdns_domains\x18\x10 \x03(\tR\n" +
+	"dnsDomains\x12\x1d\n" +
+	"\n" +
+	"dns_config\x18\x11 \x01(\tR\tdnsConfig2\xba\x05\n" +
 	"\x06Daemon\x12G\n" +
 	"\aConnect\x12\x1d.tether.daemon.ConnectRequest\x1a\x1d.tether.daemon.StatusResponse\x12E\n" +
 	"\x06Status\x12\x1c.tether.daemon.StatusRequest\x1a\x1d.tether.daemon.StatusResponse\x12A\n" +

@@ -354,7 +354,9 @@ type ArriveResponse struct {
 	InactiveBlockTimeoutMs int64 `protobuf:"varint,7,opt,name=inactive_block_timeout_ms,json=inactiveBlockTimeoutMs,proto3" json:"inactive_block_timeout_ms,omitempty"`
 	ReportIntervalMs       int64 `protobuf:"varint,8,opt,name=report_interval_ms,json=reportIntervalMs,proto3" json:"report_interval_ms,omitempty"`
 	// The user the manager identified.
-	User          string `protobuf:"bytes,9,opt,name=user,proto3" json:"user,omitempty"`
+	User string `protobuf:"bytes,9,opt,name=user,proto3" json:"user,omitempty"`
+	// DNS domains the daemon resolves through the manager ("cluster.local").
+	DnsDomains    []string `protobuf:"bytes,10,rep,name=dns_domains,json=dnsDomains,proto3" json:"dns_domains,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -452,6 +454,120 @@ func (x *ArriveResponse) GetUser() string {
 	return ""
 }
 
+func (x *ArriveResponse) GetDnsDomains() []string {
+	if x != nil {
+		return x.DnsDomains
+	}
+	return nil
+}
+
+type ResolveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A fully qualified name, with or without the trailing dot.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// 4 for A records, 6 for AAAA.
+	Family        uint32 `protobuf:"varint,2,opt,name=family,proto3" json:"family,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveRequest) Reset() {
+	*x = ResolveRequest{}
+	mi := &file_manager_manager_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveRequest) ProtoMessage() {}
+
+func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveRequest.ProtoReflect.Descriptor instead.
+func (*ResolveRequest) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ResolveRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ResolveRequest) GetFamily() uint32 {
+	if x != nil {
+		return x.Family
+	}
+	return 0
+}
+
+type ResolveResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Addresses []string               `protobuf:"bytes,1,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// The name does not exist (NXDOMAIN), as opposed to no such record.
+	NotFound      bool `protobuf:"varint,2,opt,name=not_found,json=notFound,proto3" json:"not_found,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveResponse) Reset() {
+	*x = ResolveResponse{}
+	mi := &file_manager_manager_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveResponse) ProtoMessage() {}
+
+func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveResponse.ProtoReflect.Descriptor instead.
+func (*ResolveResponse) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ResolveResponse) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *ResolveResponse) GetNotFound() bool {
+	if x != nil {
+		return x.NotFound
+	}
+	return false
+}
+
 type DepartRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -460,7 +576,7 @@ type DepartRequest struct {
 
 func (x *DepartRequest) Reset() {
 	*x = DepartRequest{}
-	mi := &file_manager_manager_proto_msgTypes[2]
+	mi := &file_manager_manager_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -472,7 +588,7 @@ func (x *DepartRequest) String() string {
 func (*DepartRequest) ProtoMessage() {}
 
 func (x *DepartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[2]
+	mi := &file_manager_manager_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -485,7 +601,7 @@ func (x *DepartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DepartRequest.ProtoReflect.Descriptor instead.
 func (*DepartRequest) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{2}
+	return file_manager_manager_proto_rawDescGZIP(), []int{4}
 }
 
 type DepartResponse struct {
@@ -496,7 +612,7 @@ type DepartResponse struct {
 
 func (x *DepartResponse) Reset() {
 	*x = DepartResponse{}
-	mi := &file_manager_manager_proto_msgTypes[3]
+	mi := &file_manager_manager_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -508,7 +624,7 @@ func (x *DepartResponse) String() string {
 func (*DepartResponse) ProtoMessage() {}
 
 func (x *DepartResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[3]
+	mi := &file_manager_manager_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -521,7 +637,7 @@ func (x *DepartResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DepartResponse.ProtoReflect.Descriptor instead.
 func (*DepartResponse) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{3}
+	return file_manager_manager_proto_rawDescGZIP(), []int{5}
 }
 
 type Activity struct {
@@ -537,7 +653,7 @@ type Activity struct {
 
 func (x *Activity) Reset() {
 	*x = Activity{}
-	mi := &file_manager_manager_proto_msgTypes[4]
+	mi := &file_manager_manager_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -549,7 +665,7 @@ func (x *Activity) String() string {
 func (*Activity) ProtoMessage() {}
 
 func (x *Activity) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[4]
+	mi := &file_manager_manager_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -562,7 +678,7 @@ func (x *Activity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Activity.ProtoReflect.Descriptor instead.
 func (*Activity) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{4}
+	return file_manager_manager_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Activity) GetEvents() uint64 {
@@ -590,7 +706,7 @@ type ReportRequest struct {
 
 func (x *ReportRequest) Reset() {
 	*x = ReportRequest{}
-	mi := &file_manager_manager_proto_msgTypes[5]
+	mi := &file_manager_manager_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -602,7 +718,7 @@ func (x *ReportRequest) String() string {
 func (*ReportRequest) ProtoMessage() {}
 
 func (x *ReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[5]
+	mi := &file_manager_manager_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -615,7 +731,7 @@ func (x *ReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRequest.ProtoReflect.Descriptor instead.
 func (*ReportRequest) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{5}
+	return file_manager_manager_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReportRequest) GetDaemonInstance() string {
@@ -652,7 +768,7 @@ type SessionView struct {
 
 func (x *SessionView) Reset() {
 	*x = SessionView{}
-	mi := &file_manager_manager_proto_msgTypes[6]
+	mi := &file_manager_manager_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +780,7 @@ func (x *SessionView) String() string {
 func (*SessionView) ProtoMessage() {}
 
 func (x *SessionView) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[6]
+	mi := &file_manager_manager_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +793,7 @@ func (x *SessionView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionView.ProtoReflect.Descriptor instead.
 func (*SessionView) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{6}
+	return file_manager_manager_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SessionView) GetSessionId() string {
@@ -752,7 +868,7 @@ type ReportResponse struct {
 
 func (x *ReportResponse) Reset() {
 	*x = ReportResponse{}
-	mi := &file_manager_manager_proto_msgTypes[7]
+	mi := &file_manager_manager_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -764,7 +880,7 @@ func (x *ReportResponse) String() string {
 func (*ReportResponse) ProtoMessage() {}
 
 func (x *ReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[7]
+	mi := &file_manager_manager_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -777,7 +893,7 @@ func (x *ReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportResponse.ProtoReflect.Descriptor instead.
 func (*ReportResponse) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{7}
+	return file_manager_manager_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReportResponse) GetSession() *SessionView {
@@ -795,7 +911,7 @@ type SessionsRequest struct {
 
 func (x *SessionsRequest) Reset() {
 	*x = SessionsRequest{}
-	mi := &file_manager_manager_proto_msgTypes[8]
+	mi := &file_manager_manager_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +923,7 @@ func (x *SessionsRequest) String() string {
 func (*SessionsRequest) ProtoMessage() {}
 
 func (x *SessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[8]
+	mi := &file_manager_manager_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +936,7 @@ func (x *SessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionsRequest.ProtoReflect.Descriptor instead.
 func (*SessionsRequest) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{8}
+	return file_manager_manager_proto_rawDescGZIP(), []int{10}
 }
 
 type SessionsResponse struct {
@@ -832,7 +948,7 @@ type SessionsResponse struct {
 
 func (x *SessionsResponse) Reset() {
 	*x = SessionsResponse{}
-	mi := &file_manager_manager_proto_msgTypes[9]
+	mi := &file_manager_manager_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +960,7 @@ func (x *SessionsResponse) String() string {
 func (*SessionsResponse) ProtoMessage() {}
 
 func (x *SessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[9]
+	mi := &file_manager_manager_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +973,7 @@ func (x *SessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionsResponse.ProtoReflect.Descriptor instead.
 func (*SessionsResponse) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{9}
+	return file_manager_manager_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SessionsResponse) GetSessions() []*SessionView {
@@ -883,7 +999,7 @@ type OpenFlow struct {
 
 func (x *OpenFlow) Reset() {
 	*x = OpenFlow{}
-	mi := &file_manager_manager_proto_msgTypes[10]
+	mi := &file_manager_manager_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +1011,7 @@ func (x *OpenFlow) String() string {
 func (*OpenFlow) ProtoMessage() {}
 
 func (x *OpenFlow) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[10]
+	mi := &file_manager_manager_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +1024,7 @@ func (x *OpenFlow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenFlow.ProtoReflect.Descriptor instead.
 func (*OpenFlow) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{10}
+	return file_manager_manager_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *OpenFlow) GetProtocol() Protocol {
@@ -956,7 +1072,7 @@ type Opened struct {
 
 func (x *Opened) Reset() {
 	*x = Opened{}
-	mi := &file_manager_manager_proto_msgTypes[11]
+	mi := &file_manager_manager_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -968,7 +1084,7 @@ func (x *Opened) String() string {
 func (*Opened) ProtoMessage() {}
 
 func (x *Opened) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[11]
+	mi := &file_manager_manager_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -981,7 +1097,7 @@ func (x *Opened) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Opened.ProtoReflect.Descriptor instead.
 func (*Opened) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{11}
+	return file_manager_manager_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Opened) GetStatus() OpenStatus {
@@ -1013,7 +1129,7 @@ type Frame struct {
 
 func (x *Frame) Reset() {
 	*x = Frame{}
-	mi := &file_manager_manager_proto_msgTypes[12]
+	mi := &file_manager_manager_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1141,7 @@ func (x *Frame) String() string {
 func (*Frame) ProtoMessage() {}
 
 func (x *Frame) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[12]
+	mi := &file_manager_manager_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1038,7 +1154,7 @@ func (x *Frame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Frame.ProtoReflect.Descriptor instead.
 func (*Frame) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{12}
+	return file_manager_manager_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Frame) GetData() []byte {
@@ -1087,7 +1203,7 @@ type InterceptSpec struct {
 
 func (x *InterceptSpec) Reset() {
 	*x = InterceptSpec{}
-	mi := &file_manager_manager_proto_msgTypes[13]
+	mi := &file_manager_manager_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1099,7 +1215,7 @@ func (x *InterceptSpec) String() string {
 func (*InterceptSpec) ProtoMessage() {}
 
 func (x *InterceptSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[13]
+	mi := &file_manager_manager_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1112,7 +1228,7 @@ func (x *InterceptSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterceptSpec.ProtoReflect.Descriptor instead.
 func (*InterceptSpec) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{13}
+	return file_manager_manager_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *InterceptSpec) GetName() string {
@@ -1177,7 +1293,7 @@ type InterceptInfo struct {
 
 func (x *InterceptInfo) Reset() {
 	*x = InterceptInfo{}
-	mi := &file_manager_manager_proto_msgTypes[14]
+	mi := &file_manager_manager_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1305,7 @@ func (x *InterceptInfo) String() string {
 func (*InterceptInfo) ProtoMessage() {}
 
 func (x *InterceptInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[14]
+	mi := &file_manager_manager_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1318,7 @@ func (x *InterceptInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InterceptInfo.ProtoReflect.Descriptor instead.
 func (*InterceptInfo) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{14}
+	return file_manager_manager_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *InterceptInfo) GetId() string {
@@ -1270,7 +1386,7 @@ type CreateInterceptRequest struct {
 
 func (x *CreateInterceptRequest) Reset() {
 	*x = CreateInterceptRequest{}
-	mi := &file_manager_manager_proto_msgTypes[15]
+	mi := &file_manager_manager_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1282,7 +1398,7 @@ func (x *CreateInterceptRequest) String() string {
 func (*CreateInterceptRequest) ProtoMessage() {}
 
 func (x *CreateInterceptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[15]
+	mi := &file_manager_manager_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1295,7 +1411,7 @@ func (x *CreateInterceptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateInterceptRequest.ProtoReflect.Descriptor instead.
 func (*CreateInterceptRequest) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{15}
+	return file_manager_manager_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CreateInterceptRequest) GetSpec() *InterceptSpec {
@@ -1314,7 +1430,7 @@ type RemoveInterceptRequest struct {
 
 func (x *RemoveInterceptRequest) Reset() {
 	*x = RemoveInterceptRequest{}
-	mi := &file_manager_manager_proto_msgTypes[16]
+	mi := &file_manager_manager_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1326,7 +1442,7 @@ func (x *RemoveInterceptRequest) String() string {
 func (*RemoveInterceptRequest) ProtoMessage() {}
 
 func (x *RemoveInterceptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[16]
+	mi := &file_manager_manager_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1339,7 +1455,7 @@ func (x *RemoveInterceptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveInterceptRequest.ProtoReflect.Descriptor instead.
 func (*RemoveInterceptRequest) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{16}
+	return file_manager_manager_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RemoveInterceptRequest) GetName() string {
@@ -1357,7 +1473,7 @@ type RemoveInterceptResponse struct {
 
 func (x *RemoveInterceptResponse) Reset() {
 	*x = RemoveInterceptResponse{}
-	mi := &file_manager_manager_proto_msgTypes[17]
+	mi := &file_manager_manager_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1369,7 +1485,7 @@ func (x *RemoveInterceptResponse) String() string {
 func (*RemoveInterceptResponse) ProtoMessage() {}
 
 func (x *RemoveInterceptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[17]
+	mi := &file_manager_manager_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1382,7 +1498,7 @@ func (x *RemoveInterceptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveInterceptResponse.ProtoReflect.Descriptor instead.
 func (*RemoveInterceptResponse) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{17}
+	return file_manager_manager_proto_rawDescGZIP(), []int{19}
 }
 
 type ListInterceptsRequest struct {
@@ -1393,7 +1509,7 @@ type ListInterceptsRequest struct {
 
 func (x *ListInterceptsRequest) Reset() {
 	*x = ListInterceptsRequest{}
-	mi := &file_manager_manager_proto_msgTypes[18]
+	mi := &file_manager_manager_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1405,7 +1521,7 @@ func (x *ListInterceptsRequest) String() string {
 func (*ListInterceptsRequest) ProtoMessage() {}
 
 func (x *ListInterceptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[18]
+	mi := &file_manager_manager_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1418,7 +1534,7 @@ func (x *ListInterceptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInterceptsRequest.ProtoReflect.Descriptor instead.
 func (*ListInterceptsRequest) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{18}
+	return file_manager_manager_proto_rawDescGZIP(), []int{20}
 }
 
 type ListInterceptsResponse struct {
@@ -1430,7 +1546,7 @@ type ListInterceptsResponse struct {
 
 func (x *ListInterceptsResponse) Reset() {
 	*x = ListInterceptsResponse{}
-	mi := &file_manager_manager_proto_msgTypes[19]
+	mi := &file_manager_manager_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1442,7 +1558,7 @@ func (x *ListInterceptsResponse) String() string {
 func (*ListInterceptsResponse) ProtoMessage() {}
 
 func (x *ListInterceptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[19]
+	mi := &file_manager_manager_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1455,7 +1571,7 @@ func (x *ListInterceptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListInterceptsResponse.ProtoReflect.Descriptor instead.
 func (*ListInterceptsResponse) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{19}
+	return file_manager_manager_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListInterceptsResponse) GetIntercepts() []*InterceptInfo {
@@ -1474,7 +1590,7 @@ type RevokeInterceptRequest struct {
 
 func (x *RevokeInterceptRequest) Reset() {
 	*x = RevokeInterceptRequest{}
-	mi := &file_manager_manager_proto_msgTypes[20]
+	mi := &file_manager_manager_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1602,7 @@ func (x *RevokeInterceptRequest) String() string {
 func (*RevokeInterceptRequest) ProtoMessage() {}
 
 func (x *RevokeInterceptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[20]
+	mi := &file_manager_manager_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1615,7 @@ func (x *RevokeInterceptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeInterceptRequest.ProtoReflect.Descriptor instead.
 func (*RevokeInterceptRequest) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{20}
+	return file_manager_manager_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RevokeInterceptRequest) GetId() string {
@@ -1519,7 +1635,7 @@ type RevokeInterceptResponse struct {
 
 func (x *RevokeInterceptResponse) Reset() {
 	*x = RevokeInterceptResponse{}
-	mi := &file_manager_manager_proto_msgTypes[21]
+	mi := &file_manager_manager_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1531,7 +1647,7 @@ func (x *RevokeInterceptResponse) String() string {
 func (*RevokeInterceptResponse) ProtoMessage() {}
 
 func (x *RevokeInterceptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[21]
+	mi := &file_manager_manager_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1544,7 +1660,7 @@ func (x *RevokeInterceptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeInterceptResponse.ProtoReflect.Descriptor instead.
 func (*RevokeInterceptResponse) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{21}
+	return file_manager_manager_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RevokeInterceptResponse) GetIntercept() *InterceptInfo {
@@ -1562,7 +1678,7 @@ type WatchSessionRequest struct {
 
 func (x *WatchSessionRequest) Reset() {
 	*x = WatchSessionRequest{}
-	mi := &file_manager_manager_proto_msgTypes[22]
+	mi := &file_manager_manager_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1574,7 +1690,7 @@ func (x *WatchSessionRequest) String() string {
 func (*WatchSessionRequest) ProtoMessage() {}
 
 func (x *WatchSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[22]
+	mi := &file_manager_manager_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1587,7 +1703,7 @@ func (x *WatchSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionRequest.ProtoReflect.Descriptor instead.
 func (*WatchSessionRequest) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{22}
+	return file_manager_manager_proto_rawDescGZIP(), []int{24}
 }
 
 type InboundDial struct {
@@ -1602,7 +1718,7 @@ type InboundDial struct {
 
 func (x *InboundDial) Reset() {
 	*x = InboundDial{}
-	mi := &file_manager_manager_proto_msgTypes[23]
+	mi := &file_manager_manager_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1614,7 +1730,7 @@ func (x *InboundDial) String() string {
 func (*InboundDial) ProtoMessage() {}
 
 func (x *InboundDial) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[23]
+	mi := &file_manager_manager_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1627,7 +1743,7 @@ func (x *InboundDial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboundDial.ProtoReflect.Descriptor instead.
 func (*InboundDial) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{23}
+	return file_manager_manager_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *InboundDial) GetFlowId() string {
@@ -1667,7 +1783,7 @@ type SessionEvent struct {
 
 func (x *SessionEvent) Reset() {
 	*x = SessionEvent{}
-	mi := &file_manager_manager_proto_msgTypes[24]
+	mi := &file_manager_manager_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1679,7 +1795,7 @@ func (x *SessionEvent) String() string {
 func (*SessionEvent) ProtoMessage() {}
 
 func (x *SessionEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[24]
+	mi := &file_manager_manager_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1692,7 +1808,7 @@ func (x *SessionEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionEvent.ProtoReflect.Descriptor instead.
 func (*SessionEvent) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{24}
+	return file_manager_manager_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SessionEvent) GetIntercepts() []*InterceptInfo {
@@ -1732,7 +1848,7 @@ type WatchAgentRequest struct {
 
 func (x *WatchAgentRequest) Reset() {
 	*x = WatchAgentRequest{}
-	mi := &file_manager_manager_proto_msgTypes[25]
+	mi := &file_manager_manager_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1744,7 +1860,7 @@ func (x *WatchAgentRequest) String() string {
 func (*WatchAgentRequest) ProtoMessage() {}
 
 func (x *WatchAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[25]
+	mi := &file_manager_manager_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1757,7 +1873,7 @@ func (x *WatchAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAgentRequest.ProtoReflect.Descriptor instead.
 func (*WatchAgentRequest) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{25}
+	return file_manager_manager_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WatchAgentRequest) GetWorkload() string {
@@ -1777,7 +1893,7 @@ type AgentRoutes struct {
 
 func (x *AgentRoutes) Reset() {
 	*x = AgentRoutes{}
-	mi := &file_manager_manager_proto_msgTypes[26]
+	mi := &file_manager_manager_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1789,7 +1905,7 @@ func (x *AgentRoutes) String() string {
 func (*AgentRoutes) ProtoMessage() {}
 
 func (x *AgentRoutes) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[26]
+	mi := &file_manager_manager_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1802,7 +1918,7 @@ func (x *AgentRoutes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentRoutes.ProtoReflect.Descriptor instead.
 func (*AgentRoutes) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{26}
+	return file_manager_manager_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AgentRoutes) GetIntercepts() []*InterceptInfo {
@@ -1824,7 +1940,7 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\aversion\x18\x04 \x01(\tR\aversion\x12*\n" +
 	"\x11resume_session_id\x18\x05 \x01(\tR\x0fresumeSessionId\x122\n" +
 	"\x15resume_session_secret\x18\x06 \x01(\tR\x13resumeSessionSecret\x12\x15\n" +
-	"\x06by_cli\x18\a \x01(\bR\x05byCli\"\xdc\x02\n" +
+	"\x06by_cli\x18\a \x01(\bR\x05byCli\"\xfd\x02\n" +
 	"\x0eArriveResponse\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12%\n" +
@@ -1835,7 +1951,16 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\x11connection_ttl_ms\x18\x06 \x01(\x03R\x0fconnectionTtlMs\x129\n" +
 	"\x19inactive_block_timeout_ms\x18\a \x01(\x03R\x16inactiveBlockTimeoutMs\x12,\n" +
 	"\x12report_interval_ms\x18\b \x01(\x03R\x10reportIntervalMs\x12\x12\n" +
-	"\x04user\x18\t \x01(\tR\x04user\"\x0f\n" +
+	"\x04user\x18\t \x01(\tR\x04user\x12\x1f\n" +
+	"\vdns_domains\x18\n" +
+	" \x03(\tR\n" +
+	"dnsDomains\"<\n" +
+	"\x0eResolveRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06family\x18\x02 \x01(\rR\x06family\"L\n" +
+	"\x0fResolveResponse\x12\x1c\n" +
+	"\taddresses\x18\x01 \x03(\tR\taddresses\x12\x1b\n" +
+	"\tnot_found\x18\x02 \x01(\bR\bnotFound\"\x0f\n" +
 	"\rDepartRequest\"\x10\n" +
 	"\x0eDepartResponse\"B\n" +
 	"\bActivity\x12\x16\n" +
@@ -1946,12 +2071,13 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\n" +
 	"\x06GLOBAL\x10\x01\x12\b\n" +
 	"\x04HTTP\x10\x02\x12\v\n" +
-	"\aREPLACE\x10\x032\x9b\b\n" +
+	"\aREPLACE\x10\x032\xe7\b\n" +
 	"\aManager\x12G\n" +
 	"\x06Arrive\x12\x1d.tether.manager.ArriveRequest\x1a\x1e.tether.manager.ArriveResponse\x12G\n" +
 	"\x06Depart\x12\x1d.tether.manager.DepartRequest\x1a\x1e.tether.manager.DepartResponse\x12G\n" +
 	"\x06Report\x12\x1d.tether.manager.ReportRequest\x1a\x1e.tether.manager.ReportResponse\x12M\n" +
-	"\bSessions\x12\x1f.tether.manager.SessionsRequest\x1a .tether.manager.SessionsResponse\x12X\n" +
+	"\bSessions\x12\x1f.tether.manager.SessionsRequest\x1a .tether.manager.SessionsResponse\x12J\n" +
+	"\aResolve\x12\x1e.tether.manager.ResolveRequest\x1a\x1f.tether.manager.ResolveResponse\x12X\n" +
 	"\x0fCreateIntercept\x12&.tether.manager.CreateInterceptRequest\x1a\x1d.tether.manager.InterceptInfo\x12b\n" +
 	"\x0fRemoveIntercept\x12&.tether.manager.RemoveInterceptRequest\x1a'.tether.manager.RemoveInterceptResponse\x12_\n" +
 	"\x0eListIntercepts\x12%.tether.manager.ListInterceptsRequest\x1a&.tether.manager.ListInterceptsResponse\x12b\n" +
@@ -1976,7 +2102,7 @@ func file_manager_manager_proto_rawDescGZIP() []byte {
 }
 
 var file_manager_manager_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_manager_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_manager_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_manager_manager_proto_goTypes = []any{
 	(Protocol)(0),                   // 0: tether.manager.Protocol
 	(OpenStatus)(0),                 // 1: tether.manager.OpenStatus
@@ -1984,79 +2110,83 @@ var file_manager_manager_proto_goTypes = []any{
 	(InterceptKind)(0),              // 3: tether.manager.InterceptKind
 	(*ArriveRequest)(nil),           // 4: tether.manager.ArriveRequest
 	(*ArriveResponse)(nil),          // 5: tether.manager.ArriveResponse
-	(*DepartRequest)(nil),           // 6: tether.manager.DepartRequest
-	(*DepartResponse)(nil),          // 7: tether.manager.DepartResponse
-	(*Activity)(nil),                // 8: tether.manager.Activity
-	(*ReportRequest)(nil),           // 9: tether.manager.ReportRequest
-	(*SessionView)(nil),             // 10: tether.manager.SessionView
-	(*ReportResponse)(nil),          // 11: tether.manager.ReportResponse
-	(*SessionsRequest)(nil),         // 12: tether.manager.SessionsRequest
-	(*SessionsResponse)(nil),        // 13: tether.manager.SessionsResponse
-	(*OpenFlow)(nil),                // 14: tether.manager.OpenFlow
-	(*Opened)(nil),                  // 15: tether.manager.Opened
-	(*Frame)(nil),                   // 16: tether.manager.Frame
-	(*InterceptSpec)(nil),           // 17: tether.manager.InterceptSpec
-	(*InterceptInfo)(nil),           // 18: tether.manager.InterceptInfo
-	(*CreateInterceptRequest)(nil),  // 19: tether.manager.CreateInterceptRequest
-	(*RemoveInterceptRequest)(nil),  // 20: tether.manager.RemoveInterceptRequest
-	(*RemoveInterceptResponse)(nil), // 21: tether.manager.RemoveInterceptResponse
-	(*ListInterceptsRequest)(nil),   // 22: tether.manager.ListInterceptsRequest
-	(*ListInterceptsResponse)(nil),  // 23: tether.manager.ListInterceptsResponse
-	(*RevokeInterceptRequest)(nil),  // 24: tether.manager.RevokeInterceptRequest
-	(*RevokeInterceptResponse)(nil), // 25: tether.manager.RevokeInterceptResponse
-	(*WatchSessionRequest)(nil),     // 26: tether.manager.WatchSessionRequest
-	(*InboundDial)(nil),             // 27: tether.manager.InboundDial
-	(*SessionEvent)(nil),            // 28: tether.manager.SessionEvent
-	(*WatchAgentRequest)(nil),       // 29: tether.manager.WatchAgentRequest
-	(*AgentRoutes)(nil),             // 30: tether.manager.AgentRoutes
-	nil,                             // 31: tether.manager.InterceptSpec.HeadersEntry
+	(*ResolveRequest)(nil),          // 6: tether.manager.ResolveRequest
+	(*ResolveResponse)(nil),         // 7: tether.manager.ResolveResponse
+	(*DepartRequest)(nil),           // 8: tether.manager.DepartRequest
+	(*DepartResponse)(nil),          // 9: tether.manager.DepartResponse
+	(*Activity)(nil),                // 10: tether.manager.Activity
+	(*ReportRequest)(nil),           // 11: tether.manager.ReportRequest
+	(*SessionView)(nil),             // 12: tether.manager.SessionView
+	(*ReportResponse)(nil),          // 13: tether.manager.ReportResponse
+	(*SessionsRequest)(nil),         // 14: tether.manager.SessionsRequest
+	(*SessionsResponse)(nil),        // 15: tether.manager.SessionsResponse
+	(*OpenFlow)(nil),                // 16: tether.manager.OpenFlow
+	(*Opened)(nil),                  // 17: tether.manager.Opened
+	(*Frame)(nil),                   // 18: tether.manager.Frame
+	(*InterceptSpec)(nil),           // 19: tether.manager.InterceptSpec
+	(*InterceptInfo)(nil),           // 20: tether.manager.InterceptInfo
+	(*CreateInterceptRequest)(nil),  // 21: tether.manager.CreateInterceptRequest
+	(*RemoveInterceptRequest)(nil),  // 22: tether.manager.RemoveInterceptRequest
+	(*RemoveInterceptResponse)(nil), // 23: tether.manager.RemoveInterceptResponse
+	(*ListInterceptsRequest)(nil),   // 24: tether.manager.ListInterceptsRequest
+	(*ListInterceptsResponse)(nil),  // 25: tether.manager.ListInterceptsResponse
+	(*RevokeInterceptRequest)(nil),  // 26: tether.manager.RevokeInterceptRequest
+	(*RevokeInterceptResponse)(nil), // 27: tether.manager.RevokeInterceptResponse
+	(*WatchSessionRequest)(nil),     // 28: tether.manager.WatchSessionRequest
+	(*InboundDial)(nil),             // 29: tether.manager.InboundDial
+	(*SessionEvent)(nil),            // 30: tether.manager.SessionEvent
+	(*WatchAgentRequest)(nil),       // 31: tether.manager.WatchAgentRequest
+	(*AgentRoutes)(nil),             // 32: tether.manager.AgentRoutes
+	nil,                             // 33: tether.manager.InterceptSpec.HeadersEntry
 }
 var file_manager_manager_proto_depIdxs = []int32{
-	8,  // 0: tether.manager.ReportRequest.activity:type_name -> tether.manager.Activity
-	10, // 1: tether.manager.ReportResponse.session:type_name -> tether.manager.SessionView
-	10, // 2: tether.manager.SessionsResponse.sessions:type_name -> tether.manager.SessionView
+	10, // 0: tether.manager.ReportRequest.activity:type_name -> tether.manager.Activity
+	12, // 1: tether.manager.ReportResponse.session:type_name -> tether.manager.SessionView
+	12, // 2: tether.manager.SessionsResponse.sessions:type_name -> tether.manager.SessionView
 	0,  // 3: tether.manager.OpenFlow.protocol:type_name -> tether.manager.Protocol
 	1,  // 4: tether.manager.Opened.status:type_name -> tether.manager.OpenStatus
 	2,  // 5: tether.manager.Frame.control:type_name -> tether.manager.Control
-	14, // 6: tether.manager.Frame.open:type_name -> tether.manager.OpenFlow
-	15, // 7: tether.manager.Frame.opened:type_name -> tether.manager.Opened
+	16, // 6: tether.manager.Frame.open:type_name -> tether.manager.OpenFlow
+	17, // 7: tether.manager.Frame.opened:type_name -> tether.manager.Opened
 	3,  // 8: tether.manager.InterceptSpec.kind:type_name -> tether.manager.InterceptKind
-	31, // 9: tether.manager.InterceptSpec.headers:type_name -> tether.manager.InterceptSpec.HeadersEntry
-	17, // 10: tether.manager.InterceptInfo.spec:type_name -> tether.manager.InterceptSpec
-	17, // 11: tether.manager.CreateInterceptRequest.spec:type_name -> tether.manager.InterceptSpec
-	18, // 12: tether.manager.ListInterceptsResponse.intercepts:type_name -> tether.manager.InterceptInfo
-	18, // 13: tether.manager.RevokeInterceptResponse.intercept:type_name -> tether.manager.InterceptInfo
-	18, // 14: tether.manager.SessionEvent.intercepts:type_name -> tether.manager.InterceptInfo
-	27, // 15: tether.manager.SessionEvent.dial:type_name -> tether.manager.InboundDial
-	18, // 16: tether.manager.AgentRoutes.intercepts:type_name -> tether.manager.InterceptInfo
+	33, // 9: tether.manager.InterceptSpec.headers:type_name -> tether.manager.InterceptSpec.HeadersEntry
+	19, // 10: tether.manager.InterceptInfo.spec:type_name -> tether.manager.InterceptSpec
+	19, // 11: tether.manager.CreateInterceptRequest.spec:type_name -> tether.manager.InterceptSpec
+	20, // 12: tether.manager.ListInterceptsResponse.intercepts:type_name -> tether.manager.InterceptInfo
+	20, // 13: tether.manager.RevokeInterceptResponse.intercept:type_name -> tether.manager.InterceptInfo
+	20, // 14: tether.manager.SessionEvent.intercepts:type_name -> tether.manager.InterceptInfo
+	29, // 15: tether.manager.SessionEvent.dial:type_name -> tether.manager.InboundDial
+	20, // 16: tether.manager.AgentRoutes.intercepts:type_name -> tether.manager.InterceptInfo
 	4,  // 17: tether.manager.Manager.Arrive:input_type -> tether.manager.ArriveRequest
-	6,  // 18: tether.manager.Manager.Depart:input_type -> tether.manager.DepartRequest
-	9,  // 19: tether.manager.Manager.Report:input_type -> tether.manager.ReportRequest
-	12, // 20: tether.manager.Manager.Sessions:input_type -> tether.manager.SessionsRequest
-	19, // 21: tether.manager.Manager.CreateIntercept:input_type -> tether.manager.CreateInterceptRequest
-	20, // 22: tether.manager.Manager.RemoveIntercept:input_type -> tether.manager.RemoveInterceptRequest
-	22, // 23: tether.manager.Manager.ListIntercepts:input_type -> tether.manager.ListInterceptsRequest
-	24, // 24: tether.manager.Manager.RevokeIntercept:input_type -> tether.manager.RevokeInterceptRequest
-	26, // 25: tether.manager.Manager.WatchSession:input_type -> tether.manager.WatchSessionRequest
-	16, // 26: tether.manager.Manager.InboundTunnel:input_type -> tether.manager.Frame
-	29, // 27: tether.manager.Manager.WatchAgent:input_type -> tether.manager.WatchAgentRequest
-	16, // 28: tether.manager.Manager.AgentTunnel:input_type -> tether.manager.Frame
-	16, // 29: tether.manager.Manager.Tunnel:input_type -> tether.manager.Frame
-	5,  // 30: tether.manager.Manager.Arrive:output_type -> tether.manager.ArriveResponse
-	7,  // 31: tether.manager.Manager.Depart:output_type -> tether.manager.DepartResponse
-	11, // 32: tether.manager.Manager.Report:output_type -> tether.manager.ReportResponse
-	13, // 33: tether.manager.Manager.Sessions:output_type -> tether.manager.SessionsResponse
-	18, // 34: tether.manager.Manager.CreateIntercept:output_type -> tether.manager.InterceptInfo
-	21, // 35: tether.manager.Manager.RemoveIntercept:output_type -> tether.manager.RemoveInterceptResponse
-	23, // 36: tether.manager.Manager.ListIntercepts:output_type -> tether.manager.ListInterceptsResponse
-	25, // 37: tether.manager.Manager.RevokeIntercept:output_type -> tether.manager.RevokeInterceptResponse
-	28, // 38: tether.manager.Manager.WatchSession:output_type -> tether.manager.SessionEvent
-	16, // 39: tether.manager.Manager.InboundTunnel:output_type -> tether.manager.Frame
-	30, // 40: tether.manager.Manager.WatchAgent:output_type -> tether.manager.AgentRoutes
-	16, // 41: tether.manager.Manager.AgentTunnel:output_type -> tether.manager.Frame
-	16, // 42: tether.manager.Manager.Tunnel:output_type -> tether.manager.Frame
-	30, // [30:43] is the sub-list for method output_type
-	17, // [17:30] is the sub-list for method input_type
+	8,  // 18: tether.manager.Manager.Depart:input_type -> tether.manager.DepartRequest
+	11, // 19: tether.manager.Manager.Report:input_type -> tether.manager.ReportRequest
+	14, // 20: tether.manager.Manager.Sessions:input_type -> tether.manager.SessionsRequest
+	6,  // 21: tether.manager.Manager.Resolve:input_type -> tether.manager.ResolveRequest
+	21, // 22: tether.manager.Manager.CreateIntercept:input_type -> tether.manager.CreateInterceptRequest
+	22, // 23: tether.manager.Manager.RemoveIntercept:input_type -> tether.manager.RemoveInterceptRequest
+	24, // 24: tether.manager.Manager.ListIntercepts:input_type -> tether.manager.ListInterceptsRequest
+	26, // 25: tether.manager.Manager.RevokeIntercept:input_type -> tether.manager.RevokeInterceptRequest
+	28, // 26: tether.manager.Manager.WatchSession:input_type -> tether.manager.WatchSessionRequest
+	18, // 27: tether.manager.Manager.InboundTunnel:input_type -> tether.manager.Frame
+	31, // 28: tether.manager.Manager.WatchAgent:input_type -> tether.manager.WatchAgentRequest
+	18, // 29: tether.manager.Manager.AgentTunnel:input_type -> tether.manager.Frame
+	18, // 30: tether.manager.Manager.Tunnel:input_type -> tether.manager.Frame
+	5,  // 31: tether.manager.Manager.Arrive:output_type -> tether.manager.ArriveResponse
+	9,  // 32: tether.manager.Manager.Depart:output_type -> tether.manager.DepartResponse
+	13, // 33: tether.manager.Manager.Report:output_type -> tether.manager.ReportResponse
+	15, // 34: tether.manager.Manager.Sessions:output_type -> tether.manager.SessionsResponse
+	7,  // 35: tether.manager.Manager.Resolve:output_type -> tether.manager.ResolveResponse
+	20, // 36: tether.manager.Manager.CreateIntercept:output_type -> tether.manager.InterceptInfo
+	23, // 37: tether.manager.Manager.RemoveIntercept:output_type -> tether.manager.RemoveInterceptResponse
+	25, // 38: tether.manager.Manager.ListIntercepts:output_type -> tether.manager.ListInterceptsResponse
+	27, // 39: tether.manager.Manager.RevokeIntercept:output_type -> tether.manager.RevokeInterceptResponse
+	30, // 40: tether.manager.Manager.WatchSession:output_type -> tether.manager.SessionEvent
+	18, // 41: tether.manager.Manager.InboundTunnel:output_type -> tether.manager.Frame
+	32, // 42: tether.manager.Manager.WatchAgent:output_type -> tether.manager.AgentRoutes
+	18, // 43: tether.manager.Manager.AgentTunnel:output_type -> tether.manager.Frame
+	18, // 44: tether.manager.Manager.Tunnel:output_type -> tether.manager.Frame
+	31, // [31:45] is the sub-list for method output_type
+	17, // [17:31] is the sub-list for method input_type
 	17, // [17:17] is the sub-list for extension type_name
 	17, // [17:17] is the sub-list for extension extendee
 	0,  // [0:17] is the sub-list for field type_name
@@ -2073,7 +2203,7 @@ func file_manager_manager_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manager_manager_proto_rawDesc), len(file_manager_manager_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,7 @@ const (
 	Manager_Depart_FullMethodName          = "/tether.manager.Manager/Depart"
 	Manager_Report_FullMethodName          = "/tether.manager.Manager/Report"
 	Manager_Sessions_FullMethodName        = "/tether.manager.Manager/Sessions"
+	Manager_Resolve_FullMethodName         = "/tether.manager.Manager/Resolve"
 	Manager_CreateIntercept_FullMethodName = "/tether.manager.Manager/CreateIntercept"
 	Manager_RemoveIntercept_FullMethodName = "/tether.manager.Manager/RemoveIntercept"
 	Manager_ListIntercepts_FullMethodName  = "/tether.manager.Manager/ListIntercepts"
@@ -56,6 +57,8 @@ type ManagerClient interface {
 	Report(ctx context.Context, in *ReportRequest, opts ...grpc.CallOption) (*ReportResponse, error)
 	// Sessions lists every session the manager holds.
 	Sessions(ctx context.Context, in *SessionsRequest, opts ...grpc.CallOption) (*SessionsResponse, error)
+	// Resolve looks a cluster name up with the manager's resolver.
+	Resolve(ctx context.Context, in *ResolveRequest, opts ...grpc.CallOption) (*ResolveResponse, error)
 	// CreateIntercept checks conflicts and creates the intercept in one
 	// atomic step. A conflict with an active holder fails with
 	// codes.FailedPrecondition and a message that names the holder.
@@ -126,6 +129,16 @@ func (c *managerClient) Sessions(ctx context.Context, in *SessionsRequest, opts 
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SessionsResponse)
 	err := c.cc.Invoke(ctx, Manager_Sessions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *managerClient) Resolve(ctx context.Context, in *ResolveRequest, opts ...grpc.CallOption) (*ResolveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResolveResponse)
+	err := c.cc.Invoke(ctx, Manager_Resolve_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -264,6 +277,8 @@ type ManagerServer interface {
 	Report(context.Context, *ReportRequest) (*ReportResponse, error)
 	// Sessions lists every session the manager holds.
 	Sessions(context.Context, *SessionsRequest) (*SessionsResponse, error)
+	// Resolve looks a cluster name up with the manager's resolver.
+	Resolve(context.Context, *ResolveRequest) (*ResolveResponse, error)
 	// CreateIntercept checks conflicts and creates the intercept in one
 	// atomic step. A conflict with an active holder fails with
 	// codes.FailedPrecondition and a message that names the holder.
@@ -311,6 +326,9 @@ func (UnimplementedManagerServer) Report(context.Context, *ReportRequest) (*Repo
 }
 func (UnimplementedManagerServer) Sessions(context.Context, *SessionsRequest) (*SessionsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Sessions not implemented")
+}
+func (UnimplementedManagerServer) Resolve(context.Context, *ResolveRequest) (*ResolveResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Resolve not implemented")
 }
 func (UnimplementedManagerServer) CreateIntercept(context.Context, *CreateInterceptRequest) (*InterceptInfo, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CreateIntercept not implemented")
@@ -428,6 +446,24 @@ func _Manager_Sessions_Handler(srv interface{}, ctx context.Context, dec func(in
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ManagerServer).Sessions(ctx, req.(*SessionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Manager_Resolve_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResolveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServer).Resolve(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Manager_Resolve_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServer).Resolve(ctx, req.(*ResolveRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -569,6 +605,10 @@ var Manager_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Sessions",
 			Handler:    _Manager_Sessions_Handler,
+		},
+		{
+			MethodName: "Resolve",
+			Handler:    _Manager_Resolve_Handler,
 		},
 		{
 			MethodName: "CreateIntercept",

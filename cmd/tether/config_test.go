@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func runTether(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.Execute()
+	return out.String(), err
+}
+
+func TestConfigViewSources(t *testing.T) {
+	file := writeFile(t, "manager.yaml", `# manager
+subnets: [10.0.0.0/8]
+tunnel:
+  dialTimeout: 3s
+  udpIdleTimeout: 20s
+grpc:
+  connectionTTL: 2h
+`)
+	// Env beats the file, the flag beats both.
+	t.Setenv("TETHER_GRPC_CONNECTIONTTL", "1h")
+	t.Setenv("TETHER_TUNNEL_UDPIDLETIMEOUT", "30s")
+	out, err := runTether(t, "config", "view", "manager", "--config", file, "--udp-idle-timeout", "40s")
+	if err != nil {
+		t.Fatalf("config view: %v\n%s", err, out)
+	}
+	rows := map[string][]string{}
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) >= 3 {
+			rows[f[0]] = f[1:]
+		}
+	}
+	for _, tc := range []struct{ key, value, source string }{
+		{"tunnel.udpIdleTimeout", "40s", "flag --udp-idle-timeout"},
+		{"grpc.connectionTTL", "1h", "env TETHER_GRPC_CONNECTIONTTL"},
+		{"tunnel.dialTimeout", "3s", "file " + file + ":4"},
+		{"subnets", "10.0.0.0/8", "file " + file + ":2"},
+		{"activity.reportInterval", "30s", "default"},
+		{"listen", ":8081", "default"},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			row, ok := rows[tc.key]
+			if !ok {
+				t.Fatalf("no row for %s in\n%s", tc.key, out)
+			}
+			if row[0] != tc.value || strings.Join(row[1:], " ") != tc.source {
+				t.Errorf("%s: %q, want value %q from %q", tc.key, row, tc.value, tc.source)
+			}
+		})
+	}
+}
+
+func TestConfigViewRoles(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		key  string
+	}{
+		{[]string{"config", "view"}, "tun.mtu"},
+		{[]string{"config", "view", "daemon", "--mtu", "1400"}, "tun.mtu"},
+		{[]string{"config", "view", "agent", "--port", "8080"}, "agent.port"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			out, err := runTether(t, tc.args...)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			if !strings.Contains(out, tc.key) {
+				t.Errorf("no %s in\n%s", tc.key, out)
+			}
+		})
+	}
+	if _, err := runTether(t, "config", "view", "bogus"); err == nil {
+		t.Error("config view bogus: no error")
+	}
+}
+
+// TestConfigErrors checks that a bad value names its key and where it came
+// from: file and line (keys case-insensitive), env variable or flag.
+func TestConfigErrors(t *testing.T) {
+	file := writeFile(t, "manager.yaml", `subnets:
+  - 10.0.0.0/8
+tunnel:
+  dialTimeout: 3s
+
+GRPC:
+  ConnectionTtl: 5x
+`)
+	for _, tc := range []struct {
+		name string
+		env  string
+		args []string
+		want string
+	}{
+		{"file", "", []string{"manager", "--config", file}, file + `:7: grpc.connectionTTL: "5x" is not a positive duration`},
+		{"view", "", []string{"config", "view", "manager", "--config", file}, file + `:7: grpc.connectionTTL: "5x"`},
+		{"env", "7y", []string{"manager", "--config", file}, `grpc.connectionTTL (env TETHER_GRPC_CONNECTIONTTL): "7y"`},
+		{"flag", "", []string{"manager", "--config", file, "--connection-ttl", "9z"}, `grpc.connectionTTL (flag --connection-ttl): "9z"`},
+		{"daemon port", "", []string{"config", "view", "daemon", "--ignore-tcp-ports", "53,http"}, `activity.ignoreTCPPorts (flag --ignore-tcp-ports): "http" is not a port number`},
+		{"agent port", "", []string{"config", "view", "agent"}, `agent.port: "0" is not a port`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.env != "" {
+				t.Setenv("TETHER_GRPC_CONNECTIONTTL", tc.env)
+			}
+			out, err := runTether(t, tc.args...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one containing %q\n%s", err, tc.want, out)
+			}
+		})
+	}
+}
+
+func TestYAMLSyntaxError(t *testing.T) {
+	file := writeFile(t, "bad.yaml", "tunnel:\n  dialTimeout: [3s\n")
+	_, err := runTether(t, "config", "view", "manager", "--config", file)
+	if err == nil || !strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), "line") {
+		t.Errorf("error %v, want the file and line", err)
+	}
+}
