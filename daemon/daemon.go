@@ -352,6 +352,11 @@ func (d *Daemon) removeStale() {
 	}
 	var st state
 	if json.Unmarshal(b, &st) == nil && st.Device != "" {
+		if removed, err := platform.CleanStaleDNS(st.Device); err != nil {
+			d.log.Warn("removing DNS settings a previous daemon left failed", "error", err)
+		} else if len(removed) > 0 {
+			d.log.Info("removed DNS settings a previous daemon left", "files", removed)
+		}
 		removed, err := platform.RemoveStale(st.Device)
 		switch {
 		case err != nil:

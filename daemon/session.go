@@ -66,10 +66,11 @@ type session struct {
 	saveCreds func(manager string, c creds)
 	// The cluster DNS server on the VIF; dnsAddr is invalid when there is
 	// none. dnsUndo reverts the host's DNS settings.
-	dnsAddr netip.AddrPort
-	dnsRes  *dnsResolver
-	dnsUndo func() error
-	dnsNote string
+	dnsAddr   netip.AddrPort
+	dnsRes    *dnsResolver
+	dnsUndo   func() error
+	dnsNote   string
+	dnsSearch []string
 
 	icepts       intercepts
 	inboundFlows atomic.Uint64
@@ -143,6 +144,7 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 		}
 	}
 	s.setupDNS(cfg.dnsAddress, resp.DnsDomains)
+	s.dnsSearch = resp.DnsSearch
 	client := tunnel.NewClient(s.cc, 0)
 	s.vif, err = vif.New(vif.Config{Name: cfg.tunName, MTU: cfg.mtu, Open: s.opener(client), Log: cfg.log})
 	if err != nil {
@@ -156,7 +158,7 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 		return nil, fmt.Errorf("route %v through %s: %w", s.subnets, s.vif.Name(), err)
 	}
 	if s.dnsAddr.IsValid() {
-		s.dnsUndo, s.dnsNote, err = platform.ConfigureDNS(s.vif.Name(), s.dnsAddr.Addr(), s.dnsRes.domains, cfg.log)
+		s.dnsUndo, s.dnsNote, err = platform.ConfigureDNS(s.vif.Name(), s.dnsAddr.Addr(), s.dnsRes.domains, s.dnsSearch, cfg.log)
 		if err != nil {
 			return nil, fmt.Errorf("configure DNS: %w", err)
 		}

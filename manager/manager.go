@@ -57,6 +57,9 @@ type Config struct {
 	// the resolver to ask; the system's when empty.
 	DNSDomains []string
 	DNSServer  string
+	// DNSSearch (dns.search) are search domains daemons configure, so
+	// short names resolve ("web" in "default.svc.cluster.local").
+	DNSSearch []string
 	// Now is the manager's clock; time.Now when nil. Tests inject one.
 	Now func() time.Time
 	Log *slog.Logger
@@ -108,6 +111,7 @@ type Server struct {
 	pending map[string]*inbound
 
 	dnsDomains []string
+	dnsSearch  []string
 	resolver   *net.Resolver
 
 	authz     rbac.Authorizer // nil: revoke disabled
@@ -179,6 +183,7 @@ func New(cfg Config) (*Server, error) {
 		pending:    make(map[string]*inbound),
 		authz:      cfg.Authorizer,
 		dnsDomains: cfg.DNSDomains,
+		dnsSearch:  cfg.DNSSearch,
 		resolver:   newResolver(cfg.DNSServer),
 		namespace:  cmp.Or(cfg.Namespace, DefaultNamespace),
 	}
@@ -289,6 +294,7 @@ func (s *Server) Arrive(ctx context.Context, req *pb.ArriveRequest) (*pb.ArriveR
 		InactiveBlockTimeoutMs: s.rules.InactiveBlockTimeout.Milliseconds(),
 		ReportIntervalMs:       s.rules.ReportInterval.Milliseconds(),
 		DnsDomains:             s.dnsDomains,
+		DnsSearch:              s.dnsSearch,
 	}
 	now := s.now()
 	s.mu.Lock()

@@ -7,11 +7,15 @@ import (
 	"os/exec"
 )
 
+// CleanStaleDNS removes DNS settings a dead daemon left. systemd-resolved's
+// per-link settings die with the TUN, so there is nothing to do here.
+func CleanStaleDNS(dev string) ([]string, error) { return nil, nil }
+
 // ConfigureDNS makes the host resolve domains at server through dev: with
 // systemd-resolved, as per-link DNS and routing domains of dev (undone with
 // `resolvectl revert`, and gone with the link if the daemon dies). Without
 // it, nothing changes and note says how to use the server.
-func ConfigureDNS(dev string, server netip.Addr, domains []string, log *slog.Logger) (undo func() error, note string, err error) {
+func ConfigureDNS(dev string, server netip.Addr, domains, search []string, log *slog.Logger) (undo func() error, note string, err error) {
 	noop := func() error { return nil }
 	if _, err := exec.LookPath("resolvectl"); err != nil || exec.Command("resolvectl", "status", dev).Run() != nil {
 		return noop, fmt.Sprintf("systemd-resolved is not running: query %s directly (dig @%s) or make it your resolver for %v", server, server, domains), nil
@@ -23,6 +27,7 @@ func ConfigureDNS(dev string, server netip.Addr, domains []string, log *slog.Log
 	for _, d := range domains {
 		args = append(args, "~"+d) // routing-only: these names go to dev, others do not
 	}
+	args = append(args, search...) // search domains, for short names
 	if out, err := exec.Command("resolvectl", args...).CombinedOutput(); err != nil {
 		exec.Command("resolvectl", "revert", dev).Run()
 		return noop, "", fmt.Errorf("resolvectl domain: %v: %s", err, out)

@@ -77,6 +77,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 				UDPIdleTimeout: durations["tunnel.udpIdleTimeout"], Log: log, Tokens: tokens,
 				Authorizer: authz, Namespace: v.GetString("manager.namespace"),
 				DNSDomains: v.GetStringSlice("dns.domains"), DNSServer: v.GetString("dns.server"),
+				DNSSearch: v.GetStringSlice("dns.search"),
 				Rules: manager.Rules{
 					ConnectionTTL:        durations["grpc.connectionTTL"],
 					InactiveBlockTimeout: durations["intercept.inactiveBlockTimeout"],
@@ -144,6 +145,7 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 	f.Int("max-procs", 0, "runtime.maxProcs: OS threads running Go code at once (0: one per CPU; env GOMAXPROCS wins)")
 	f.String("rbac-policy-file", "", "rbac.policyFile: Kubernetes RBAC YAML deciding who may revoke intercepts; without it revoke is disabled")
 	f.StringSlice("dns-domain", manager.DefaultDNSDomains, "dns.domains: DNS domains daemons resolve through the manager (repeatable)")
+	f.StringSlice("dns-search", nil, "dns.search: search domains daemons configure for short names, e.g. default.svc.cluster.local (repeatable)")
 	f.String("dns-server", "", "dns.server: DNS server (host:port) the manager asks; the system's resolver when empty")
 	f.String("namespace", manager.DefaultNamespace, "manager.namespace: namespace of the traffic-manager configmap that RBAC rules name")
 	f.String("tls-cert-file", "", "tls.certFile: serve TLS with this certificate (PEM)")
@@ -156,7 +158,7 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 		"activity.reportInterval": "report-interval",
 		"auth.tokenFile":          "token-file", "tls.certFile": "tls-cert-file", "tls.keyFile": "tls-key-file",
 		"rbac.policyFile": "rbac-policy-file", "manager.namespace": "namespace", "runtime.maxProcs": "max-procs",
-		"dns.domains": "dns-domain", "dns.server": "dns-server",
+		"dns.domains": "dns-domain", "dns.server": "dns-server", "dns.search": "dns-search",
 	}
 }
 

@@ -356,7 +356,9 @@ type ArriveResponse struct {
 	// The user the manager identified.
 	User string `protobuf:"bytes,9,opt,name=user,proto3" json:"user,omitempty"`
 	// DNS domains the daemon resolves through the manager ("cluster.local").
-	DnsDomains    []string `protobuf:"bytes,10,rep,name=dns_domains,json=dnsDomains,proto3" json:"dns_domains,omitempty"`
+	DnsDomains []string `protobuf:"bytes,10,rep,name=dns_domains,json=dnsDomains,proto3" json:"dns_domains,omitempty"`
+	// Search domains for short names ("default.svc.cluster.local").
+	DnsSearch     []string `protobuf:"bytes,11,rep,name=dns_search,json=dnsSearch,proto3" json:"dns_search,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -457,6 +459,13 @@ func (x *ArriveResponse) GetUser() string {
 func (x *ArriveResponse) GetDnsDomains() []string {
 	if x != nil {
 		return x.DnsDomains
+	}
+	return nil
+}
+
+func (x *ArriveResponse) GetDnsSearch() []string {
+	if x != nil {
+		return x.DnsSearch
 	}
 	return nil
 }
@@ -1940,7 +1949,7 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\aversion\x18\x04 \x01(\tR\aversion\x12*\n" +
 	"\x11resume_session_id\x18\x05 \x01(\tR\x0fresumeSessionId\x122\n" +
 	"\x15resume_session_secret\x18\x06 \x01(\tR\x13resumeSessionSecret\x12\x15\n" +
-	"\x06by_cli\x18\a \x01(\bR\x05byCli\"\xfd\x02\n" +
+	"\x06by_cli\x18\a \x01(\bR\x05byCli\"\x9c\x03\n" +
 	"\x0eArriveResponse\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12%\n" +
@@ -1954,7 +1963,9 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\x04user\x18\t \x01(\tR\x04user\x12\x1f\n" +
 	"\vdns_domains\x18\n" +
 	" \x03(\tR\n" +
-	"dnsDomains\"<\n" +
+	"dnsDomains\x12\x1d\n" +
+	"\n" +
+	"dns_search\x18\v \x03(\tR\tdnsSearch\"<\n" +
 	"\x0eResolveRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06family\x18\x02 \x01(\rR\x06family\"L\n" +
