@@ -14,8 +14,10 @@ func TestClusterDNS(t *testing.T) {
 	if _, err := exec.LookPath("dig"); err != nil {
 		t.Skip("dig not installed")
 	}
+	// The manager's resolver is the pod's DNS server; its domain is the
+	// default, cluster.local.
 	e := newEnv(t, envOptions{mgrArgsFunc: func(e *env) []string {
-		return []string{"--dns-domain", "test", "--dns-server", fmt.Sprintf("%s:53", e.lab.PodIP)}
+		return []string{"--dns-server", fmt.Sprintf("%s:53", e.lab.PodIP), "--dns-search", "default.svc.cluster.local"}
 	}})
 	st := e.status()
 	dns, _ := st["dns"].(string)
@@ -25,12 +27,12 @@ func TestClusterDNS(t *testing.T) {
 	server := "@" + strings.TrimSuffix(dns, ":53")
 	before := e.status()["counters"].(map[string]any)["activity_events"]
 	for range 5 {
-		out, err := e.run(e.lab.Client, "dig", "+short", "+time=3", "+tries=1", server, "svc.test.")
-		if err != nil || strings.TrimSpace(out) != "198.18.2.77" {
-			t.Fatalf("dig svc.test: %v\n%s", err, out)
+		out, err := e.run(e.lab.Client, "dig", "+short", "+time=3", "+tries=1", server, "web.default.svc.cluster.local")
+		if err != nil || strings.TrimSpace(out) != "198.18.2.78" {
+			t.Fatalf("dig web.default.svc.cluster.local: %v\n%s", err, out)
 		}
 	}
-	out, _ := e.run(e.lab.Client, "dig", "+time=3", "+tries=1", server, "nope.test.")
+	out, _ := e.run(e.lab.Client, "dig", "+time=3", "+tries=1", server, "nope.default.svc.cluster.local.")
 	if !strings.Contains(out, "NXDOMAIN") {
 		t.Fatalf("a missing cluster name is not NXDOMAIN:\n%s", out)
 	}

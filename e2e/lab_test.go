@@ -188,7 +188,10 @@ func (e *env) startPodServers() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.stops = append(e.stops, netlab.ServeDNS(dns, map[string]netip.Addr{"svc.test.": netip.MustParseAddr("198.18.2.77")}))
+	e.stops = append(e.stops, netlab.ServeDNS(dns, map[string]netip.Addr{
+		"svc.test.":                      netip.MustParseAddr("198.18.2.77"),
+		"web.default.svc.cluster.local.": netip.MustParseAddr("198.18.2.78"),
+	}))
 }
 
 func (e *env) startManager(extra ...string) {
