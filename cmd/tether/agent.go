@@ -24,15 +24,11 @@ func newAgentCmd(g *globals) *cobra.Command {
 		Short: "Run the pod-side agent: forward a workload's port to the app or to intercepting developers",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			closeLog, err := g.openLog(logFile)
+			v, closeLog, err := g.startRole(cmd, logFile, configFile, keys)
 			if err != nil {
 				return err
 			}
 			defer closeLog()
-			v, err := loadConfig(cmd.Flags(), configFile, keys)
-			if err != nil {
-				return err
-			}
 			port, err := agentPort(v)
 			if err != nil {
 				return err

@@ -219,3 +219,18 @@ func newConfigViewCmd(r configRole, use string) *cobra.Command {
 	}
 	return cmd
 }
+
+// startRole opens a role's log and reads its configuration: the common
+// start of the manager and the agent.
+func (g *globals) startRole(cmd *cobra.Command, logFile, configFile string, keys map[string]string) (*config, func() error, error) {
+	closeLog, err := g.openLog(logFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := loadConfig(cmd.Flags(), configFile, keys)
+	if err != nil {
+		closeLog()
+		return nil, nil, err
+	}
+	return v, closeLog, nil
+}

@@ -29,15 +29,11 @@ func newManagerCmd(g *globals) *cobra.Command {
 		Short: "Run the traffic manager: dials into the cluster network for daemons",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			closeLog, err := g.openLog(logFile)
+			v, closeLog, err := g.startRole(cmd, logFile, configFile, keys)
 			if err != nil {
 				return err
 			}
 			defer closeLog()
-			v, err := loadConfig(cmd.Flags(), configFile, keys)
-			if err != nil {
-				return err
-			}
 			settings, err := managerSettings(v)
 			if err != nil {
 				return err
