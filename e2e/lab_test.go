@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -273,59 +272,14 @@ func (e *env) status() map[string]any {
 
 // serveHold accepts connections and keeps them open, idle, until stop.
 func serveHold(ln net.Listener) func() {
-	return serveConns(ln, func(c net.Conn) { c.Read(make([]byte, 1)) })
+	return netlab.ServeConns(ln, func(c net.Conn) { c.Read(make([]byte, 1)) })
 }
 
 // serveFirstByte writes one byte on accept, then waits for the client to
 // close: the server of the connection-latency benchmark.
 func serveFirstByte(ln net.Listener) func() {
-	return serveConns(ln, func(c net.Conn) {
+	return netlab.ServeConns(ln, func(c net.Conn) {
 		c.Write([]byte{1})
 		c.Read(make([]byte, 1))
 	})
-}
-
-// serveConns runs handle for each connection and closes the connection when
-// handle returns (for the servers above: once the client closed, so flows
-// end and benchmarks that open thousands do not leave them half-closed);
-// stop closes the listener and every connection, and waits for the handlers.
-func serveConns(ln net.Listener, handle func(net.Conn)) func() {
-	var (
-		wg     sync.WaitGroup
-		mu     sync.Mutex // guards open and closed
-		open   []net.Conn
-		closed bool
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			if closed {
-				c.Close()
-			}
-			open = append(open, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
-	return func() {
-		ln.Close()
-		mu.Lock()
-		closed = true
-		for _, c := range open {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	}
 }

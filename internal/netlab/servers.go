@@ -186,7 +186,7 @@ func buildDNS(h dnsmessage.Header, q *dnsmessage.Question, answers func(*dnsmess
 // ServeSink reads each TCP connection to its end, then writes the SHA-256 of all bytes
 // received (64 hex digits and "\n") and closes the connection.
 func ServeSink(ln net.Listener) (stop func()) {
-	return serveStream(ln, func(c net.Conn) {
+	return ServeConns(ln, func(c net.Conn) {
 		h := sha256.New()
 		buf := make([]byte, 256<<10)
 		if _, err := io.CopyBuffer(h, onlyReader{c}, buf); err != nil {
@@ -199,7 +199,7 @@ func ServeSink(ln net.Listener) (stop func()) {
 // ServeEcho copies each TCP connection's input to its output. When the client half-closes,
 // it finishes writing and half-closes too.
 func ServeEcho(ln net.Listener) (stop func()) {
-	return serveStream(ln, func(c net.Conn) {
+	return ServeConns(ln, func(c net.Conn) {
 		if _, err := io.Copy(c, c); err != nil {
 			return
 		}
@@ -214,10 +214,11 @@ func ServeEcho(ln net.Listener) (stop func()) {
 // onlyReader hides a connection's WriterTo, so io.CopyBuffer uses the given buffer.
 type onlyReader struct{ io.Reader }
 
-// serveStream runs handle on each accepted connection (unwrapped, so *net.TCPConn's splice
+// ServeConns runs handle on each accepted connection (unwrapped, so *net.TCPConn's splice
 // and CloseWrite are there) in a goroutine of its own and closes the connection when handle
-// returns.
-func serveStream(ln net.Listener, handle func(net.Conn)) (stop func()) {
+// returns. stop closes the listener and every connection still open, and waits for the
+// handlers.
+func ServeConns(ln net.Listener, handle func(net.Conn)) (stop func()) {
 	tl := newTrackingListener(ln)
 	var conns sync.WaitGroup // one per running handler
 	done := make(chan struct{})
