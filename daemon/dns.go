@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
+	"github.com/tether-dev/tether/manager"
 	pbm "github.com/tether-dev/tether/rpc/manager"
 )
 
@@ -42,17 +43,6 @@ func defaultDNSAddress(subnets []netip.Prefix) (netip.AddrPort, bool) {
 type dnsResolver struct {
 	domains []string
 	resolve func(ctx context.Context, name string, family uint32) (*pbm.ResolveResponse, error)
-}
-
-func (r *dnsResolver) inDomains(name string) bool {
-	name = strings.ToLower(strings.TrimSuffix(name, "."))
-	for _, d := range r.domains {
-		d = strings.ToLower(strings.TrimSuffix(d, "."))
-		if name == d || strings.HasSuffix(name, "."+d) {
-			return true
-		}
-	}
-	return false
 }
 
 // answer builds the reply to one query; nil drops what is not a query.
@@ -92,7 +82,7 @@ func (r *dnsResolver) answer(ctx context.Context, query []byte) []byte {
 		return reply(dnsmessage.RCodeFormatError, nil, nil)
 	}
 	q := qs[0]
-	if q.Class != dnsmessage.ClassINET || !r.inDomains(q.Name.String()) {
+	if q.Class != dnsmessage.ClassINET || !manager.InDomains(q.Name.String(), r.domains) {
 		// Not ours: the host's resolver only sends the cluster's domains.
 		return reply(dnsmessage.RCodeRefused, &q, nil)
 	}

@@ -30,8 +30,9 @@ func newResolver(server string) *net.Resolver {
 	}}
 }
 
-// inDomains reports whether name is one of domains or below one.
-func inDomains(name string, domains []string) bool {
+// InDomains reports whether name is one of domains or below one, ignoring
+// case and trailing dots. The daemon uses it to pick the queries it sends.
+func InDomains(name string, domains []string) bool {
 	name = strings.ToLower(strings.TrimSuffix(name, "."))
 	for _, d := range domains {
 		d = strings.ToLower(strings.TrimSuffix(d, "."))
@@ -48,7 +49,7 @@ func (s *Server) Resolve(ctx context.Context, req *pb.ResolveRequest) (*pb.Resol
 	if _, err := s.authenticate(ctx); err != nil {
 		return nil, err
 	}
-	if !inDomains(req.Name, s.dnsDomains) {
+	if !InDomains(req.Name, s.dnsDomains) {
 		return nil, status.Errorf(codes.PermissionDenied, "%s is outside the cluster DNS domains %v", req.Name, s.dnsDomains)
 	}
 	network := "ip4"
