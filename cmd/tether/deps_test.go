@@ -2,6 +2,7 @@ package main
 
 import (
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -15,7 +16,12 @@ func TestDependencyDirection(t *testing.T) {
 		"tunnel":   {"gvisor.dev/gvisor", "golang.zx2c4.com/wireguard", mod + "vif", mod + "daemon", mod + "platform"},
 		"manager":  {"gvisor.dev/gvisor", "golang.zx2c4.com/wireguard", mod + "vif", mod + "platform", mod + "daemon"},
 		"platform": {"google.golang.org/grpc", "gvisor.dev/gvisor", mod + "vif", mod + "tunnel", mod + "daemon", mod + "manager"},
+		// The agent is a forwarder: no TUN, no netstack, no daemon, no OS
+		// configuration; of the manager only its conflict rules.
+		"agent": {"gvisor.dev/gvisor", "golang.zx2c4.com/wireguard", mod + "vif", mod + "daemon", mod + "platform", mod + "activity"},
 	}
+	// exact names forbidden without their subpackages.
+	exact := map[string][]string{"agent": {mod + "manager"}}
 	for pkg, bad := range forbidden {
 		out, err := exec.Command("go", "list", "-deps", "../../"+pkg).Output()
 		if err != nil {
@@ -26,6 +32,9 @@ func TestDependencyDirection(t *testing.T) {
 				if dep == b || strings.HasPrefix(dep, b+"/") {
 					t.Errorf("%s depends on %s", pkg, dep)
 				}
+			}
+			if slices.Contains(exact[pkg], dep) {
+				t.Errorf("%s depends on %s", pkg, dep)
 			}
 		}
 	}
