@@ -68,7 +68,7 @@ const MDNoActivity = "tether-no-activity"
 func (d *Daemon) noteCLI(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get(MDNoActivity)) == 0 {
 		d.tracker.NoteCLI(strings.ToLower(path.Base(info.FullMethod)))
-		d.metrics.activity.WithLabelValues(activity.CLI.String()).Inc()
+		d.metrics.activity[activity.CLI].Inc()
 	}
 	return handler(ctx, req)
 }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tether-dev/tether/activity"
 	pb "github.com/tether-dev/tether/rpc/daemon"
 	pbm "github.com/tether-dev/tether/rpc/manager"
 	"github.com/tether-dev/tether/tunnel"
@@ -86,7 +87,7 @@ func (s *session) handleEvent(ctx context.Context, client *tunnel.Client, ev *pb
 // inbound delivers one flow from an intercepted pod to the local port.
 func (s *session) inbound(ctx context.Context, client *tunnel.Client, d *pbm.InboundDial) {
 	s.inboundFlows.Add(1)
-	s.metrics.flows.WithLabelValues("inbound").Inc()
+	s.metrics.flow(activity.InboundFlow, false)
 	s.icepts.mu.Lock()
 	port := s.icepts.ports[d.InterceptId]
 	s.icepts.mu.Unlock()

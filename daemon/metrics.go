@@ -6,34 +6,45 @@ import (
 	"github.com/tether-dev/tether/activity"
 )
 
-// metrics are the daemon's counters, for `--metrics-addr`.
+// metrics are the daemon's counters, for `--metrics-addr`. The counter of
+// each kind is looked up once here, not on every flow.
 type metrics struct {
-	flows    *prometheus.CounterVec // by kind: tcp, udp, inbound
-	activity *prometheus.CounterVec // by kind: tcp, cli
+	flowVec, activityVec *prometheus.CounterVec
+	flows                map[activity.Kind]prometheus.Counter // tcp, udp, inbound
+	activity             map[activity.Kind]prometheus.Counter // tcp, cli
 }
 
 func newMetrics() *metrics {
-	return &metrics{
-		flows: prometheus.NewCounterVec(prometheus.CounterOpts{
+	m := &metrics{
+		flowVec: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tether_daemon_flows_total", Help: "Flows opened, by kind.",
 		}, []string{"kind"}),
-		activity: prometheus.NewCounterVec(prometheus.CounterOpts{
+		activityVec: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tether_daemon_activity_events_total", Help: "Events that counted as user activity, by kind.",
 		}, []string{"kind"}),
+		flows:    map[activity.Kind]prometheus.Counter{},
+		activity: map[activity.Kind]prometheus.Counter{},
 	}
+	for _, k := range []activity.Kind{activity.TCPTunnel, activity.UDPFlow, activity.InboundFlow} {
+		m.flows[k] = m.flowVec.WithLabelValues(k.String())
+	}
+	for _, k := range []activity.Kind{activity.TCPTunnel, activity.CLI} {
+		m.activity[k] = m.activityVec.WithLabelValues(k.String())
+	}
+	return m
 }
 
 // flow counts a flow, and the activity it was.
 func (m *metrics) flow(kind activity.Kind, counted bool) {
-	m.flows.WithLabelValues(kind.String()).Inc()
+	m.flows[kind].Inc()
 	if counted {
-		m.activity.WithLabelValues(kind.String()).Inc()
+		m.activity[kind].Inc()
 	}
 }
 
 // RegisterMetrics registers the daemon's metrics on reg.
 func (d *Daemon) RegisterMetrics(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{d.metrics.flows, d.metrics.activity} {
+	for _, c := range []prometheus.Collector{d.metrics.flowVec, d.metrics.activityVec} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
