@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tether-dev/tether/internal/netlab"
 	pb "github.com/tether-dev/tether/rpc/manager"
 )
 
@@ -88,40 +89,8 @@ func startEchoServers(tb testing.TB) echoServers {
 	closedPort := uint16(closed.Addr().(*net.TCPAddr).Port)
 	closed.Close()
 
-	var wg sync.WaitGroup
-	tb.Cleanup(func() {
-		ln.Close()
-		pc.Close()
-		wg.Wait()
-	})
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.AcceptTCP()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-				c.CloseWrite()
-			}()
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		buf := make([]byte, 65535)
-		for {
-			n, addr, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteToUDPAddrPort(buf[:n], addr)
-		}
-	}()
+	tb.Cleanup(netlab.ServeEcho(ln))
+	tb.Cleanup(netlab.ServeUDPEcho(pc))
 	return echoServers{
 		tcp:    uint16(ln.Addr().(*net.TCPAddr).Port),
 		udp:    uint16(pc.LocalAddr().(*net.UDPAddr).Port),

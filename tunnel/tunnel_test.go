@@ -10,13 +10,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/tether-dev/tether/internal/netlab"
 	"github.com/tether-dev/tether/manager"
 	pb "github.com/tether-dev/tether/rpc/manager"
 	"github.com/tether-dev/tether/tunnel"
@@ -80,25 +80,7 @@ func echoServer(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-			}()
-		}
-	}()
+	t.Cleanup(netlab.ServeEcho(ln))
 	return ln.Addr().String()
 }
 
@@ -229,17 +211,8 @@ func TestUDPEchoAndIdleEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close()
-	go func() {
-		buf := make([]byte, 65535)
-		for {
-			n, addr, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], addr)
-		}
-	}()
+	defer netlab.ServeUDPEcho(pc)()
+
 	f, err := h.open(t, pb.Protocol_UDP, pc.LocalAddr().String())
 	if err != nil {
 		t.Fatal(err)
