@@ -18,15 +18,18 @@ const maxDatagram = 65535
 // 5-tuple, so it must not block: the flow runs in its own goroutine.
 func (v *VIF) handleUDP(req *udp.ForwarderRequest) bool {
 	id := flowID(UDP, req.ID())
+	if !v.joinFlow() {
+		return true // closing: the datagram is dropped
+	}
 	var wq waiter.Queue
 	ep, err := req.CreateEndpoint(&wq)
 	if err != nil {
+		v.flows.Done()
 		v.log.Debug("UDP endpoint", "flow", id, "error", err)
 		return true
 	}
 	v.udpFlows.Add(1)
 	v.udpLive.Add(1)
-	v.flows.Add(1)
 	go func() {
 		defer v.flows.Done()
 		defer v.udpLive.Add(^uint64(0))
