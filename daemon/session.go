@@ -46,6 +46,7 @@ type session struct {
 	log      *slog.Logger
 	cc       *grpc.ClientConn
 	vif      *vif.VIF
+	tunnels  *tunnel.Client // the flows' streams to the manager
 	router   platform.Router
 	subnets  []netip.Prefix
 	instance string
@@ -145,8 +146,8 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 	}
 	s.setupDNS(cfg.dnsAddress, resp.DnsDomains)
 	s.dnsSearch = resp.DnsSearch
-	client := tunnel.NewClient(s.cc, 0)
-	s.vif, err = vif.New(vif.Config{Name: cfg.tunName, MTU: cfg.mtu, Open: s.opener(client), Log: cfg.log})
+	s.tunnels = tunnel.NewClient(s.cc, 0)
+	s.vif, err = vif.New(vif.Config{Name: cfg.tunName, MTU: cfg.mtu, Open: s.opener(s.tunnels), Log: cfg.log})
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +169,7 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 	s.icepts.ports = make(map[string]uint32)
 	s.done.Add(3)
 	go func() { defer s.done.Done(); s.supervise(sctx) }()
-	go func() { defer s.done.Done(); s.watch(sctx, client) }()
+	go func() { defer s.done.Done(); s.watch(sctx, s.tunnels) }()
 	go func() { defer s.done.Done(); activity.NewReporter(s.tracker, s.interval, s.report).Run(sctx) }()
 	s.log.Info("connected", "session", resp.SessionId, "subnets", s.subnets, "device", s.vif.Name())
 	return s, nil
@@ -328,6 +329,9 @@ func (s *session) close(depart bool) error {
 		}
 		if s.vif != nil {
 			errs = append(errs, s.vif.Close())
+		}
+		if s.tunnels != nil {
+			s.tunnels.Close()
 		}
 		if s.cc != nil {
 			errs = append(errs, s.cc.Close())

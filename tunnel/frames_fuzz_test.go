@@ -162,20 +162,22 @@ func runServerInput(t *testing.T, echo echoServers, mode frameMode, frames []fuz
 	if e := stream.misuse.Load(); e != nil {
 		t.Fatal(*e)
 	}
+	// Each flow of the stream starts with only an Opened frame; a refusal
+	// or DONE ends it.
 	sent := stream.sentFrames()
-	if len(sent) > 0 {
-		first := sent[0]
-		if first.Opened == nil || first.Opened.Status == pb.OpenStatus_OPEN_STATUS_UNSPECIFIED || len(first.Data) > 0 || first.Control != pb.Control_CONTROL_NONE {
-			t.Fatalf("first frame the server sent is %v, want only Opened", first)
-		}
-		if first.Opened.Status != pb.OpenStatus_OPEN_OK && len(sent) > 1 {
-			t.Fatalf("server sent %d frames after refusing the flow", len(sent)-1)
-		}
-		for _, fr := range sent[1:] {
-			if fr.Opened != nil || fr.Open != nil {
-				t.Fatalf("server sent %v after its first frame", fr)
+	startOfFlow := true
+	for _, fr := range sent {
+		if startOfFlow {
+			if fr.Opened == nil || fr.Opened.Status == pb.OpenStatus_OPEN_STATUS_UNSPECIFIED || len(fr.Data) > 0 || fr.Control != pb.Control_CONTROL_NONE {
+				t.Fatalf("first frame of a flow the server sent is %v, want only Opened", fr)
 			}
+			startOfFlow = fr.Opened.Status != pb.OpenStatus_OPEN_OK
+			continue
 		}
+		if fr.Opened != nil || fr.Open != nil {
+			t.Fatalf("server sent %v inside a flow", fr)
+		}
+		startOfFlow = fr.Control == pb.Control_DONE
 	}
 	checkEcho(t, echo, mode, frames, sent, err)
 	waitGoroutines(t, baseline)
@@ -194,8 +196,8 @@ func checkEcho(t *testing.T, echo echoServers, mode frameMode, frames []fuzzFram
 	}
 	var want bytes.Buffer
 	for _, fr := range frames[1:] {
-		if fr.msg == nil {
-			return // the stream failed: a reset, nothing to compare
+		if fr.msg == nil || fr.msg.Open != nil || fr.msg.Opened != nil || fr.msg.Control != pb.Control_CONTROL_NONE {
+			return // the stream failed or carries more than one flow: checked by TestStreamReuse
 		}
 		want.Write(fr.msg.Data)
 	}
@@ -271,6 +273,7 @@ func serverSeeds() []frameSeed {
 		return marshal(&pb.Frame{Open: &pb.OpenFlow{Protocol: p, Source: "127.0.0.1:40000", Destination: dst}})
 	}
 	data := func(s string) []byte { return marshal(&pb.Frame{Data: []byte(s)}) }
+	eof := marshal(&pb.Frame{Control: pb.Control_EOF})
 	// Ports modulo 3: 0 is the TCP echo server, 1 the UDP one, 2 closed.
 	const tcpEcho, udpEcho, closed = "127.0.0.1:3", "127.0.0.1:4", "127.0.0.1:5"
 	return []frameSeed{
@@ -291,6 +294,11 @@ func serverSeeds() []frameSeed {
 		{endHalfClose, [][]byte{data("no open")}},
 		{endHalfClose, [][]byte{marshal(&pb.Frame{Open: &pb.OpenFlow{Protocol: pb.Protocol_TCP, Destination: tcpEcho}, Opened: &pb.Opened{Status: pb.OpenStatus_OPEN_OK}, Data: []byte("x"), Control: pb.Control_EOF}), marshal(&pb.Frame{Open: &pb.OpenFlow{}, Control: pb.Control_EOF})}},
 		{endHalfClose, [][]byte{open(pb.Protocol_TCP, tcpEcho), {0xff, 0xff, 0xff}}},
+		// Flows one after another on one stream, as the daemon's pool does.
+		{endHalfClose, [][]byte{open(pb.Protocol_TCP, tcpEcho), data("first"), eof, open(pb.Protocol_TCP, closed), open(pb.Protocol_TCP, tcpEcho), data("third"), eof}},
+		{endReset, [][]byte{open(pb.Protocol_TCP, tcpEcho), eof, open(pb.Protocol_TCP, tcpEcho), data("reset in the second flow")}},
+		{endHalfClose, [][]byte{open(pb.Protocol_TCP, tcpEcho), data("data and EOF, then data"), eof, data("stray")}},
+		{endHalfClose, [][]byte{open(pb.Protocol_TCP, tcpEcho), marshal(&pb.Frame{Control: pb.Control_DONE})}},
 		{endHalfClose, [][]byte{{0x0a, 0x80}}},
 		{endHalfClose, nil},
 		// A daemon that opens the stream and sends nothing: Serve used to

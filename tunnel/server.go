@@ -88,9 +88,11 @@ func (s *Server) track() bool {
 // Stream is the server side of a Tunnel call.
 type Stream = grpc.BidiStreamingServer[pb.Frame, pb.Frame]
 
-// Serve runs one flow to its end. allowed decides which destinations the
-// caller may reach. When ctx ends (the session ended, the manager shuts
-// down) the flow is reset with status Unavailable.
+// Serve runs the flows of one Tunnel stream, one after another, until the
+// daemon closes the stream, a flow is reset, or a UDP flow ends. allowed
+// decides which destinations the caller may reach. When ctx ends (the
+// session ended, the manager shuts down) the stream is reset with status
+// Unavailable.
 func (s *Server) Serve(ctx context.Context, stream Stream, allowed func(netip.Addr) bool) error {
 	if !s.track() {
 		return errEnded
@@ -98,19 +100,34 @@ func (s *Server) Serve(ctx context.Context, stream Stream, allowed func(netip.Ad
 	defer s.strays.Done()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stop := context.AfterFunc(stream.Context(), cancel)
-	defer stop()
-	first, err := s.recvFirst(ctx, stream)
-	if err != nil {
-		return err
+	defer context.AfterFunc(stream.Context(), cancel)()
+	rx := s.receive(stream)
+	defer rx.stop()
+	for {
+		first, err := rx.next(ctx)
+		if err == io.EOF {
+			return nil // the daemon retired the stream between flows
+		}
+		if err != nil {
+			return err
+		}
+		more, err := s.serveFlow(ctx, stream, rx, first, allowed)
+		if err != nil || !more {
+			return err
+		}
 	}
+}
+
+// serveFlow runs the flow whose first frame is first. It reports whether
+// the stream may carry another flow.
+func (s *Server) serveFlow(ctx context.Context, stream Stream, rx *receiver, first *pb.Frame, allowed func(netip.Addr) bool) (bool, error) {
 	open := first.GetOpen()
 	if open == nil {
-		return status.Error(codes.InvalidArgument, "first frame must open the flow")
+		return false, status.Error(codes.InvalidArgument, "first frame must open the flow")
 	}
 	dst, err := netip.ParseAddrPort(open.Destination)
 	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "bad destination %q: %v", open.Destination, err)
+		return false, status.Errorf(codes.InvalidArgument, "bad destination %q: %v", open.Destination, err)
 	}
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	var network string
@@ -120,11 +137,15 @@ func (s *Server) Serve(ctx context.Context, stream Stream, allowed func(netip.Ad
 	case pb.Protocol_UDP:
 		network = "udp"
 	default:
-		return status.Errorf(codes.InvalidArgument, "unknown protocol %v", open.Protocol)
+		return false, status.Errorf(codes.InvalidArgument, "unknown protocol %v", open.Protocol)
+	}
+	// A flow that does not open leaves the stream clean for the next one.
+	refuse := func(st pb.OpenStatus, msg string) (bool, error) {
+		rx.feed(nil)
+		return true, stream.Send(&pb.Frame{Opened: &pb.Opened{Status: st, Error: msg}})
 	}
 	if !allowed(dst.Addr()) {
-		return stream.Send(&pb.Frame{Opened: &pb.Opened{Status: pb.OpenStatus_OPEN_FORBIDDEN,
-			Error: fmt.Sprintf("%s is outside the cluster subnets", dst.Addr())}})
+		return refuse(pb.OpenStatus_OPEN_FORBIDDEN, fmt.Sprintf("%s is outside the cluster subnets", dst.Addr()))
 	}
 	dialCtx, dialCancel := context.WithTimeout(ctx, s.dialTimeout)
 	conn, err := (&net.Dialer{}).DialContext(dialCtx, network, dst.String())
@@ -135,83 +156,177 @@ func (s *Server) Serve(ctx context.Context, stream Stream, allowed func(netip.Ad
 			st = pb.OpenStatus_OPEN_REFUSED
 		}
 		s.log.Debug("dial failed", "flow", open.Source+"->"+open.Destination, "error", err)
-		return stream.Send(&pb.Frame{Opened: &pb.Opened{Status: st, Error: err.Error()}})
+		return refuse(st, err.Error())
 	}
 	if err := stream.Send(&pb.Frame{Opened: &pb.Opened{Status: pb.OpenStatus_OPEN_OK}}); err != nil {
 		conn.Close()
-		return err
+		return false, err
 	}
 	if network == "udp" {
-		return s.pipeUDP(ctx, stream, conn.(*net.UDPConn))
+		return false, s.pipeUDP(ctx, stream, rx, conn.(*net.UDPConn))
 	}
-	return s.pipeTCP(ctx, stream, conn.(*net.TCPConn))
-}
-
-// recvFirst receives the daemon's first frame, or returns errEnded once ctx
-// ends: a daemon that opened the stream and sends nothing must not hold up
-// Close. Only returning from the handler ends a server stream's Recv, so
-// that Recv runs beside it and returns when the handler has.
-func (s *Server) recvFirst(ctx context.Context, stream Stream) (*pb.Frame, error) {
-	type result struct {
-		f   *pb.Frame
-		err error
-	}
-	c := make(chan result, 1)
-	s.strays.Add(1)
-	go func() {
-		defer s.strays.Done()
-		f, err := stream.Recv()
-		c <- result{f, err}
-	}()
-	select {
-	case r := <-c:
-		return r.f, r.err
-	case <-ctx.Done():
-		return nil, errEnded
-	}
+	return pipeTCP(ctx, stream, rx, conn.(*net.TCPConn))
 }
 
 // errEnded is the status of flows ended by their context.
 var errEnded = status.Error(codes.Unavailable, "flow ended by the traffic manager (session ended or shutting down)")
 
-func (s *Server) pipeTCP(ctx context.Context, stream Stream, conn *net.TCPConn) error {
-	errc := make(chan error, 2)
-	s.strays.Add(2)
-	go func() {
-		defer s.strays.Done()
-		errc <- tcpToDaemon(stream, conn)
-	}()
-	go func() {
-		defer s.strays.Done()
-		errc <- tcpFromDaemon(stream, conn)
-	}()
-	for range 2 {
-		var err error
-		select {
-		case err = <-errc:
-		case <-ctx.Done():
-			if stream.Context().Err() == nil {
-				conn.SetLinger(0)
-				conn.Close()
-				return errEnded
-			}
-			err = ctx.Err()
-		}
-		if err != nil {
-			// Either end was reset: reset the other. Linger 0 makes Close
-			// send an RST to the destination; returning an error status
-			// resets the daemon's side.
-			conn.SetLinger(0)
-			conn.Close()
-			if status.Code(err) == codes.Canceled || stream.Context().Err() != nil {
-				return status.Error(codes.Canceled, "flow reset by the client")
-			}
-			return status.Errorf(codes.Aborted, "connection reset: %v", err)
-		}
-	}
-	return conn.Close()
+// errLastFlow is what the daemon-to-destination half of a flow returns when
+// the daemon half-closed with CloseSend: the flow ends cleanly, and it is
+// the stream's last.
+var errLastFlow = errors.New("the daemon closed the stream")
+
+// receiver makes every Recv of one stream, in one goroutine for the
+// stream's life. Between flows, only returning from the handler ends a
+// server stream's Recv, so a daemon that sends nothing must not hold the
+// handler there (it must give way to its context); during a flow the
+// receiver runs the daemon-to-destination half. A flow on a stream that
+// carried one before thus starts no goroutine.
+type receiver struct {
+	stream Stream
+	frames chan received     // each flow's first frame, for the handler
+	sinks  chan func() error // what consumes the rest of that flow, or nil
+	done   chan error        // the sink's result
+	quit   chan struct{}     // closed when the handler returns
 }
 
+type received struct {
+	f   *pb.Frame
+	err error
+}
+
+func (s *Server) receive(stream Stream) *receiver {
+	r := &receiver{stream: stream, frames: make(chan received), sinks: make(chan func() error),
+		done: make(chan error, 1), quit: make(chan struct{})}
+	s.strays.Add(1)
+	go func() {
+		defer s.strays.Done()
+		r.run()
+	}()
+	return r
+}
+
+func (r *receiver) run() {
+	for {
+		f := new(pb.Frame)
+		err := r.stream.RecvMsg(f)
+		select {
+		case r.frames <- received{f, err}:
+		case <-r.quit:
+			return
+		}
+		if err != nil {
+			return
+		}
+		var sink func() error
+		select {
+		case sink = <-r.sinks:
+		case <-r.quit:
+			return
+		}
+		if sink == nil {
+			continue
+		}
+		err = sink()
+		r.done <- err // buffered: the handler may have returned
+		if err != nil {
+			return
+		}
+	}
+}
+
+// next returns the next flow's first frame; errEnded once ctx ends.
+func (r *receiver) next(ctx context.Context) (*pb.Frame, error) {
+	select {
+	case got := <-r.frames:
+		return got.f, got.err
+	case <-ctx.Done():
+		return nil, errEnded
+	}
+}
+
+// feed hands the receiver what consumes the flow that next returned; nil
+// when that flow did not open. The receiver waits for it.
+func (r *receiver) feed(sink func() error) { r.sinks <- sink }
+
+func (r *receiver) stop() { close(r.quit) }
+
+// pipeTCP runs a TCP flow: this goroutine forwards what the destination
+// sends, the receiver what the daemon sends. It reports whether the stream
+// may carry another flow.
+func pipeTCP(ctx context.Context, stream Stream, rx *receiver, conn *net.TCPConn) (bool, error) {
+	// Linger 0 makes Close send an RST to the destination; closing also
+	// ends either half's wait on conn.
+	abort := func() {
+		conn.SetLinger(0)
+		conn.Close()
+	}
+	stop := context.AfterFunc(ctx, abort)
+	defer stop()
+	rx.feed(func() error {
+		err := tcpFromDaemon(stream, conn)
+		if err != nil && err != errLastFlow {
+			abort()
+		}
+		return err
+	})
+	err := tcpToDaemon(stream, conn)
+	var fromErr error
+	sentEOF := false
+	if err == nil {
+		select {
+		case fromErr = <-rx.done:
+		default:
+			// The daemon still sends: half-close toward it and wait.
+			sentEOF = true
+			if err = stream.Send(&pb.Frame{Control: pb.Control_EOF}); err == nil {
+				select {
+				case fromErr = <-rx.done:
+				case <-ctx.Done():
+					err = ctx.Err()
+				}
+			}
+		}
+	}
+	last := fromErr == errLastFlow
+	if last {
+		fromErr = nil
+	}
+	if err == nil && fromErr == nil && stop() {
+		if err := conn.Close(); err != nil {
+			return false, err
+		}
+		if last {
+			// The old close: EOF, then the handler's OK.
+			if !sentEOF {
+				return false, stream.Send(&pb.Frame{Control: pb.Control_EOF})
+			}
+			return false, nil
+		}
+		return true, stream.Send(&pb.Frame{Control: pb.Control_DONE})
+	}
+	// Either end was reset, or ctx ended: reset the other. Returning an
+	// error status resets the daemon's side.
+	abort()
+	switch {
+	case stream.Context().Err() != nil || status.Code(fromErr) == codes.Canceled:
+		return false, status.Error(codes.Canceled, "flow reset by the client")
+	case ctx.Err() != nil:
+		return false, errEnded
+	case fromErr == nil && errors.Is(err, net.ErrClosed):
+		// Only the receiver closes conn besides ctx: its error says why.
+		fromErr = <-rx.done
+	}
+	switch {
+	case status.Code(fromErr) == codes.InvalidArgument:
+		return false, fromErr
+	case fromErr != nil && fromErr != errLastFlow:
+		err = fromErr
+	}
+	return false, status.Errorf(codes.Aborted, "connection reset: %v", err)
+}
+
+// tcpToDaemon forwards what conn sends until its EOF (nil) or an error.
 func tcpToDaemon(stream Stream, conn *net.TCPConn) error {
 	for {
 		bp, n, err := readPooled(conn)
@@ -225,7 +340,7 @@ func tcpToDaemon(stream Stream, conn *net.TCPConn) error {
 			chunkPool.Put(bp)
 		}
 		if err == io.EOF {
-			return stream.Send(&pb.Frame{Control: pb.Control_EOF})
+			return nil
 		}
 		if err != nil {
 			return err
@@ -233,24 +348,38 @@ func tcpToDaemon(stream Stream, conn *net.TCPConn) error {
 	}
 }
 
+// tcpFromDaemon forwards what the daemon sends until its EOF, which
+// half-closes conn.
 func tcpFromDaemon(stream Stream, conn *net.TCPConn) error {
 	var f pb.Frame
 	for {
 		if err := stream.RecvMsg(&f); err != nil {
 			if err == io.EOF {
-				return conn.CloseWrite()
+				if err := conn.CloseWrite(); err != nil {
+					return err
+				}
+				return errLastFlow
 			}
 			return err
 		}
+		if f.Open != nil || f.Opened != nil || f.Control == pb.Control_DONE {
+			return status.Error(codes.InvalidArgument, "unexpected frame in an open flow")
+		}
 		if _, err := conn.Write(f.Data); err != nil {
 			return err
+		}
+		if f.Control == pb.Control_EOF {
+			return conn.CloseWrite()
 		}
 	}
 }
 
 // pipeUDP forwards datagrams both ways until the flow has been idle for the
-// idle timeout or either side fails.
-func (s *Server) pipeUDP(ctx context.Context, stream Stream, conn *net.UDPConn) error {
+// idle timeout or either side fails; this goroutine forwards the
+// destination's, the receiver the daemon's. A UDP flow just ends, whatever
+// the reason (the stream with it): the daemon opens a new one with the next
+// datagram.
+func (s *Server) pipeUDP(ctx context.Context, stream Stream, rx *receiver, conn *net.UDPConn) error {
 	defer conn.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -258,43 +387,31 @@ func (s *Server) pipeUDP(ctx context.Context, stream Stream, conn *net.UDPConn) 
 	defer timer.Stop()
 	// A deadline in the past is what ends a Read blocked in the kernel.
 	defer context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })()
-
-	s.strays.Add(2)
-	go func() {
-		defer s.strays.Done()
-		defer cancel()
-		buf := make([]byte, 65535)
-		for {
-			n, err := conn.Read(buf)
-			if errors.Is(err, syscall.ECONNREFUSED) {
-				continue // ICMP port unreachable for an earlier datagram
-			}
-			if err != nil {
-				return
-			}
-			timer.Touch()
-			if stream.Send(&pb.Frame{Data: buf[:n]}) != nil {
-				return
-			}
-		}
-	}()
-	go func() {
-		defer s.strays.Done()
+	rx.feed(func() error {
 		defer cancel()
 		var f pb.Frame
 		for {
-			if stream.RecvMsg(&f) != nil {
-				return
+			if err := stream.RecvMsg(&f); err != nil {
+				return err
 			}
 			timer.Touch()
 			if _, err := conn.Write(f.Data); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
-				return
+				return err
 			}
 		}
-	}()
-	// Returning ends the stream, which releases a goroutine blocked in it.
-	// A UDP flow just ends, whatever the reason: the daemon opens a new one
-	// with the next datagram.
-	<-ctx.Done()
-	return nil
+	})
+	buf := make([]byte, 65535)
+	for {
+		n, err := conn.Read(buf)
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			continue // ICMP port unreachable for an earlier datagram
+		}
+		if err != nil {
+			return nil
+		}
+		timer.Touch()
+		if stream.Send(&pb.Frame{Data: buf[:n]}) != nil {
+			return nil
+		}
+	}
 }

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,9 +27,12 @@ import (
 // harness is a manager on loopback and a tunnel client with a session.
 type harness struct {
 	client *tunnel.Client
+	cc     *grpc.ClientConn
 	ctx    context.Context
 	mgr    *manager.Server
 	srv    *grpc.Server
+	// Tunnel streams the manager started, and those still running.
+	started, running atomic.Int32
 }
 
 func newHarness(t testing.TB, subnets ...string) *harness {
@@ -48,9 +53,9 @@ func newHarness(t testing.TB, subnets ...string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(tunnel.ServerOptions()...)
-	mgr.Register(srv)
-	go srv.Serve(ln)
+	h := &harness{mgr: mgr}
+	h.srv = h.newServer()
+	go h.srv.Serve(ln)
 	cc, err := grpc.NewClient(ln.Addr().String(), tunnel.DialOptions(nil)...)
 	if err != nil {
 		t.Fatal(err)
@@ -61,11 +66,28 @@ func newHarness(t testing.TB, subnets ...string) *harness {
 	}
 	ctx := metadata.AppendToOutgoingContext(context.Background(), manager.MDSession, resp.SessionId, manager.MDSecret, resp.SessionSecret)
 	t.Cleanup(func() {
+		h.client.Close()
 		cc.Close()
 		mgr.Shutdown()
-		srv.Stop()
+		h.srv.Stop()
 	})
-	return &harness{client: tunnel.NewClient(cc, 2*time.Second), ctx: ctx, mgr: mgr, srv: srv}
+	h.client, h.cc, h.ctx = tunnel.NewClient(cc, 2*time.Second), cc, ctx
+	return h
+}
+
+// newServer is a gRPC server for h.mgr that counts Tunnel streams.
+func (h *harness) newServer() *grpc.Server {
+	count := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if strings.HasSuffix(info.FullMethod, "/Tunnel") {
+			h.started.Add(1)
+			h.running.Add(1)
+			defer h.running.Add(-1)
+		}
+		return handler(srv, ss)
+	}
+	srv := grpc.NewServer(append(tunnel.ServerOptions(), grpc.StreamInterceptor(count))...)
+	h.mgr.Register(srv)
+	return srv
 }
 
 func (h *harness) open(t testing.TB, proto pb.Protocol, dst string) (*tunnel.Flow, error) {

@@ -139,10 +139,15 @@ type Control int32
 
 const (
 	Control_CONTROL_NONE Control = 0
-	// The manager will send no more data (TCP half-close). The daemon
-	// half-closes with CloseSend instead; resets are stream errors (see the
-	// tunnel package).
+	// The sender will send no more data on this flow (TCP half-close). On a
+	// Tunnel stream the daemon may half-close with CloseSend instead, which
+	// also makes the flow the stream's last. Resets are stream errors (see
+	// the tunnel package).
 	Control_EOF Control = 1
+	// Manager only, Tunnel only: the flow is over (EOF included), everything
+	// the daemon sent reached the destination, and the stream is free for
+	// the daemon's next flow, which starts with a new open frame.
+	Control_DONE Control = 2
 )
 
 // Enum value maps for Control.
@@ -150,10 +155,12 @@ var (
 	Control_name = map[int32]string{
 		0: "CONTROL_NONE",
 		1: "EOF",
+		2: "DONE",
 	}
 	Control_value = map[string]int32{
 		"CONTROL_NONE": 0,
 		"EOF":          1,
+		"DONE":         2,
 	}
 )
 
@@ -2073,10 +2080,11 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\aOPEN_OK\x10\x01\x12\x10\n" +
 	"\fOPEN_REFUSED\x10\x02\x12\x14\n" +
 	"\x10OPEN_UNREACHABLE\x10\x03\x12\x12\n" +
-	"\x0eOPEN_FORBIDDEN\x10\x04*$\n" +
+	"\x0eOPEN_FORBIDDEN\x10\x04*.\n" +
 	"\aControl\x12\x10\n" +
 	"\fCONTROL_NONE\x10\x00\x12\a\n" +
-	"\x03EOF\x10\x01*R\n" +
+	"\x03EOF\x10\x01\x12\b\n" +
+	"\x04DONE\x10\x02*R\n" +
 	"\rInterceptKind\x12\x1e\n" +
 	"\x1aINTERCEPT_KIND_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +

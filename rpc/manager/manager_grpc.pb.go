@@ -81,9 +81,11 @@ type ManagerClient interface {
 	// open.intercept_id; the manager answers Opened once the owner's daemon
 	// has dialed its local port.
 	AgentTunnel(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Frame, Frame], error)
-	// Tunnel carries one flow (one TCP connection or one UDP 5-tuple). The
-	// daemon's first frame has `open`; the manager's first frame has `opened`.
-	// After that both sides send data frames. See Frame for the close rules.
+	// Tunnel carries flows (a TCP connection or a UDP 5-tuple each), one at a
+	// time. A flow's first daemon frame has `open`; the manager's first frame
+	// has `opened`. After that both sides send data frames. A TCP flow that
+	// ends cleanly ends with DONE, after which the daemon may open its next
+	// flow on the same stream. See Control for the close rules.
 	Tunnel(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Frame, Frame], error)
 }
 
@@ -301,9 +303,11 @@ type ManagerServer interface {
 	// open.intercept_id; the manager answers Opened once the owner's daemon
 	// has dialed its local port.
 	AgentTunnel(grpc.BidiStreamingServer[Frame, Frame]) error
-	// Tunnel carries one flow (one TCP connection or one UDP 5-tuple). The
-	// daemon's first frame has `open`; the manager's first frame has `opened`.
-	// After that both sides send data frames. See Frame for the close rules.
+	// Tunnel carries flows (a TCP connection or a UDP 5-tuple each), one at a
+	// time. A flow's first daemon frame has `open`; the manager's first frame
+	// has `opened`. After that both sides send data frames. A TCP flow that
+	// ends cleanly ends with DONE, after which the daemon may open its next
+	// flow on the same stream. See Control for the close rules.
 	Tunnel(grpc.BidiStreamingServer[Frame, Frame]) error
 	mustEmbedUnimplementedManagerServer()
 }
