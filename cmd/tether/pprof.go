@@ -20,6 +20,7 @@ func servePprof(addr string, log *slog.Logger) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	log.Info("profiler listening", "addr", ln.Addr().String())
 	go http.Serve(ln, mux)
 	return nil
