@@ -49,6 +49,21 @@ const (
 const holdServerEnv = "TETHER_E2E_HOLD_SERVER"
 
 func init() {
+	if spec := os.Getenv(connectLoopEnv); spec != "" {
+		var addr string
+		var n int
+		if _, err := fmt.Sscanf(spec, "%s %d", &addr, &n); err != nil {
+			fmt.Fprintf(os.Stderr, "%s=%q: %v\n", connectLoopEnv, spec, err)
+			os.Exit(2)
+		}
+		r, err := runConnectLoop(addr, n)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		json.NewEncoder(os.Stdout).Encode(r)
+		os.Exit(0)
+	}
 	addr := os.Getenv(holdServerEnv)
 	if addr == "" {
 		return
@@ -262,45 +277,77 @@ func (s connectStats) percentile(q float64) time.Duration {
 }
 
 // connectLoop makes n sequential connections to addr from the client
-// namespace. The whole loop runs inside one Lab.Do: a socket is created in
-// the namespace of the thread that calls socket(2), and Do keeps this
-// goroutine on a thread switched into the client namespace, so each net.Dial
-// below makes its socket there without a setns per connection.
-//
-// The client closes first, gracefully, so its TIME_WAIT sockets stay in the
-// client's kernel (never in the daemon's netstack, which closes passively).
-// No SO_LINGER 0: 5,000 TIME_WAIT sockets per destination fit easily in the
-// ~28,000 ephemeral ports, and the lab sets tcp_tw_reuse besides.
+// namespace, in a child process (the test binary again, see init): in this
+// process the loop would share the scheduler with the pod's servers, and a
+// goroutine on a thread locked into the client namespace (Lab.Do) is woken
+// by a thread hand-off on every read, both of which add to every
+// connection, through the VIF or not.
 func connectLoop(lab *netlab.Lab, addr string, n int) (connectStats, error) {
-	s := connectStats{lat: make([]time.Duration, 0, n)}
-	deadline := time.Now().Add(2 * time.Minute)
-	err := lab.Do(lab.Client, func() error {
-		buf := make([]byte, 1)
-		d := net.Dialer{Timeout: 5 * time.Second}
-		start := time.Now()
-		for i := range n {
-			if time.Now().After(deadline) {
-				return fmt.Errorf("connect loop to %s: only %d of %d connections within 2m", addr, i, n)
-			}
-			t0 := time.Now()
-			c, err := d.Dial("tcp", addr)
-			if err != nil {
-				return fmt.Errorf("connection %d to %s: %w", i, addr, err)
-			}
-			c.SetReadDeadline(t0.Add(5 * time.Second))
-			_, err = io.ReadFull(c, buf)
-			lat := time.Since(t0)
-			c.Close()
-			if err != nil {
-				return fmt.Errorf("connection %d to %s: first byte: %w", i, addr, err)
-			}
-			s.lat = append(s.lat, lat)
-		}
-		s.elapsed = time.Since(start)
-		return nil
-	})
+	exe, err := os.Executable()
+	if err != nil {
+		return connectStats{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, err := lab.Run(ctx, lab.Client, "env", fmt.Sprintf("%s=%s %d", connectLoopEnv, addr, n), exe)
+	if err != nil {
+		return connectStats{}, err
+	}
+	var r connectResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		return connectStats{}, fmt.Errorf("connect loop to %s: %v: %q", addr, err, out)
+	}
+	s := connectStats{elapsed: time.Duration(r.ElapsedNS)}
+	for _, l := range r.LatNS {
+		s.lat = append(s.lat, time.Duration(l))
+	}
 	slices.Sort(s.lat)
-	return s, err
+	return s, nil
+}
+
+// connectLoopEnv, set to "ADDR N", turns the test binary into
+// connectLoop's client (see init).
+const connectLoopEnv = "TETHER_E2E_CONNECT_LOOP"
+
+// connectResult is what the client prints.
+type connectResult struct {
+	ElapsedNS int64
+	LatNS     []int64
+}
+
+// runConnectLoop makes n sequential connections to addr, each dial + read
+// of the byte the server writes on accept + close, bounded by 5 s each and
+// 2 minutes in all. The client closes first, gracefully, so its TIME_WAIT
+// sockets stay in the client's kernel (never in the daemon's netstack,
+// which closes passively). No SO_LINGER 0: 5,000 TIME_WAIT sockets per
+// destination fit easily in the ~28,000 ephemeral ports, and the lab sets
+// tcp_tw_reuse besides.
+func runConnectLoop(addr string, n int) (connectResult, error) {
+	r := connectResult{LatNS: make([]int64, 0, n)}
+	deadline := time.Now().Add(2 * time.Minute)
+	buf := make([]byte, 1)
+	d := net.Dialer{Timeout: 5 * time.Second}
+	start := time.Now()
+	for i := range n {
+		if time.Now().After(deadline) {
+			return r, fmt.Errorf("connect loop to %s: only %d of %d connections within 2m", addr, i, n)
+		}
+		t0 := time.Now()
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			return r, fmt.Errorf("connection %d to %s: %w", i, addr, err)
+		}
+		c.SetReadDeadline(t0.Add(5 * time.Second))
+		_, err = io.ReadFull(c, buf)
+		lat := time.Since(t0)
+		c.Close()
+		if err != nil {
+			return r, fmt.Errorf("connection %d to %s: first byte: %w", i, addr, err)
+		}
+		r.LatNS = append(r.LatNS, int64(lat))
+	}
+	r.ElapsedNS = int64(time.Since(start))
+	return r, nil
 }
 
 // BenchmarkIdleMemory: the daemon's (and, for information, the manager's)
@@ -422,8 +469,8 @@ func BenchmarkIdleCPU(b *testing.B) {
 }
 
 // openConns opens n connections to addr from the client namespace with the
-// given number of concurrent dialers, each inside its own Lab.Do (see
-// connectLoop), each dial bounded by 10 s and the whole by 3 minutes. It
+// given number of concurrent dialers, each inside its own Lab.Do (a
+// socket is made in the namespace of the thread that calls socket(2)), each dial bounded by 10 s and the whole by 3 minutes. It
 // returns the connections that opened, how many failed and the first error.
 func openConns(lab *netlab.Lab, addr string, n, dialers int) (conns []net.Conn, failed int, firstErr error) {
 	var (
