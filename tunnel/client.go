@@ -28,10 +28,11 @@ func (e *OpenError) Error() string {
 	return fmt.Sprintf("%s: %s", e.Status, e.Msg)
 }
 
-// Tunnel streams kept for later flows (see Client).
-const maxIdleStreams = 16
-
-var idleStreamTimeout = 30 * time.Second // a variable for tests
+// Tunnel streams kept for later flows (see Client); variables for tests.
+var (
+	maxIdleStreams    = 16
+	idleStreamTimeout = 30 * time.Second
+)
 
 // Client opens flows through a manager. The caller's context carries the
 // session credentials (see the manager package).

@@ -6,18 +6,33 @@ import (
 	"testing"
 
 	pb "github.com/tether-dev/tether/rpc/manager"
+	"github.com/tether-dev/tether/tunnel"
 )
 
-// The three benchmarks below decide "a stream per flow" against "many flows
-// per stream" (README, Multiplexing). A multiplexed design still pays the
-// manager's dial and one message round trip per new flow; a stream per flow
-// adds the cost of opening and ending an HTTP/2 stream. Compare:
+// These benchmarks decide how flows share streams (README, Multiplexing).
+// Any design pays the manager's dial and one message round trip per new
+// flow; a new stream per flow adds the cost of opening and ending an
+// HTTP/2 stream and the manager's handler, which reusing the stream of an
+// ended flow saves. Compare:
 //
-//	BenchmarkOpenFlow          stream + dial + 1-byte echo + clean close
-//	BenchmarkDialOnly          the dial + 1-byte echo alone (both designs)
-//	BenchmarkEchoOnOpenFlow    one message round trip on an open stream
+//	BenchmarkOpenFlow/pooled      dial + 1-byte echo + clean close, on a reused stream
+//	BenchmarkOpenFlow/new-stream  the same on a new stream per flow
+//	BenchmarkDialOnly             the dial + 1-byte echo alone
+//	BenchmarkEchoOnOpenFlow       one message round trip on an open flow
 
 func BenchmarkOpenFlow(b *testing.B) {
+	for _, bc := range []struct {
+		name    string
+		maxIdle int
+	}{{"pooled", tunnel.MaxIdleStreams()}, {"new-stream", 0}} {
+		b.Run(bc.name, func(b *testing.B) {
+			defer tunnel.SetMaxIdleStreams(bc.maxIdle)()
+			benchmarkOpenFlow(b)
+		})
+	}
+}
+
+func benchmarkOpenFlow(b *testing.B) {
 	h := newHarness(b)
 	dst := echoServer(b)
 	b.ReportAllocs()

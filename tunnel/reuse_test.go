@@ -117,7 +117,7 @@ func TestIdleStreamsBounded(t *testing.T) {
 		}
 		f.Close(false)
 	}
-	waitRunning(t, h, tunnel.MaxIdleStreams)
+	waitRunning(t, h, int32(tunnel.MaxIdleStreams()))
 	waitRunning(t, h, 0)
 }
 
