@@ -205,7 +205,11 @@ func (d *Daemon) connect(ctx context.Context, req *pb.ConnectRequest, byCLI bool
 		tunName: d.cfg.TUNName, mtu: d.cfg.MTU, dnsAddress: d.cfg.DNSAddress, newRouter: d.cfg.NewRouter, log: d.cfg.Log,
 		tracker: d.tracker, metrics: d.metrics, onEnded: d.sessionEnded,
 		saveCreds: func(mgr string, c creds) {
-			d.saveCreds(cachedCreds{Manager: mgr, ID: c.id, Secret: c.secret, User: user})
+			// All a restarted daemon needs to resume as connect asked:
+			// without the token and TLS settings it would resume in
+			// plaintext, unauthenticated.
+			d.saveCreds(cachedCreds{Manager: mgr, ID: c.id, Secret: c.secret, User: user,
+				Token: req.Token, TLS: req.Tls, CAPEM: req.CaPem})
 		},
 	})
 	if err != nil {

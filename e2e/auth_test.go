@@ -41,6 +41,14 @@ func TestTokenAndTLS(t *testing.T) {
 	if out, err := e.run(e.lab.Client, "curl", "-sS", "--max-time", "5", "http://"+e.podAddr(portHTTP)+"/"); err != nil {
 		t.Fatalf("curl over a TLS link: %v\n%s", err, out)
 	}
+	// A restarted daemon resumes over TLS, with the token, by itself.
+	e.restartDaemon()
+	if st := e.status(); st["user"] != "alice" {
+		t.Fatalf("after a daemon restart: user %v, want alice", st["user"])
+	}
+	if out, err := e.run(e.lab.Client, "curl", "-sS", "--max-time", "5", "http://"+e.podAddr(portHTTP)+"/"); err != nil {
+		t.Fatalf("curl after a daemon restart: %v\n%s", err, out)
+	}
 	if _, err := e.tether("quit"); err != nil {
 		t.Fatal(err)
 	}

@@ -239,13 +239,7 @@ func TestDaemonKilled(t *testing.T) {
 		t.Fatalf("device left after SIGKILL:\n%s", out)
 	}
 	e.startDaemon()
-	deadline := time.Now().Add(10 * time.Second)
-	for e.status()["connected"] != true {
-		if time.Now().After(deadline) {
-			t.Fatal("the restarted daemon did not resume its session")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	e.waitResumed()
 	if after := e.status()["session_id"]; after != before {
 		t.Fatalf("session %v after restart, want the same %v", after, before)
 	}

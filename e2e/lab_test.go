@@ -222,6 +222,31 @@ func (e *env) startDaemon() {
 	}
 }
 
+// restartDaemon stops the daemon with SIGTERM, starts a new one and waits
+// until it has resumed its session by itself.
+func (e *env) restartDaemon() {
+	e.t.Helper()
+	if err := e.daemon.Signal(syscall.SIGTERM); err != nil {
+		e.t.Fatal(err)
+	}
+	e.daemon.Wait(10 * time.Second)
+	e.startDaemon()
+	e.waitResumed()
+}
+
+// waitResumed waits until a restarted daemon is connected again.
+func (e *env) waitResumed() {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.status()["connected"] != true {
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(e.dir, "daemon.log"))
+			e.t.Fatalf("the restarted daemon did not resume its session; its log:\n%s", log)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func (e *env) connect(extra ...string) {
 	if out, err := e.tether(append([]string{"connect", "--manager", e.mgrAddr()}, extra...)...); err != nil {
 		e.t.Fatalf("connect: %v\n%s", err, out)
