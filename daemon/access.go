@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/user"
 	"strconv"
+	"strings"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -39,9 +40,11 @@ import (
 // owner: the caller's uid when it is not root; for root, the uid in
 // MDForUID (the CLI sends SUDO_UID, so `sudo tether connect` makes the
 // user who ran sudo the owner), and no owner without it. The owner is
-// forgotten when the session ends (quit, ended by the manager, daemon
-// stopped): the next session belongs to whoever connects it. A session
-// that a restarted daemon resumes by itself starts without owner.
+// forgotten when the session ends (quit, ended by the manager): the next
+// session belongs to whoever connects it. It lives beside the session
+// cache (<socket>.owner), so a daemon that restarts and resumes the
+// session by itself gives it back its owner; until the resumed session is
+// up, there is no session, so rule 3 applies.
 //
 // Where the platform gives no peer credentials (see peerUID) the socket's
 // permissions are the only check.
@@ -188,8 +191,36 @@ func (d *Daemon) authorize(ctx context.Context, req any, info *grpc.UnaryServerI
 	resp, err := handler(ctx, req)
 	if uid, ok := claimant(ctx, caller); ok && err == nil && o.claimLocked(d.current(), uid) {
 		d.log.Info("session owner", "uid", uid, "user", userName(uid))
+		d.saveOwner(uid)
 	}
 	return resp, err
+}
+
+// restoreOwner gives the session a restarted daemon resumed the owner it
+// had, unless a Connect claimed it meanwhile.
+func (d *Daemon) restoreOwner() {
+	b, err := os.ReadFile(d.ownerPath())
+	if err != nil {
+		return
+	}
+	uid, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32)
+	if err != nil {
+		d.log.Warn("ignoring a bad owner file", "path", d.ownerPath(), "error", err)
+		return
+	}
+	d.owner.mu.Lock()
+	defer d.owner.mu.Unlock()
+	if d.owner.claimLocked(d.current(), uint32(uid)) {
+		d.log.Info("session owner restored", "uid", uid, "user", userName(uint32(uid)))
+	}
+}
+
+func (d *Daemon) ownerPath() string { return d.cfg.Socket + ".owner" }
+
+func (d *Daemon) saveOwner(uid uint32) {
+	if err := os.WriteFile(d.ownerPath(), []byte(strconv.FormatUint(uint64(uid), 10)+"\n"), 0o600); err != nil {
+		d.log.Warn("cannot save the session owner; a restarted daemon will resume without one", "error", err)
+	}
 }
 
 // authorizeStream applies the rule to streaming calls when they start

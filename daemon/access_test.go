@@ -89,7 +89,9 @@ func TestClaimant(t *testing.T) {
 // TestAuthorize runs the interceptor through a session's life: the first
 // non-root user to connect owns it until it ends.
 func TestAuthorize(t *testing.T) {
-	d := &Daemon{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	d := &Daemon{log: log}
+	d.cfg.Socket = filepath.Join(t.TempDir(), "daemon.sock")
 	connect := &grpc.UnaryServerInfo{FullMethod: pb.Daemon_Connect_FullMethodName}
 	quit := &grpc.UnaryServerInfo{FullMethod: pb.Daemon_Quit_FullMethodName}
 	statusCall := &grpc.UnaryServerInfo{FullMethod: pb.Daemon_Status_FullMethodName}
@@ -133,6 +135,13 @@ func TestAuthorize(t *testing.T) {
 	step("sudo tether connect by alice", sudo, connect, startSession, true)
 	step("bob may not look", as(bob), statusCall, noop, false)
 	step("alice may", as(alice), statusCall, noop, true)
+
+	// A restarted daemon that resumed the session gives it its owner back.
+	restarted := &Daemon{log: log, cfg: d.cfg, sess: &session{}}
+	restarted.restoreOwner()
+	d = restarted
+	step("after a restart, bob may not look", as(bob), statusCall, noop, false)
+	step("after a restart, alice may", as(alice), statusCall, noop, true)
 }
 
 func TestListenSocketMissingGroup(t *testing.T) {

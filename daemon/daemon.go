@@ -139,7 +139,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 			defer d.bg.Done()
 			if _, err := d.connect(ctx, &pb.ConnectRequest{Manager: c.Manager}, false); err != nil {
 				d.log.Warn("resuming the previous session failed; `tether connect` retries", "error", err)
+				return
 			}
+			d.restoreOwner()
 		}()
 	}
 	var err error
@@ -420,7 +422,11 @@ func (d *Daemon) loadCreds() (cachedCreds, bool) {
 	return c, true
 }
 
-func (d *Daemon) clearCreds() { os.Remove(d.credsPath()) }
+// clearCreds forgets the session: its cache and its owner.
+func (d *Daemon) clearCreds() {
+	os.Remove(d.credsPath())
+	os.Remove(d.ownerPath())
+}
 
 // listenSocket listens on path unless another daemon answers there. The
 // socket is mode 0660, its group is group when that exists (root's

@@ -149,6 +149,14 @@ func TestControlSocketUsers(t *testing.T) {
 	if out, err := as(owner.Uid, group.Gid, e.socket, "status"); err == nil || !strings.Contains(out, want) {
 		t.Errorf("the former owner's status: %v\n%s\nwant %q", err, out, want)
 	}
+	// A daemon that restarts and resumes the session keeps its owner.
+	e.restartDaemon()
+	if out, err := as(owner.Uid, group.Gid, e.socket, "status"); err == nil || !strings.Contains(out, want) {
+		t.Errorf("after a daemon restart, the former owner's status: %v\n%s\nwant %q", err, out, want)
+	}
+	if out, err := as(nobody.Uid, group.Gid, e.socket, "--no-activity", "status"); err != nil || !strings.Contains(out, "Connected to") {
+		t.Errorf("after a daemon restart, the owner's status: %v\n%s", err, out)
+	}
 }
 
 // daemonsOn returns the pids of live `tether ... daemon` processes with
