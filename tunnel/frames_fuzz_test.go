@@ -525,7 +525,8 @@ func runClientInput(t *testing.T, m *scriptedManager, mode byte, frames []fuzzFr
 	defer cancel()
 
 	// What Recv must return: the data of the frames after the first, up
-	// to an EOF frame without data or a frame that cannot be sent.
+	// to and with a frame with control EOF or DONE, or up to a frame that
+	// cannot be sent.
 	var want bytes.Buffer
 	wantEOF := false
 	allSent := true
@@ -537,11 +538,11 @@ func runClientInput(t *testing.T, m *scriptedManager, mode byte, frames []fuzzFr
 		if i == 0 {
 			continue
 		}
-		if len(fr.msg.Data) == 0 && fr.msg.Control == pb.Control_EOF {
+		want.Write(fr.msg.Data)
+		if c := fr.msg.Control; c == pb.Control_EOF || c == pb.Control_DONE {
 			wantEOF = true
 			break
 		}
-		want.Write(fr.msg.Data)
 	}
 	if sc.end == 0 && allSent {
 		wantEOF = true // the handler returned OK
@@ -585,6 +586,7 @@ func runClientInput(t *testing.T, m *scriptedManager, mode byte, frames []fuzzFr
 			t.Fatalf("Recv ended with io.EOF though the manager neither sent EOF nor returned OK")
 		}
 		flow.Close(rerr != io.EOF || sc.end == 2)
+		m.client.flush() // a stream that DONE freed would keep the handler
 	}
 	cancel()
 	select {
