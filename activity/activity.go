@@ -53,7 +53,8 @@ type Tracker struct {
 	start   time.Time // monotonic reference; durations since it never jump with the wall clock
 	ignore  []uint16
 	noted   atomic.Uint64 // activity events
-	changed chan struct{} // signalled (non-blocking) on each event, for the reporter
+	changed chan struct{} // signalled (non-blocking) on the first event after Arm, for the reporter
+	armed   atomic.Bool
 
 	// mu guards last, kind, dst and cmd: the most recent event.
 	mu   sync.Mutex
@@ -72,7 +73,9 @@ func NewTracker(clock Clock, ignoreTCPPorts []uint16) *Tracker {
 	if ignoreTCPPorts == nil {
 		ignoreTCPPorts = DefaultIgnoreTCPPorts
 	}
-	return &Tracker{clock: clock, start: clock.Now(), ignore: slices.Clone(ignoreTCPPorts), changed: make(chan struct{}, 1)}
+	t := &Tracker{clock: clock, start: clock.Now(), ignore: slices.Clone(ignoreTCPPorts), changed: make(chan struct{}, 1)}
+	t.Arm()
+	return t
 }
 
 // Counts reports whether an event of kind to dst is activity.
@@ -105,9 +108,13 @@ func (t *Tracker) note(kind Kind, dst netip.AddrPort, cmd string) {
 	t.last, t.kind, t.dst, t.cmd = now, kind, dst, cmd
 	t.noted.Add(1)
 	t.mu.Unlock()
-	select {
-	case t.changed <- struct{}{}:
-	default:
+	// Only the first event after Arm signals: a busy daemon does not wake
+	// the reporter on every new connection (it reports them on its timer).
+	if t.armed.Load() && t.armed.CompareAndSwap(true, false) {
+		select {
+		case t.changed <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -137,6 +144,9 @@ func (t *Tracker) Snapshot() Snapshot {
 	return s
 }
 
-// Changed is signalled after activity; one signal may stand for several
-// events.
+// Changed is signalled after the first activity since the tracker started
+// or since the last Arm; one signal may stand for several events.
 func (t *Tracker) Changed() <-chan struct{} { return t.changed }
+
+// Arm asks for a signal on Changed at the next activity.
+func (t *Tracker) Arm() { t.armed.Store(true) }

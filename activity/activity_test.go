@@ -68,6 +68,41 @@ func TestTrackerSnapshot(t *testing.T) {
 	}
 }
 
+// Only the first event after Arm signals Changed.
+func TestChangedOncePerArm(t *testing.T) {
+	tr := NewTracker(nil, nil)
+	dst := netip.MustParseAddrPort("198.18.2.2:8080")
+	signals := func() int {
+		n := 0
+		for {
+			select {
+			case <-tr.Changed():
+				n++
+			default:
+				return n
+			}
+		}
+	}
+	for range 3 {
+		tr.NoteFlow(TCPTunnel, dst)
+	}
+	if n := signals(); n != 1 {
+		t.Fatalf("%d signals for three events after start, want 1", n)
+	}
+	tr.NoteCLI("status")
+	if n := signals(); n != 0 {
+		t.Fatalf("%d signals without Arm, want 0", n)
+	}
+	tr.Arm()
+	tr.NoteFlow(TCPTunnel, dst)
+	if n := signals(); n != 1 {
+		t.Fatalf("%d signals after Arm, want 1", n)
+	}
+	if s := tr.Snapshot(); s.Events != 5 {
+		t.Fatalf("events %d, want 5 (signals or not)", s.Events)
+	}
+}
+
 func TestNoteFlowAllocatesNothing(t *testing.T) {
 	tr := NewTracker(nil, nil)
 	dst := netip.MustParseAddrPort("198.18.2.2:8080")

@@ -34,6 +34,8 @@ func (r *Reporter) Run(ctx context.Context) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	report := func() {
+		// Armed before the snapshot: an event after it signals again.
+		r.tracker.Arm()
 		snap := r.tracker.Snapshot()
 		r.send(ctx, snap)
 		if snap.Events > sentEvents {
@@ -50,7 +52,8 @@ func (r *Reporter) Run(ctx context.Context) {
 		case <-r.tracker.Changed():
 			if wait := r.interval - time.Since(lastActivity); wait > 0 {
 				// Rate-limited: the pending events go out when the
-				// interval since the last activity report is over.
+				// interval since the last activity report is over, and
+				// until then more events need not wake us (unarmed).
 				timer.Reset(wait)
 				continue
 			}
