@@ -586,8 +586,10 @@ func runClientInput(t *testing.T, m *scriptedManager, mode byte, frames []fuzzFr
 			t.Fatalf("Recv ended with io.EOF though the manager neither sent EOF nor returned OK")
 		}
 		flow.Close(rerr != io.EOF || sc.end == 2)
-		m.client.flush() // a stream that DONE freed would keep the handler
 	}
+	// A stream that DONE or a refusal freed waits in the pool for the next
+	// flow, and keeps the scripted handler with it.
+	m.client.flush()
 	cancel()
 	select {
 	case <-sc.done:
