@@ -1,11 +1,9 @@
 package tunnel_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -31,20 +29,10 @@ func echoFlow(t *testing.T, h *harness, ctx context.Context, dst, msg string) {
 	if err := f.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	var got bytes.Buffer
-	for {
-		b, err := f.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		got.Write(b)
-	}
+	got := recvAll(t, f)
 	f.Close(false)
-	if got.String() != msg {
-		t.Fatalf("echo %q, want %q", got.String(), msg)
+	if string(got) != msg {
+		t.Fatalf("echo %q, want %q", got, msg)
 	}
 }
 
@@ -110,11 +98,7 @@ func TestIdleStreamsBounded(t *testing.T) {
 	}
 	for _, f := range flows {
 		f.CloseWrite()
-		for {
-			if _, err := f.Recv(); err != nil {
-				break
-			}
-		}
+		recvAll(t, f)
 		f.Close(false)
 	}
 	waitRunning(t, h, int32(tunnel.MaxIdleStreams()))

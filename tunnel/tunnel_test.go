@@ -106,6 +106,22 @@ func echoServer(t testing.TB) string {
 	return ln.Addr().String()
 }
 
+// recvAll returns what f receives up to the manager's EOF.
+func recvAll(t testing.TB, f *tunnel.Flow) []byte {
+	t.Helper()
+	var got bytes.Buffer
+	for {
+		b, err := f.Recv()
+		if err == io.EOF {
+			return got.Bytes()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got.Write(b)
+	}
+}
+
 func TestTCPEchoWithHalfClose(t *testing.T) {
 	h := newHarness(t)
 	f, err := h.open(t, pb.Protocol_TCP, echoServer(t))
@@ -125,20 +141,10 @@ func TestTCPEchoWithHalfClose(t *testing.T) {
 		}
 		f.CloseWrite() // the client half-closes and still reads the reply
 	}()
-	var got bytes.Buffer
-	for {
-		b, err := f.Recv()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		got.Write(b)
-	}
+	got := recvAll(t, f)
 	f.Close(false)
-	if sha256.Sum256(got.Bytes()) != sha256.Sum256(want) {
-		t.Fatalf("echo differs: got %d bytes, want %d", got.Len(), len(want))
+	if sha256.Sum256(got) != sha256.Sum256(want) {
+		t.Fatalf("echo differs: got %d bytes, want %d", len(got), len(want))
 	}
 }
 
