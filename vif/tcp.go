@@ -22,16 +22,23 @@ const chunkSize = 128 << 10
 // waiting, so an idle connection holds none.
 var chunkPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
 
-// handleTCP runs in its own goroutine for each new connection (one per SYN,
-// retransmitted SYNs are merged by the forwarder). The handshake with the
-// local program completes only after the cluster side accepted: a refusal
-// becomes a reset.
+// handleTCP runs in a goroutine of gVisor's for each new connection (one
+// per SYN, retransmitted SYNs are merged by the forwarder); the connection
+// runs on a worker.
 func (v *VIF) handleTCP(req *tcp.ForwarderRequest) {
 	if !v.joinFlow() {
 		req.Complete(true)
 		return
 	}
-	defer v.flows.Done()
+	v.workers.Go(func() {
+		defer v.flows.Done()
+		v.runTCP(req)
+	})
+}
+
+// runTCP runs a connection. The handshake with the local program completes
+// only after the cluster side accepted: a refusal becomes a reset.
+func (v *VIF) runTCP(req *tcp.ForwarderRequest) {
 	id := flowID(TCP, req.ID())
 	v.tcpFlows.Add(1)
 	ctx, cancel := context.WithCancel(v.ctx)
@@ -96,7 +103,7 @@ func createEndpoint(ctx context.Context, req *tcp.ForwarderRequest, wq *waiter.Q
 // splice copies both directions until both are closed or one is reset.
 func (v *VIF) splice(c *tcpConn, r Remote) {
 	toLocalDone := make(chan error, 1)
-	go func() {
+	v.workers.Go(func() {
 		err := v.copyToLocal(c, r)
 		if err != nil {
 			// The cluster side was reset or lost: reset the local program
@@ -104,7 +111,7 @@ func (v *VIF) splice(c *tcpConn, r Remote) {
 			c.ep.Abort()
 		}
 		toLocalDone <- err
-	}()
+	})
 	resetRemote := v.copyToRemote(c, r)
 	var toLocalErr error
 	if resetRemote {

@@ -15,7 +15,7 @@ import (
 const maxDatagram = 65535
 
 // handleUDP is called on the packet path for the first datagram of each new
-// 5-tuple, so it must not block: the flow runs in its own goroutine.
+// 5-tuple, so it must not block: the flow runs on a worker.
 func (v *VIF) handleUDP(req *udp.ForwarderRequest) bool {
 	id := flowID(UDP, req.ID())
 	if !v.joinFlow() {
@@ -30,12 +30,12 @@ func (v *VIF) handleUDP(req *udp.ForwarderRequest) bool {
 	}
 	v.udpFlows.Add(1)
 	v.udpLive.Add(1)
-	go func() {
+	v.workers.Go(func() {
 		defer v.flows.Done()
 		defer v.udpLive.Add(^uint64(0))
 		defer ep.Close()
 		v.runUDP(id, ep, &wq)
-	}()
+	})
 	return true
 }
 
@@ -56,7 +56,7 @@ func (v *VIF) runUDP(id FlowID, ep tcpip.Endpoint, wq *waiter.Queue) {
 	touch := timer.Touch
 
 	toLocalDone := make(chan struct{})
-	go func() {
+	v.workers.Go(func() {
 		defer close(toLocalDone)
 		defer cancel()
 		for {
@@ -73,7 +73,7 @@ func (v *VIF) runUDP(id FlowID, ep tcpip.Endpoint, wq *waiter.Queue) {
 			}
 			v.bytesIn.Add(uint64(len(b)))
 		}
-	}()
+	})
 	v.udpToRemote(ctx, ep, wq, remote, touch)
 	cancel()
 	<-toLocalDone

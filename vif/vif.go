@@ -59,9 +59,10 @@ type VIF struct {
 	udpIdle time.Duration
 
 	// ctx is alive until Close; every flow derives from it.
-	ctx    context.Context
-	cancel context.CancelFunc
-	flows  sync.WaitGroup
+	ctx     context.Context
+	cancel  context.CancelFunc
+	flows   sync.WaitGroup
+	workers *workers // run the flows
 
 	// mu guards closing, which Close sets before it waits for flows: gVisor
 	// starts the goroutine of each TCP flow, which must not join flows
@@ -113,6 +114,7 @@ func newVIF(dev tun.Device, vnet bool, cfg Config) (*VIF, error) {
 	}
 	v := &VIF{dev: dev, name: name, open: cfg.Open, log: log.With("device", name), udpIdle: cfg.UDPIdleTimeout}
 	v.ctx, v.cancel = context.WithCancel(context.Background())
+	v.workers = newWorkers(v.ctx)
 	v.ep = newLinkEndpoint(dev, uint32(cfg.MTU), vnet, v.log)
 	v.stack, err = newStack(v.ep, v.handleTCP, v.handleUDP)
 	if err != nil {
@@ -174,6 +176,7 @@ func (v *VIF) Close() error {
 		<-v.events
 		v.ep.Wait()
 		v.flows.Wait()
+		v.workers.Wait()
 		v.stack.Wait()
 		v.log.Info("VIF down")
 	})
