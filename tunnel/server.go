@@ -148,7 +148,7 @@ func (s *Server) serveFlow(ctx context.Context, stream Stream, rx *receiver, fir
 		return refuse(pb.OpenStatus_OPEN_FORBIDDEN, fmt.Sprintf("%s is outside the cluster subnets", dst.Addr()))
 	}
 	dialCtx, dialCancel := context.WithTimeout(ctx, s.dialTimeout)
-	conn, err := (&net.Dialer{}).DialContext(dialCtx, network, dst.String())
+	conn, err := dial(dialCtx, network, dst)
 	dialCancel()
 	if err != nil {
 		st := pb.OpenStatus_OPEN_UNREACHABLE
@@ -165,7 +165,29 @@ func (s *Server) serveFlow(ctx context.Context, stream Stream, rx *receiver, fir
 	if network == "udp" {
 		return false, s.pipeUDP(ctx, stream, rx, conn.(*net.UDPConn))
 	}
-	return pipeTCP(ctx, stream, rx, conn.(*net.TCPConn))
+	tc := conn.(*net.TCPConn)
+	tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true}) // Go's defaults: 15 s idle and interval, 9 probes
+	return pipeTCP(ctx, stream, rx, tc)
+}
+
+// dial connects to dst from the manager's network, from the address
+// itself rather than its string. Keep-alive is left to the caller, once
+// the daemon's answer is on its way: four syscalls a connect need not
+// wait for.
+func dial(ctx context.Context, network string, dst netip.AddrPort) (net.Conn, error) {
+	d := net.Dialer{KeepAlive: -1}
+	if network == "udp" {
+		c, err := d.DialUDP(ctx, network, netip.AddrPort{}, dst)
+		if err != nil {
+			return nil, err // not a nil *UDPConn in a non-nil net.Conn
+		}
+		return c, nil
+	}
+	c, err := d.DialTCP(ctx, network, netip.AddrPort{}, dst)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // errEnded is the status of flows ended by their context.
