@@ -119,11 +119,14 @@ func (v *VIF) splice(c *tcpConn, r Remote) {
 		c.ep.Abort()
 		toLocalErr = <-toLocalDone
 	} else {
+		reset, stop := c.resetCh()
 		select {
 		case toLocalErr = <-toLocalDone:
-		case <-c.resetCh():
+			stop()
+		case <-reset:
 			// The local program reset the connection after its
 			// half-close; the cluster side is still sending.
+			stop()
 			r.Close(true)
 			c.ep.Abort()
 			<-toLocalDone
@@ -245,8 +248,8 @@ func (c *tcpConn) write(b []byte) error {
 
 // resetCh returns a channel closed when the endpoint hangs up with an
 // error, so a reset after the local half-close is noticed while the other
-// direction is idle.
-func (c *tcpConn) resetCh() <-chan struct{} {
+// direction is idle, and the func that stops listening.
+func (c *tcpConn) resetCh() (<-chan struct{}, func()) {
 	done := make(chan struct{})
 	var once sync.Once
 	check := func(waiter.EventMask) {
@@ -256,7 +259,6 @@ func (c *tcpConn) resetCh() <-chan struct{} {
 	}
 	entry := waiter.NewFunctionEntry(waiter.EventHUp|waiter.EventErr, check)
 	c.wq.EventRegister(&entry)
-	context.AfterFunc(c.ctx, func() { c.wq.EventUnregister(&entry) })
 	check(0) // it may have happened before we listened
-	return done
+	return done, func() { c.wq.EventUnregister(&entry) }
 }
