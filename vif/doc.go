@@ -13,4 +13,7 @@
 // (wireguard-go's tun) that gVisor's GRO re-coalesces; writes pass gVisor's
 // GSO superpackets (up to 64 KiB) straight to the kernel with a
 // virtio_net_hdr asking it to segment and checksum. See endpoint.go.
+// Outbound packets wait in gVisor's fifo queueing discipline for one writer
+// goroutine (stack.go says why), and flows run on kept worker goroutines
+// (workers.go).
 package vif
