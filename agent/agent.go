@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/tether-dev/tether/internal/goroutines"
 	pb "github.com/tether-dev/tether/rpc/manager"
 	"github.com/tether-dev/tether/tunnel"
 )
@@ -79,7 +80,7 @@ type Agent struct {
 	life context.Context
 	stop context.CancelFunc
 	// tasks owns every goroutine Run starts and every running handler.
-	tasks tracker
+	tasks goroutines.Group
 
 	// mu guards running and closed: Run runs at most once, never after
 	// Close.
@@ -173,23 +174,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		ErrorLog:    a.errLog,
 		BaseContext: func(net.Listener) context.Context { return a.life },
 	}
-	a.tasks.add()
-	go func() {
-		defer a.tasks.done()
-		srv.Serve(queue)
-	}()
-	a.tasks.add()
-	go func() {
-		defer a.tasks.done()
-		a.watch(a.life)
-	}()
+	a.tasks.Go(func() { srv.Serve(queue) })
+	a.tasks.Go(func() { a.watch(a.life) })
 	context.AfterFunc(a.life, func() { a.ln.Close() })
 
 	err := a.accept(queue)
 
 	a.stop()
 	srv.Close()
-	a.tasks.closeAndWait()
+	a.tasks.Close()
+	a.tasks.Wait()
 	a.app.rt.closeIdle()
 	for _, t := range a.routes.Load().all() {
 		t.rt.closeIdle()
@@ -217,14 +211,10 @@ func (a *Agent) accept(queue *connQueue) error {
 			continue
 		}
 		delay = 0
-		if !a.tasks.add() {
+		if !a.tasks.Go(func() { a.serveConn(c, queue) }) {
 			c.Close()
 			return nil
 		}
-		go func() {
-			defer a.tasks.done()
-			a.serveConn(c, queue)
-		}()
 	}
 }
 
@@ -347,31 +337,4 @@ func (a *Agent) withCreds(ctx context.Context) context.Context {
 		return ctx
 	}
 	return metadata.AppendToOutgoingContext(ctx, mdAuthorization, "Bearer "+a.cfg.Token)
-}
-
-// tracker owns goroutines: add before starting one (false once closing),
-// done when it ends; closeAndWait refuses new ones and waits for the rest.
-type tracker struct {
-	mu     sync.Mutex // guards closed, so that no add races with the wait
-	closed bool
-	wg     sync.WaitGroup
-}
-
-func (t *tracker) add() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return false
-	}
-	t.wg.Add(1)
-	return true
-}
-
-func (t *tracker) done() { t.wg.Done() }
-
-func (t *tracker) closeAndWait() {
-	t.mu.Lock()
-	t.closed = true
-	t.mu.Unlock()
-	t.wg.Wait()
 }

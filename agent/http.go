@@ -27,11 +27,11 @@ const (
 // table is read afresh for every request, so keep-alive connections follow
 // changes at once.
 func (a *Agent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !a.tasks.add() {
+	if !a.tasks.Add() {
 		http.Error(w, "agent stopping", http.StatusServiceUnavailable)
 		return
 	}
-	defer a.tasks.done()
+	defer a.tasks.Done()
 	if isH2CUpgrade(r.Header) {
 		// Declined (RFC 9113 allows it): the connection stays HTTP/1.1,
 		// so its requests keep being routed one by one.

@@ -147,7 +147,7 @@ func runServerInput(t *testing.T, echo echoServers, mode frameMode, frames []fuz
 	select {
 	case err = <-served:
 	case <-time.After(timeout + fuzzWait):
-		t.Fatalf("Serve did not return %v after its context ended\n%s", fuzzWait, goroutines())
+		t.Fatalf("Serve did not return %v after its context ended\n%s", fuzzWait, goroutineDump())
 	}
 	cancel()        // the session's context, and with it the goroutine above
 	stream.finish() // gRPC ends the stream when the handler returns
@@ -156,7 +156,7 @@ func runServerInput(t *testing.T, echo echoServers, mode frameMode, frames []fuz
 	select {
 	case <-closed:
 	case <-time.After(fuzzWait):
-		t.Fatalf("Server.Close did not return within %v\n%s", fuzzWait, goroutines())
+		t.Fatalf("Server.Close did not return within %v\n%s", fuzzWait, goroutineDump())
 	}
 
 	if e := stream.misuse.Load(); e != nil {
@@ -595,7 +595,7 @@ func runClientInput(t *testing.T, m *scriptedManager, mode byte, frames []fuzzFr
 	case <-sc.done:
 	case <-m.script: // the handler never ran: Open failed before it
 	case <-time.After(fuzzWait):
-		t.Fatalf("the manager's handler did not end\n%s", goroutines())
+		t.Fatalf("the manager's handler did not end\n%s", goroutineDump())
 	}
 }
 
@@ -606,13 +606,13 @@ func waitGoroutines(t *testing.T, baseline int) {
 	deadline := time.Now().Add(fuzzWait)
 	for runtime.NumGoroutine() > baseline {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines, %d before:\n%s", runtime.NumGoroutine(), baseline, goroutines())
+			t.Fatalf("%d goroutines, %d before:\n%s", runtime.NumGoroutine(), baseline, goroutineDump())
 		}
 		time.Sleep(time.Millisecond)
 	}
 }
 
-func goroutines() []byte {
+func goroutineDump() []byte {
 	buf := make([]byte, 1<<20)
 	return buf[:runtime.Stack(buf, true)]
 }

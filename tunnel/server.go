@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"sync"
 	"syscall"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tether-dev/tether/internal/goroutines"
 	"github.com/tether-dev/tether/internal/idle"
 	pb "github.com/tether-dev/tether/rpc/manager"
 )
@@ -32,13 +32,10 @@ type Server struct {
 	udpIdle     time.Duration
 	log         *slog.Logger
 
-	// strays counts flows and the copy goroutines that may outlive their
-	// handler by a moment after a reset (a Send blocked on a window that the
-	// handler's return releases). Close waits for them.
-	strays sync.WaitGroup
-	// mu guards closed, so that no flow starts once Close waits.
-	mu     sync.Mutex
-	closed bool
+	// flows counts flows and their receivers, which may outlive their
+	// handler by a moment (until the stream's end reaches their Recv), and
+	// the goroutines started with Go. Close waits for them.
+	flows goroutines.Group
 }
 
 // NewServer returns a Server; zero durations mean the defaults.
@@ -55,35 +52,13 @@ func NewServer(dialTimeout, udpIdle time.Duration, log *slog.Logger) *Server {
 // Close refuses new flows and waits for every goroutine of the others,
 // which the caller has ended (through Serve's context).
 func (s *Server) Close() {
-	s.mu.Lock()
-	s.closed = true
-	s.mu.Unlock()
-	s.strays.Wait()
+	s.flows.Close()
+	s.flows.Wait()
 }
 
 // Go runs f in a goroutine that Close waits for, unless the server is
 // closed already; it reports whether f runs.
-func (s *Server) Go(f func()) bool {
-	if !s.track() {
-		return false
-	}
-	go func() {
-		defer s.strays.Done()
-		f()
-	}()
-	return true
-}
-
-// track counts a new flow unless the server is closed.
-func (s *Server) track() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.strays.Add(1)
-	return true
-}
+func (s *Server) Go(f func()) bool { return s.flows.Go(f) }
 
 // Stream is the server side of a Tunnel call.
 type Stream = grpc.BidiStreamingServer[pb.Frame, pb.Frame]
@@ -94,14 +69,17 @@ type Stream = grpc.BidiStreamingServer[pb.Frame, pb.Frame]
 // session ended, the manager shuts down) the stream is reset with status
 // Unavailable.
 func (s *Server) Serve(ctx context.Context, stream Stream, allowed func(netip.Addr) bool) error {
-	if !s.track() {
+	if !s.flows.Add() {
 		return errEnded
 	}
-	defer s.strays.Done()
+	defer s.flows.Done()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(stream.Context(), cancel)()
-	rx := s.receive(stream)
+	rx := newReceiver(stream)
+	if !s.flows.Go(rx.run) {
+		return errEnded
+	}
 	defer rx.stop()
 	for {
 		first, err := rx.next(ctx)
@@ -206,15 +184,9 @@ type received struct {
 	err error
 }
 
-func (s *Server) receive(stream Stream) *receiver {
-	r := &receiver{stream: stream, frames: make(chan received), sinks: make(chan func() error),
+func newReceiver(stream Stream) *receiver {
+	return &receiver{stream: stream, frames: make(chan received), sinks: make(chan func() error),
 		done: make(chan error, 1), quit: make(chan struct{})}
-	s.strays.Add(1)
-	go func() {
-		defer s.strays.Done()
-		r.run()
-	}()
-	return r
 }
 
 func (r *receiver) run() {

@@ -26,7 +26,7 @@ var chunkPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return
 // per SYN, retransmitted SYNs are merged by the forwarder); the connection
 // runs on a worker.
 func (v *VIF) handleTCP(req *tcp.ForwarderRequest) {
-	if !v.joinFlow() {
+	if !v.flows.Add() {
 		req.Complete(true)
 		return
 	}

@@ -18,7 +18,7 @@ const maxDatagram = 65535
 // 5-tuple, so it must not block: the flow runs on a worker.
 func (v *VIF) handleUDP(req *udp.ForwarderRequest) bool {
 	id := flowID(UDP, req.ID())
-	if !v.joinFlow() {
+	if !v.flows.Add() {
 		return true // closing: the datagram is dropped
 	}
 	var wq waiter.Queue

@@ -13,6 +13,8 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/tether-dev/tether/internal/goroutines"
 )
 
 // Config configures a VIF.
@@ -59,16 +61,12 @@ type VIF struct {
 	udpIdle time.Duration
 
 	// ctx is alive until Close; every flow derives from it.
-	ctx     context.Context
-	cancel  context.CancelFunc
-	flows   sync.WaitGroup
+	ctx    context.Context
+	cancel context.CancelFunc
+	// flows counts the flows; gVisor starts the goroutine of each TCP flow,
+	// which must not join once Close waits for them.
+	flows   goroutines.Group
 	workers *workers // run the flows
-
-	// mu guards closing, which Close sets before it waits for flows: gVisor
-	// starts the goroutine of each TCP flow, which must not join flows
-	// once that wait may have begun.
-	mu      sync.Mutex
-	closing bool
 
 	tcpFlows, tcpLive, tcpFailed atomic.Uint64
 	udpFlows, udpLive            atomic.Uint64
@@ -167,9 +165,7 @@ func (v *VIF) Stats() Stats {
 // idempotent.
 func (v *VIF) Close() error {
 	v.closeOnce.Do(func() {
-		v.mu.Lock()
-		v.closing = true
-		v.mu.Unlock()
+		v.flows.Close()
 		v.cancel()
 		v.stack.Close()
 		v.closeErr = v.dev.Close()
@@ -181,18 +177,6 @@ func (v *VIF) Close() error {
 		v.log.Info("VIF down")
 	})
 	return v.closeErr
-}
-
-// joinFlow adds a flow that started in a goroutine of gVisor's to flows,
-// unless Close began; the caller then drops the flow.
-func (v *VIF) joinFlow() bool {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.closing {
-		return false
-	}
-	v.flows.Add(1)
-	return true
 }
 
 func flowID(proto Proto, id stack.TransportEndpointID) FlowID {
