@@ -47,11 +47,10 @@ type Client struct {
 	mgr         pb.ManagerClient
 	openTimeout time.Duration
 
-	mu      sync.Mutex
-	idle    []*idleStream // oldest first
-	reaping bool          // reaper is armed
-	reaper  *time.Timer   // created with the first idle stream
-	closed  bool
+	mu     sync.Mutex
+	idle   []*idleStream // oldest first
+	reaper *time.Timer   // armed whenever idle is not empty
+	closed bool
 }
 
 // idleStream is a Tunnel stream between flows.
@@ -200,13 +199,12 @@ func (c *Client) put(st *idleStream) {
 	st.since = time.Now()
 	c.idle = append(c.idle, st)
 	switch {
-	case c.reaping:
+	case len(c.idle) > 1: // armed for an older one
 	case c.reaper == nil:
 		c.reaper = time.AfterFunc(idleStreamTimeout, c.reap)
 	default:
 		c.reaper.Reset(idleStreamTimeout)
 	}
-	c.reaping = true
 	c.mu.Unlock()
 }
 
@@ -221,8 +219,7 @@ func (c *Client) reap() {
 	}
 	old := slices.Clone(c.idle[:n])
 	c.idle = slices.Delete(c.idle, 0, n)
-	c.reaping = len(c.idle) > 0 && !c.closed
-	if c.reaping {
+	if len(c.idle) > 0 {
 		c.reaper.Reset(idleStreamTimeout - now.Sub(c.idle[0].since))
 	}
 	c.mu.Unlock()
