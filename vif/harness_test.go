@@ -3,11 +3,13 @@ package vif
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"net/netip"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
@@ -170,4 +172,83 @@ func TestUDPOpensFlow(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A device that stops taking packets must not hold up the stack's senders:
+// gVisor sends with endpoint locks held, and a sender stuck on the device
+// stalls everyone who wants the lock, gVisor's segment processor included
+// (stack.go). The flow's writer must come back for more data while the
+// device is full.
+func TestFullDeviceDoesNotBlockSenders(t *testing.T) {
+	checkLeaks(t)
+	remotes := make(chan *fakeRemote, 1)
+	dev := newFakeDev(t, 1)
+	v, err := newVIF(dev, false, Config{MTU: fakeMTU, UDPIdleTimeout: time.Second, Log: slog.New(slog.DiscardHandler),
+		Open: func(ctx context.Context, _ FlowID) (Remote, error) {
+			r := newFakeRemote(ctx)
+			remotes <- r
+			return r, nil
+		}})
+	if err != nil {
+		dev.peer.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		dev.peer.Close() // first: a writer stuck on the full device fails
+		v.Close()
+	})
+
+	const isn = 4242
+	if err := dev.inject(tcpSegment{src: hostAddr, dst: clusterAddr, flags: header.TCPFlagSyn, seq: isn}.build()); err != nil {
+		t.Fatal(err)
+	}
+	dev.peer.SetReadDeadline(time.Now().Add(wait))
+	buf := make([]byte, maxGSOSize)
+	var synAck parsedTCP
+	for {
+		n, err := dev.peer.Read(buf)
+		if err != nil {
+			t.Fatalf("no SYN-ACK: %v", err)
+		}
+		if p, ok := parseTCP(buf[:n]); ok && p.tcp.Flags() == header.TCPFlagSyn|header.TCPFlagAck {
+			synAck = p
+			break
+		}
+	}
+	ack := tcpSegment{src: hostAddr, dst: clusterAddr, flags: header.TCPFlagAck, seq: isn + 1, ack: synAck.tcp.SequenceNumber() + 1}
+	if err := dev.inject(ack.build()); err != nil {
+		t.Fatal(err)
+	}
+	var r *fakeRemote
+	select {
+	case r = <-remotes:
+	case <-time.After(wait):
+		t.Fatal("the flow did not open")
+	}
+	send := func(what string) {
+		t.Helper()
+		select {
+		case r.recv <- []byte(what):
+		case <-time.After(wait):
+			t.Fatalf("the flow's writer did not come back for %s within %v", what, wait)
+		}
+	}
+	send("the first data") // taken once the handshake is done
+
+	// Fill the device: nobody reads its other end any more.
+	rc, err := dev.file.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := make([]byte, fakeMTU)
+	rc.Write(func(fd uintptr) bool {
+		for range 100_000 {
+			if _, err := unix.Write(int(fd), junk); err != nil {
+				break
+			}
+		}
+		return true
+	})
+	send("data the stack writes to the full device")
+	send("more data")
 }
