@@ -127,6 +127,9 @@ func (s *Server) serveFlow(ctx context.Context, stream Stream, rx *receiver, fir
 	}
 	dialCtx, dialCancel := context.WithTimeout(ctx, s.dialTimeout)
 	conn, err := dial(dialCtx, network, dst)
+	if err != nil && dialCtx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+		err = fmt.Errorf("%w (no answer within %s)", err, s.dialTimeout)
+	}
 	dialCancel()
 	if err != nil {
 		st := pb.OpenStatus_OPEN_UNREACHABLE

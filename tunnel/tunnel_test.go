@@ -37,6 +37,13 @@ type harness struct {
 
 func newHarness(t testing.TB, subnets ...string) *harness {
 	t.Helper()
+	return newHarnessTimeouts(t, 2*time.Second, 2*time.Second, subnets...)
+}
+
+// newHarnessTimeouts is newHarness with the manager's dial timeout and the
+// client's open timeout.
+func newHarnessTimeouts(t testing.TB, dialTimeout, openTimeout time.Duration, subnets ...string) *harness {
+	t.Helper()
 	if len(subnets) == 0 {
 		subnets = []string{"127.0.0.0/8"}
 	}
@@ -45,7 +52,7 @@ func newHarness(t testing.TB, subnets ...string) *harness {
 		pfx = append(pfx, netip.MustParsePrefix(s))
 	}
 	log := slog.New(slog.DiscardHandler)
-	mgr, err := manager.New(manager.Config{Subnets: pfx, DialTimeout: 2 * time.Second, UDPIdleTimeout: time.Second, Log: log})
+	mgr, err := manager.New(manager.Config{Subnets: pfx, DialTimeout: dialTimeout, UDPIdleTimeout: time.Second, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +78,7 @@ func newHarness(t testing.TB, subnets ...string) *harness {
 		mgr.Shutdown()
 		h.srv.Stop()
 	})
-	h.client, h.cc, h.ctx = tunnel.NewClient(cc, 2*time.Second), cc, ctx
+	h.client, h.cc, h.ctx = tunnel.NewClient(cc, openTimeout), cc, ctx
 	return h
 }
 
