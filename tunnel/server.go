@@ -322,8 +322,6 @@ func tcpToDaemon(stream Stream, conn *net.TCPConn) error {
 			if serr != nil {
 				return serr
 			}
-		} else if bp != nil {
-			chunkPool.Put(bp)
 		}
 		if err == io.EOF {
 			return nil
