@@ -3,8 +3,6 @@ package daemon
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +28,7 @@ import (
 	"github.com/tether-dev/tether/platform"
 	pb "github.com/tether-dev/tether/rpc/daemon"
 	pbm "github.com/tether-dev/tether/rpc/manager"
+	"github.com/tether-dev/tether/tunnel"
 )
 
 // DefaultSocketGroup is the group that may use the control socket besides
@@ -393,15 +392,15 @@ func transportCreds(req *pb.ConnectRequest) (credentials.TransportCredentials, e
 	if !req.Tls && len(req.CaPem) == 0 {
 		return nil, nil
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	var pem []byte
 	if len(req.CaPem) > 0 {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(req.CaPem) {
-			return nil, errors.New("the CA file holds no PEM certificate")
-		}
-		cfg.RootCAs = pool
+		pem = req.CaPem
 	}
-	return credentials.NewTLS(cfg), nil
+	creds, err := tunnel.ClientTLS(pem)
+	if errors.Is(err, tunnel.ErrNoPEM) {
+		return nil, errors.New("the CA file holds no PEM certificate")
+	}
+	return creds, err
 }
 
 func (d *Daemon) credsPath() string { return d.cfg.Socket + ".session" }

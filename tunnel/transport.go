@@ -1,6 +1,9 @@
 package tunnel
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"time"
 
 	"google.golang.org/grpc"
@@ -30,6 +33,23 @@ const (
 	// on bulk flows.
 	transportBuffer = 512 << 10
 )
+
+// ErrNoPEM is ClientTLS's answer to a CA bundle without a certificate.
+var ErrNoPEM = errors.New("holds no PEM certificate")
+
+// ClientTLS returns TLS credentials for a link to a manager, verified
+// against caPEM, or against the system roots when caPEM is nil.
+func ClientTLS(caPEM []byte) (credentials.TransportCredentials, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caPEM != nil {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(caPEM) {
+			return nil, ErrNoPEM
+		}
+		cfg.RootCAs = pool
+	}
+	return credentials.NewTLS(cfg), nil
+}
 
 // DialOptions are the daemon's options for the link to a manager; creds nil
 // means plaintext.

@@ -1,19 +1,17 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/tether-dev/tether/agent"
+	"github.com/tether-dev/tether/tunnel"
 )
 
 func newAgentCmd(g *globals) *cobra.Command {
@@ -33,13 +31,9 @@ func newAgentCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			token := os.Getenv("TETHER_TOKEN")
-			if f := v.GetString("agent.tokenFile"); f != "" {
-				b, err := os.ReadFile(f)
-				if err != nil {
-					return fmt.Errorf("agent.tokenFile: %w", err)
-				}
-				token = strings.TrimSpace(string(b))
+			token, err := bearerToken(v.GetString("agent.tokenFile"), "agent.tokenFile")
+			if err != nil {
+				return err
 			}
 			creds, err := agentCreds(v.GetBool("agent.tls"), v.GetString("agent.caFile"))
 			if err != nil {
@@ -103,17 +97,16 @@ func agentCreds(useTLS bool, caFile string) (credentials.TransportCredentials, e
 	if !useTLS && caFile == "" {
 		return nil, nil
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	var pem []byte
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
+		var err error
+		if pem, err = os.ReadFile(caFile); err != nil {
 			return nil, fmt.Errorf("agent.caFile: %w", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("agent.caFile: %s holds no PEM certificate", caFile)
-		}
-		cfg.RootCAs = pool
 	}
-	return credentials.NewTLS(cfg), nil
+	creds, err := tunnel.ClientTLS(pem)
+	if errors.Is(err, tunnel.ErrNoPEM) {
+		return nil, fmt.Errorf("agent.caFile: %s holds no PEM certificate", caFile)
+	}
+	return creds, err
 }

@@ -29,7 +29,7 @@ import (
 const (
 	serviceName  = platform.SystemdUnitName
 	serviceUnit  = platform.SystemdUnitPath
-	defaultLog   = "/var/log/tether/daemon.log"
+	defaultLog   = platform.LaunchdLogPath
 	startTimeout = 15 * time.Second
 	stopTimeout  = 15 * time.Second
 )
@@ -216,10 +216,15 @@ func lastLogLine(path string) string {
 	return lines[len(lines)-1]
 }
 
+// serviceActive reports whether the systemd service serves socket and runs.
+func serviceActive(ctx context.Context, socket string) bool {
+	return serviceInstalled(socket) && exec.CommandContext(ctx, "systemctl", "is-active", "--quiet", serviceName).Run() == nil
+}
+
 // stopDaemon stops the daemon on g.socket and waits until its socket is
 // gone, which the daemon removes after routes and TUN.
 func stopDaemon(ctx context.Context, g *globals) error {
-	if serviceInstalled(g.socket) && exec.CommandContext(ctx, "systemctl", "is-active", "--quiet", serviceName).Run() == nil {
+	if serviceActive(ctx, g.socket) {
 		// systemd would start a daemon that stopped behind its back again.
 		if out, err := exec.CommandContext(ctx, "systemctl", "stop", serviceName).CombinedOutput(); err != nil {
 			return fmt.Errorf("systemctl stop %s: %w: %s", serviceName, err, strings.TrimSpace(string(out)))

@@ -51,14 +51,11 @@ func newConnectCmd(g *globals) *cobra.Command {
 		Short: "Connect to a traffic manager and route its subnets through the VIF",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			req := &pb.ConnectRequest{Manager: mgr, AllowConflictingSubnets: allow, User: currentUser(), Tls: useTLS, Token: os.Getenv("TETHER_TOKEN")}
-			if tokenFile != "" {
-				b, err := os.ReadFile(tokenFile)
-				if err != nil {
-					return fmt.Errorf("--token-file: %w", err)
-				}
-				req.Token = strings.TrimSpace(string(b))
+			token, err := bearerToken(tokenFile, "--token-file")
+			if err != nil {
+				return err
 			}
+			req := &pb.ConnectRequest{Manager: mgr, AllowConflictingSubnets: allow, User: currentUser(), Tls: useTLS, Token: token}
 			if caFile != "" {
 				b, err := os.ReadFile(caFile)
 				if err != nil {
@@ -138,9 +135,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(toStatusJSON(resp))
+				return printJSON(cmd.OutOrStdout(), toStatusJSON(resp))
 			}
 			printStatus(cmd.OutOrStdout(), resp)
 			return nil
@@ -274,6 +269,26 @@ func printStatus(w io.Writer, r *pb.StatusResponse) {
 	for _, n := range r.Notices {
 		fmt.Fprintf(w, "  Notice: %s\n", n)
 	}
+}
+
+// printJSON writes v to w as indented JSON.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// bearerToken is $TETHER_TOKEN, or the trimmed contents of file when one is
+// named; what names the setting in errors.
+func bearerToken(file, what string) (string, error) {
+	if file == "" {
+		return os.Getenv("TETHER_TOKEN"), nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 func currentUser() string {

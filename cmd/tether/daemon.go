@@ -26,12 +26,13 @@ func newDaemonCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer closeLog()
+			log := g.logger()
 			// First, so that the service manager hears of every exit.
 			ctx, stop := context.WithCancel(cmd.Context())
 			defer stop()
-			n := platform.NewNotifier(g.logger(), stop)
+			n := platform.NewNotifier(log, stop)
 			defer n.Close()
-			ready, stopping := notifyHooks(n, g.logger())
+			ready, stopping := notifyHooks(n, log)
 			v, err := loadConfig(cmd.Flags(), configFile, keys)
 			if err != nil {
 				return err
@@ -40,32 +41,31 @@ func newDaemonCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			setMaxProcs(v.GetInt("runtime.maxProcs"), g.logger())
-			if err := servePprof(g.pprofAddr, g.logger()); err != nil {
+			setMaxProcs(v.GetInt("runtime.maxProcs"), log)
+			if err := servePprof(g.pprofAddr, log); err != nil {
 				return err
 			}
 			d, err := daemon.New(daemon.Config{
-				Socket:      g.socket,
-				SocketGroup: v.GetString("socket.group"),
-				TUNName:     v.GetString("tun.name"),
-				DNSAddress:  v.GetString("dns.address"),
-				MTU:         v.GetInt("tun.mtu"),
-				// An empty list is a choice (count every port), not "unset".
-				IgnoreTCPPorts: append([]uint16{}, ignore...),
-				Log:            g.logger(),
+				Socket:         g.socket,
+				SocketGroup:    v.GetString("socket.group"),
+				TUNName:        v.GetString("tun.name"),
+				DNSAddress:     v.GetString("dns.address"),
+				MTU:            v.GetInt("tun.mtu"),
+				IgnoreTCPPorts: ignore,
+				Log:            log,
 				Ready:          ready,
 				Stopping:       stopping,
 			})
 			if err != nil {
 				return err
 			}
-			if err := serveMetrics(metricsAddr, g.logger(), d.RegisterMetrics); err != nil {
+			if err := serveMetrics(metricsAddr, log, d.RegisterMetrics); err != nil {
 				return fmt.Errorf("--metrics-addr: %w", err)
 			}
 			return d.Run(ctx)
 		},
 	}
-	cmd.AddCommand(newDaemonInstallCmd(g), newDaemonUninstallCmd(g))
+	cmd.AddCommand(newDaemonInstallCmd(g), newDaemonUninstallCmd())
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "daemon configuration file (YAML)")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address (/metrics)")
@@ -90,9 +90,10 @@ func daemonFlags(f *pflag.FlagSet) map[string]string {
 	return map[string]string{"tun.name": "tun-name", "tun.mtu": "mtu", "activity.ignoreTCPPorts": "ignore-tcp-ports", "runtime.maxProcs": "max-procs", "socket.group": "socket-group", "dns.address": "dns-address"}
 }
 
-// daemonIgnorePorts is activity.ignoreTCPPorts, checked.
+// daemonIgnorePorts is activity.ignoreTCPPorts, checked. An empty list is
+// a choice (count every port), so it is empty, not nil ("unset").
 func daemonIgnorePorts(c *config) ([]uint16, error) {
-	var ignore []uint16
+	ignore := []uint16{}
 	for _, p := range c.GetStringSlice("activity.ignoreTCPPorts") {
 		n, err := strconv.ParseUint(p, 10, 16)
 		if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -16,10 +15,10 @@ import (
 	pbm "github.com/tether-dev/tether/rpc/manager"
 )
 
-// call runs fn against the daemon for commands whose answer is not a
-// status.
-func call(cmd *cobra.Command, g *globals, fn func(context.Context, pb.DaemonClient) error) error {
-	_, err := callDaemon(cmd.Context(), g, 30*time.Second, func(ctx context.Context, c pb.DaemonClient) (*pb.StatusResponse, error) {
+// call runs fn against the daemon, within timeout, for commands whose
+// answer is not a status.
+func call(cmd *cobra.Command, g *globals, timeout time.Duration, fn func(context.Context, pb.DaemonClient) error) error {
+	_, err := callDaemon(cmd.Context(), g, timeout, func(ctx context.Context, c pb.DaemonClient) (*pb.StatusResponse, error) {
 		return nil, fn(ctx, c)
 	})
 	return err
@@ -56,7 +55,7 @@ func newInterceptCmd(g *globals) *cobra.Command {
 				spec.Kind = pbm.InterceptKind_REPLACE
 			}
 			var info *pbm.InterceptInfo
-			err := call(cmd, g, func(ctx context.Context, c pb.DaemonClient) (err error) {
+			err := call(cmd, g, 30*time.Second, func(ctx context.Context, c pb.DaemonClient) (err error) {
 				info, err = c.Intercept(ctx, &pb.InterceptRequest{Spec: spec, LocalPort: to})
 				return err
 			})
@@ -86,7 +85,7 @@ func newLeaveCmd(g *globals) *cobra.Command {
 		Short: "End one of your intercepts",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return call(cmd, g, func(ctx context.Context, c pb.DaemonClient) error {
+			return call(cmd, g, 30*time.Second, func(ctx context.Context, c pb.DaemonClient) error {
 				_, err := c.Leave(ctx, &pb.LeaveRequest{Name: args[0]})
 				return err
 			})
@@ -101,7 +100,7 @@ func newRevokeCmd(g *globals) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var resp *pbm.RevokeInterceptResponse
-			err := call(cmd, g, func(ctx context.Context, c pb.DaemonClient) (err error) {
+			err := call(cmd, g, 30*time.Second, func(ctx context.Context, c pb.DaemonClient) (err error) {
 				resp, err = c.Revoke(ctx, &pbm.RevokeInterceptRequest{Id: args[0]})
 				return err
 			})
@@ -148,7 +147,7 @@ func newListCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var resp *pbm.ListInterceptsResponse
-			err := call(cmd, g, func(ctx context.Context, c pb.DaemonClient) (err error) {
+			err := call(cmd, g, 30*time.Second, func(ctx context.Context, c pb.DaemonClient) (err error) {
 				resp, err = c.List(ctx, &pbm.ListInterceptsRequest{})
 				return err
 			})
@@ -160,9 +159,7 @@ func newListCmd(g *globals) *cobra.Command {
 				rows = append(rows, toInterceptJSON(x))
 			}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(rows)
+				return printJSON(cmd.OutOrStdout(), rows)
 			}
 			printIntercepts(cmd.OutOrStdout(), rows)
 			return nil

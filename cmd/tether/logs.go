@@ -62,7 +62,7 @@ func newLogsCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("-n: %d is not a number of lines", lines)
 			}
 			ctx := cmd.Context()
-			if serviceInstalled(g.socket) && exec.CommandContext(ctx, "systemctl", "is-active", "--quiet", serviceName).Run() == nil {
+			if serviceActive(ctx, g.socket) {
 				args := []string{"-u", serviceName, "-n", strconv.Itoa(lines), "--no-pager"}
 				if follow {
 					args = append(args, "-f")

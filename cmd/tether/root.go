@@ -6,7 +6,6 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/viper"
 
 	"github.com/tether-dev/tether/daemon"
 )
@@ -36,8 +35,7 @@ func newRoot() *cobra.Command {
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.socket, "socket", socket, "control socket of the root daemon (env TETHER_SOCKET)")
-	// --no-activity is part of the CLI contract now; the activity rules
-	// (a later issue) give it meaning: the command does not count as use.
+	// --no-activity: the command does not count as user activity.
 	pf.BoolVar(&g.noActivity, "no-activity", false, "do not count this command as user activity (for monitoring scripts)")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level of daemon and manager: debug, info, warn, error")
 	pf.StringVar(&g.pprofAddr, "pprof", "", "serve Go's profiler on this address (daemon and manager), e.g. 127.0.0.1:6060")
@@ -63,13 +61,4 @@ func (g *globals) logger() *slog.Logger {
 		opts.ReplaceAttr = dropTime
 	}
 	return slog.New(slog.NewTextHandler(out, opts))
-}
-
-// newViper is loadConfig for a command's flags.
-func newViper(cmd *cobra.Command, file string, flagKeys map[string]string) (*viper.Viper, error) {
-	c, err := loadConfig(cmd.Flags(), file, flagKeys)
-	if err != nil {
-		return nil, err
-	}
-	return c.Viper, nil
 }

@@ -60,7 +60,7 @@ and restarts it.`,
 	return cmd
 }
 
-func newDaemonUninstallCmd(g *globals) *cobra.Command {
+func newDaemonUninstallCmd() *cobra.Command {
 	var dryRun bool
 	cmd := &cobra.Command{
 		Use:   "uninstall [--dry-run]",

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -30,10 +29,9 @@ func newSessionsCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var list *pbm.SessionsResponse
-			_, err := callDaemon(cmd.Context(), g, 10*time.Second, func(ctx context.Context, c pb.DaemonClient) (*pb.StatusResponse, error) {
-				var err error
+			err := call(cmd, g, 10*time.Second, func(ctx context.Context, c pb.DaemonClient) (err error) {
 				list, err = c.Sessions(ctx, &pbm.SessionsRequest{})
-				return nil, err
+				return err
 			})
 			if err != nil {
 				return err
@@ -43,9 +41,7 @@ func newSessionsCmd(g *globals) *cobra.Command {
 				rows = append(rows, sessionJSON{SessionID: s.SessionId, User: s.User, Host: s.Host, State: s.State, IdleSeconds: ms(s.IdleMs)})
 			}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(rows)
+				return printJSON(cmd.OutOrStdout(), rows)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "USER\tHOST\tSTATE\tIDLE\tSESSION")
