@@ -82,8 +82,8 @@ func (s *Server) CreateIntercept(ctx context.Context, req *pb.CreateInterceptReq
 		if !ok {
 			continue
 		}
-		idle := max(now.Sub(x.owner.ledger.LastActivity()), 0)
-		if x.owner == sess || idle <= s.rules.InactiveBlockTimeout {
+		idle, blocks := s.idle(x.owner, now)
+		if x.owner == sess || blocks {
 			return nil, status.Error(codes.FailedPrecondition, s.blockedMessage(spec, x, ex, why, idle, now))
 		}
 		olds = append(olds, x)
@@ -181,9 +181,10 @@ func (s *Server) RevokeIntercept(ctx context.Context, req *pb.RevokeInterceptReq
 		return nil, status.Errorf(codes.NotFound, "no intercept with id %q", req.Id)
 	}
 	info := s.infoLocked(x, now)
+	// The owner hears of it through removeInterceptLocked's notification:
+	// its watcher reads the notices under s.mu, after this.
 	s.removeInterceptLocked(x, now)
 	x.owner.notices = append(x.owner.notices, fmt.Sprintf("intercept %q (%s) revoked by %s at %s", x.spec.Name, x.id, sess.user, now.UTC().Format(time.RFC3339)))
-	notify(x.owner.changed)
 	s.log.Info("intercept revoked", "by", sess.user, "intercept", x.id, "name", x.spec.Name, "owner", x.owner.user, "host", x.owner.host, "workload", x.spec.Workload)
 	return &pb.RevokeInterceptResponse{Intercept: info}, nil
 }
@@ -225,11 +226,11 @@ func (s *Server) sortedInterceptsLocked() []*intercept {
 }
 
 func (s *Server) infoLocked(x *intercept, now time.Time) *pb.InterceptInfo {
-	idle := max(now.Sub(x.owner.ledger.LastActivity()), 0)
+	idle, blocks := s.idle(x.owner, now)
 	return &pb.InterceptInfo{
 		Id: x.id, Spec: x.spec, OwnerUser: x.owner.user, OwnerHost: x.owner.host,
 		State: x.state, Message: x.message, OwnerIdleMs: idle.Milliseconds(),
-		Blocks: x.state == StateActive && idle <= s.rules.InactiveBlockTimeout,
+		Blocks: x.state == StateActive && blocks,
 	}
 }
 
@@ -341,7 +342,7 @@ func (s *Server) WatchAgent(req *pb.WatchAgentRequest, stream grpc.ServerStreami
 		case <-stream.Context().Done():
 			return nil
 		case <-s.ctx.Done():
-			return status.Error(codes.Unavailable, "traffic manager shutting down")
+			return errShuttingDown
 		case <-changed:
 			now := s.now()
 			s.mu.Lock()
@@ -367,9 +368,6 @@ func (s *Server) notifyAgentsLocked(workload string) {
 
 // authenticateAgent admits agents: with auth.tokenFile, by a known token.
 func (s *Server) authenticateAgent(ctx context.Context) error {
-	if s.tokens == nil {
-		return nil
-	}
 	_, err := s.identify(ctx, "")
 	return err
 }

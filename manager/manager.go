@@ -77,7 +77,7 @@ type Rules struct {
 }
 
 // DefaultNamespace is where the traffic-manager configmap is, for RBAC.
-const DefaultNamespace = "tether"
+const DefaultNamespace = rbac.DefaultNamespace
 
 // DefaultRules are the rules when nothing is configured.
 var DefaultRules = Rules{ConnectionTTL: 24 * time.Hour, InactiveBlockTimeout: 10 * time.Minute, ReportInterval: 30 * time.Second}
@@ -379,15 +379,22 @@ func (s *Server) Sessions(ctx context.Context, _ *pb.SessionsRequest) (*pb.Sessi
 	return resp, nil
 }
 
+// idle is how long sess has been inactive at now, and whether its
+// intercepts still block conflicting ones (intercept.inactiveBlockTimeout).
+func (s *Server) idle(sess *session, now time.Time) (time.Duration, bool) {
+	d := max(now.Sub(sess.ledger.LastActivity()), 0)
+	return d, d <= s.rules.InactiveBlockTimeout
+}
+
 func (s *Server) viewLocked(sess *session, now time.Time) *pb.SessionView {
 	l := sess.ledger
-	idle := max(now.Sub(l.LastActivity()), 0)
+	idle, blocks := s.idle(sess, now)
 	blockLeft := max(s.rules.InactiveBlockTimeout-idle, 0)
 	return &pb.SessionView{
 		SessionId: sess.id, User: sess.user, Host: sess.host,
 		State:            l.State(now, s.rules.InactiveBlockTimeout, s.rules.ReportInterval).String(),
 		IdleMs:           idle.Milliseconds(),
-		HoldsBlockRight:  idle <= s.rules.InactiveBlockTimeout,
+		HoldsBlockRight:  blocks,
 		BlockRightLeftMs: blockLeft.Milliseconds(),
 		TtlLeftMs:        max(s.rules.ConnectionTTL-idle, 0).Milliseconds(),
 		SinceReportMs:    max(now.Sub(l.LastReport()), 0).Milliseconds(),
