@@ -251,18 +251,12 @@ func toConflictIntercept(spec *pb.InterceptSpec) (conflict.Intercept, error) {
 	case pb.InterceptKind_GLOBAL:
 		ci.Kind = conflict.Global
 	case pb.InterceptKind_HTTP:
-		headers := make([]string, 0, len(spec.Headers))
-		for name, re := range spec.Headers {
-			headers = append(headers, name+"="+re)
-		}
-		f, err := conflict.NewFilter(headers, spec.Path)
+		// As the agent compiles it: the same spec, the same verdict.
+		f, err := conflict.Filter{Headers: spec.Headers, Path: spec.Path}.Compile()
 		if err != nil {
 			return conflict.Intercept{}, err
 		}
-		ci.Kind, ci.Filter = conflict.HTTP, f
-		if len(spec.Headers) == 0 && spec.Path == "" {
-			ci.Kind = conflict.Global // a filter with no condition takes everything
-		}
+		ci.Kind, ci.Filter = conflict.HTTP, f // with no condition, conflict treats it as global
 	default:
 		return conflict.Intercept{}, fmt.Errorf("unknown intercept kind %v", spec.Kind)
 	}
