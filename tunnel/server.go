@@ -127,7 +127,9 @@ func (s *Server) serveFlow(ctx context.Context, stream Stream, rx *receiver, fir
 	}
 	dialCtx, dialCancel := context.WithTimeout(ctx, s.dialTimeout)
 	conn, err := dial(dialCtx, network, dst)
-	if err != nil && dialCtx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+	// The dialer puts dialCtx's deadline on the socket, which may fire
+	// before dialCtx's own timer: the error, not dialCtx, says it timed out.
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() && ctx.Err() == nil {
 		err = fmt.Errorf("%w (no answer within %s)", err, s.dialTimeout)
 	}
 	dialCancel()
