@@ -84,12 +84,9 @@ func (c *Client) Close() {
 func (c *Client) Open(ctx context.Context, proto pb.Protocol, src, dst netip.AddrPort) (*Flow, error) {
 	open := &pb.OpenFlow{Protocol: proto, Source: src.String(), Destination: dst.String()}
 	st := c.take()
-	if st == nil {
-		return c.open(ctx, c.mgr.Tunnel, nil, open, true)
-	}
-	f, err := c.open(ctx, nil, st, open, true)
+	f, err := c.open(ctx, c.mgr.Tunnel, st, open, true)
 	var answered *OpenError
-	if err == nil || errors.As(err, &answered) || ctx.Err() != nil {
+	if st == nil || err == nil || errors.As(err, &answered) || ctx.Err() != nil {
 		return f, err
 	}
 	// The stream died while it waited (the link dropped, the manager
@@ -319,11 +316,9 @@ func (f *Flow) Close(reset bool) {
 			f.done = f.in.Control == pb.Control_DONE
 		}
 	}
-	keep := !reset && f.done && f.pool != nil
-	if f.unwatch != nil && !f.unwatch() {
-		keep = false // the flow's context reset the stream
-	}
-	if keep {
+	// A pooled flow (unwatch set) goes back to the pool unless its context
+	// reset the stream (unwatch false).
+	if f.unwatch != nil && f.unwatch() && !reset && f.done {
 		f.pool.put(&idleStream{stream: f.stream, reset: f.reset})
 		return
 	}

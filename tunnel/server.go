@@ -245,10 +245,7 @@ func (r *receiver) stop() { close(r.quit) }
 func pipeTCP(ctx context.Context, stream Stream, rx *receiver, conn *net.TCPConn) (bool, error) {
 	// Linger 0 makes Close send an RST to the destination; closing also
 	// ends either half's wait on conn.
-	abort := func() {
-		conn.SetLinger(0)
-		conn.Close()
-	}
+	abort := func() { reset(conn) }
 	stop := context.AfterFunc(ctx, abort)
 	defer stop()
 	rx.feed(func() error {

@@ -38,16 +38,12 @@ func (w *workers) Go(f func()) {
 
 func (w *workers) run(f func()) {
 	defer w.wg.Done()
-	var idle *time.Timer
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
 	for {
 		f()
 		f = nil // not kept alive while idle
-		if idle == nil {
-			idle = time.NewTimer(workerIdle)
-			defer idle.Stop()
-		} else {
-			idle.Reset(workerIdle)
-		}
+		idle.Reset(workerIdle)
 		select {
 		case f = <-w.work:
 		case <-idle.C:
