@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"math/rand/v2"
 	"net/http"
 	"net/http/httputil"
 	"slices"
@@ -18,15 +17,13 @@ import (
 
 	"github.com/tether-dev/tether/manager/conflict"
 	pb "github.com/tether-dev/tether/rpc/manager"
+	"github.com/tether-dev/tether/tunnel"
 )
 
 const (
 	// cooldown is how long an intercept whose flow did not open gets no
 	// traffic, so that the requests after it do not wait for it again.
 	cooldown = 2 * time.Second
-	// Reconnect delays of the route stream: exponential, with jitter.
-	watchBaseDelay = 200 * time.Millisecond
-	watchMaxDelay  = 5 * time.Second
 )
 
 // routes is one routing table. It is never changed: the watcher builds a new
@@ -219,7 +216,7 @@ func (a *Agent) watch(ctx context.Context) {
 		if received {
 			failures = 0
 		}
-		d := backoff(failures)
+		d := tunnel.ReconnectDelay(failures)
 		failures++
 		if failures == 1 {
 			a.log.Warn("route stream from the manager ended: everything goes to the app until it is back", "error", err, "retry_in", d)
@@ -258,18 +255,4 @@ func (a *Agent) watchOnce(ctx context.Context) (bool, error) {
 		received = true
 		a.setRoutes(m.Intercepts)
 	}
-}
-
-// backoff is the delay before reconnect attempt n+1: 200 ms growing by 1.6,
-// at most 5 s, each with ±20 % jitter.
-func backoff(n int) time.Duration {
-	d := float64(watchBaseDelay)
-	for range n {
-		d *= 1.6
-		if d >= float64(watchMaxDelay) {
-			break
-		}
-	}
-	d *= 0.8 + 0.4*rand.Float64()
-	return min(time.Duration(d), watchMaxDelay)
 }

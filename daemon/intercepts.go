@@ -35,7 +35,7 @@ type intercepts struct {
 // with backoff when the stream breaks.
 func (s *session) watch(ctx context.Context, client *tunnel.Client) {
 	defer s.icepts.flows.Wait()
-	backoff := 200 * time.Millisecond
+	failures := 0
 	for ctx.Err() == nil {
 		stream, err := pbm.NewManagerClient(s.cc).WatchSession(ctx, &pbm.WatchSessionRequest{})
 		for err == nil {
@@ -43,19 +43,22 @@ func (s *session) watch(ctx context.Context, client *tunnel.Client) {
 			if ev, err = stream.Recv(); err != nil {
 				break
 			}
-			backoff = 200 * time.Millisecond
+			failures = 0
 			s.handleEvent(ctx, client, ev)
 		}
 		if ctx.Err() != nil {
 			return
 		}
-		s.log.Debug("session watch broke; retrying", "error", err, "in", backoff)
+		d := tunnel.ReconnectDelay(failures)
+		failures++
+		s.log.Debug("session watch broke; retrying", "error", err, "in", d)
+		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-time.After(backoff):
+		case <-t.C:
 		}
-		backoff = min(2*backoff, tunnel.MaxBackoff)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"math/rand/v2"
 	"time"
 
 	"google.golang.org/grpc"
@@ -16,8 +17,12 @@ import (
 // Tuning of the gRPC transport that carries flows. Both ends use the same
 // values so that neither caps the other.
 const (
-	// MaxBackoff bounds the reconnect delay to a lost manager.
-	MaxBackoff = 5 * time.Second
+	// MaxBackoff bounds the reconnect delay to a lost manager; delays start
+	// at baseBackoff and grow by backoffFactor, each with ±backoffJitter.
+	MaxBackoff    = 5 * time.Second
+	baseBackoff   = 200 * time.Millisecond
+	backoffFactor = 1.6
+	backoffJitter = 0.2
 	// keepaliveTime detects a vanished manager (and keeps NAT state) without
 	// waking an idle daemon more than once per this period;
 	// keepaliveMinTime is the manager's limit, below it.
@@ -51,6 +56,21 @@ func ClientTLS(caPEM []byte) (credentials.TransportCredentials, error) {
 	return credentials.NewTLS(cfg), nil
 }
 
+// ReconnectDelay is the delay before attempt n+1 to reopen a stream from the
+// manager, the same curve as the link's own reconnects: 200 ms growing by
+// 1.6, at most MaxBackoff, each with ±20 % jitter.
+func ReconnectDelay(n int) time.Duration {
+	d := float64(baseBackoff)
+	for range n {
+		d *= backoffFactor
+		if d >= float64(MaxBackoff) {
+			break
+		}
+	}
+	d *= 1 - backoffJitter + 2*backoffJitter*rand.Float64()
+	return min(time.Duration(d), MaxBackoff)
+}
+
 // DialOptions are the daemon's options for the link to a manager; creds nil
 // means plaintext.
 func DialOptions(creds credentials.TransportCredentials) []grpc.DialOption {
@@ -60,7 +80,7 @@ func DialOptions(creds credentials.TransportCredentials) []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: MaxBackoff},
+			Backoff:           backoff.Config{BaseDelay: baseBackoff, Multiplier: backoffFactor, Jitter: backoffJitter, MaxDelay: MaxBackoff},
 			MinConnectTimeout: 5 * time.Second,
 		}),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout, PermitWithoutStream: true}),
