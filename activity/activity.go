@@ -52,16 +52,17 @@ type Tracker struct {
 	clock   Clock
 	start   time.Time // monotonic reference; durations since it never jump with the wall clock
 	ignore  []uint16
-	noted   atomic.Uint64 // activity events
 	changed chan struct{} // signalled (non-blocking) on the first event after Arm, for the reporter
 	armed   atomic.Bool
 
-	// mu guards last, kind, dst and cmd: the most recent event.
-	mu   sync.Mutex
-	last time.Duration // since start; valid when noted > 0
-	kind Kind
-	dst  netip.AddrPort
-	cmd  string
+	// mu guards noted (the events so far) and last, kind, dst and cmd:
+	// the most recent event.
+	mu    sync.Mutex
+	noted uint64
+	last  time.Duration // since start; valid when noted > 0
+	kind  Kind
+	dst   netip.AddrPort
+	cmd   string
 }
 
 // NewTracker returns a Tracker; clock nil means the system's monotonic
@@ -106,7 +107,7 @@ func (t *Tracker) note(kind Kind, dst netip.AddrPort, cmd string) {
 	now := t.clock.Now().Sub(t.start)
 	t.mu.Lock()
 	t.last, t.kind, t.dst, t.cmd = now, kind, dst, cmd
-	t.noted.Add(1)
+	t.noted++
 	t.mu.Unlock()
 	// Only the first event after Arm signals: a busy daemon does not wake
 	// the reporter on every new connection (it reports them on its timer).
@@ -130,7 +131,7 @@ func (t *Tracker) Snapshot() Snapshot {
 	now := t.clock.Now().Sub(t.start)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	n := t.noted.Load()
+	n := t.noted
 	if n == 0 {
 		return Snapshot{}
 	}

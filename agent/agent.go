@@ -227,7 +227,7 @@ func (a *Agent) serveConn(c *net.TCPConn, queue *connQueue) {
 	if t := rt.lookupWhole(); t != nil {
 		if t.down(a.now()) {
 			a.log.Debug("route connection", "client", client, "to", "app", "why", t.String()+" unavailable")
-		} else if f, err := a.open(a.life, t.id, client); err != nil {
+		} else if f, err := a.open(t.id, client); err != nil {
 			a.bench(t, err)
 			a.log.Debug("route connection", "client", client, "to", "app", "why", t.String()+" did not open")
 		} else {

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/tether-dev/tether/tunnel"
@@ -24,7 +23,7 @@ func (e *openError) Unwrap() error { return e.err }
 // AgentTunnel, bounded by the open timeout; the flow then lives until it is
 // closed or the agent stops. ctx, the caller's, is not the flow's life: an
 // HTTP transport keeps the connection after the request that dialed it.
-func (a *Agent) open(_ context.Context, id, source string) (*tunnel.Conn, error) {
+func (a *Agent) open(id, source string) (*tunnel.Conn, error) {
 	f, err := a.tunnels.OpenIntercept(a.withCreds(a.life), id, source)
 	if err != nil {
 		return nil, &openError{intercept: id, err: err}

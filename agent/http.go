@@ -44,7 +44,10 @@ func (a *Agent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.Debug("route request", "client", r.RemoteAddr, "method", r.Method, "host", r.Host, "path", r.URL.Path,
 		"proto", r.Proto, "to", t.String(), "why", why)
-	t.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), sourceKey{}, r.RemoteAddr)))
+	if t != a.app { // only an intercept's flow names its source
+		r = r.WithContext(context.WithValue(r.Context(), sourceKey{}, r.RemoteAddr))
+	}
+	t.proxy.ServeHTTP(w, r)
 }
 
 func isH2CUpgrade(h http.Header) bool {
@@ -75,7 +78,7 @@ func (a *Agent) newTarget(id string, spec *pb.InterceptSpec) *target {
 	}
 	t.rt = newSplitTransport(func(ctx context.Context, _, _ string) (net.Conn, error) {
 		src, _ := ctx.Value(sourceKey{}).(string)
-		return a.open(ctx, id, src)
+		return a.open(id, src)
 	})
 	t.proxy = a.newProxy(t, &fallback{a: a, t: t})
 	return t

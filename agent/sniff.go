@@ -18,7 +18,8 @@ var httpStarts = [][]byte{
 	[]byte("PRI * HTTP/2.0"),
 }
 
-// sniffMax is enough bytes to decide: the longest of httpStarts.
+// sniffMax is enough bytes to decide: at least the longest of httpStarts
+// (14).
 const sniffMax = 16
 
 type verdict int

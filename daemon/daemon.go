@@ -82,7 +82,7 @@ type Daemon struct {
 	srv      *grpc.Server
 	tracker  *activity.Tracker
 	metrics  *metrics
-	bg       sync.WaitGroup     // goroutines ending sessions the manager ended
+	bg       sync.WaitGroup     // the goroutine resuming a saved session
 	owner    owner              // who may use the session (access.go)
 	stop     context.CancelFunc // ends Run (Shutdown); set before serving
 
@@ -234,7 +234,7 @@ func (d *Daemon) Quit(context.Context, *pb.QuitRequest) (*pb.StatusResponse, err
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.sess != nil {
-		if err := d.endSessionLocked("quit by the user"); err != nil {
+		if err := d.endSessionLocked("quit by the user", true); err != nil {
 			d.log.Warn("cleanup after quit", "error", err)
 		}
 	}
@@ -249,8 +249,10 @@ func (d *Daemon) Shutdown(context.Context, *pb.ShutdownRequest) (*pb.ShutdownRes
 	return &pb.ShutdownResponse{}, nil
 }
 
-func (d *Daemon) endSessionLocked(reason string) error {
-	err := d.sess.close(true)
+// endSessionLocked ends the session, telling the manager when depart: routes
+// and TUN go, and status says why.
+func (d *Daemon) endSessionLocked(reason string, depart bool) error {
+	err := d.sess.close(depart)
 	d.sess, d.reason = nil, reason
 	d.clearState()
 	d.clearCreds()
@@ -266,13 +268,9 @@ func (d *Daemon) sessionEnded(s *session, reason string) {
 	if d.sess != s {
 		return
 	}
-	if err := s.close(false); err != nil {
+	if err := d.endSessionLocked(reason, false); err != nil {
 		d.log.Warn("cleanup after the session ended", "error", err)
 	}
-	d.sess, d.reason = nil, reason
-	d.clearState()
-	d.clearCreds()
-	d.log.Info("session ended", "reason", reason)
 }
 
 // Sessions implements pb.DaemonServer.

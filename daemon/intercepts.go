@@ -33,7 +33,7 @@ type intercepts struct {
 
 // watch follows the manager's session events until ctx ends, reconnecting
 // with backoff when the stream breaks.
-func (s *session) watch(ctx context.Context, client *tunnel.Client) {
+func (s *session) watch(ctx context.Context) {
 	defer s.icepts.flows.Wait()
 	failures := 0
 	for ctx.Err() == nil {
@@ -44,7 +44,7 @@ func (s *session) watch(ctx context.Context, client *tunnel.Client) {
 				break
 			}
 			failures = 0
-			s.handleEvent(ctx, client, ev)
+			s.handleEvent(ctx, ev)
 		}
 		if ctx.Err() != nil {
 			return
@@ -62,7 +62,7 @@ func (s *session) watch(ctx context.Context, client *tunnel.Client) {
 	}
 }
 
-func (s *session) handleEvent(ctx context.Context, client *tunnel.Client, ev *pbm.SessionEvent) {
+func (s *session) handleEvent(ctx context.Context, ev *pbm.SessionEvent) {
 	ic := &s.icepts
 	ic.mu.Lock()
 	if ev.InterceptsChanged {
@@ -82,13 +82,13 @@ func (s *session) handleEvent(ctx context.Context, client *tunnel.Client, ev *pb
 		ic.flows.Add(1)
 		go func() {
 			defer ic.flows.Done()
-			s.inbound(ctx, client, d)
+			s.inbound(ctx, d)
 		}()
 	}
 }
 
 // inbound delivers one flow from an intercepted pod to the local port.
-func (s *session) inbound(ctx context.Context, client *tunnel.Client, d *pbm.InboundDial) {
+func (s *session) inbound(ctx context.Context, d *pbm.InboundDial) {
 	s.inboundFlows.Add(1)
 	s.metrics.flow(activity.InboundFlow, false)
 	s.icepts.mu.Lock()
@@ -96,7 +96,7 @@ func (s *session) inbound(ctx context.Context, client *tunnel.Client, d *pbm.Inb
 	s.icepts.mu.Unlock()
 	refuse := func(msg string) {
 		s.log.Debug("inbound flow refused", "intercept", d.InterceptId, "reason", msg)
-		client.Answer(ctx, d.FlowId, &pbm.Opened{Status: pbm.OpenStatus_OPEN_REFUSED, Error: msg})
+		s.tunnels.Answer(ctx, d.FlowId, &pbm.Opened{Status: pbm.OpenStatus_OPEN_REFUSED, Error: msg})
 	}
 	if port == 0 {
 		refuse("no local port for this intercept")
@@ -108,7 +108,7 @@ func (s *session) inbound(ctx context.Context, client *tunnel.Client, d *pbm.Inb
 		refuse(err.Error())
 		return
 	}
-	f, err := client.Answer(ctx, d.FlowId, &pbm.Opened{Status: pbm.OpenStatus_OPEN_OK})
+	f, err := s.tunnels.Answer(ctx, d.FlowId, &pbm.Opened{Status: pbm.OpenStatus_OPEN_OK})
 	if err != nil {
 		local.Close()
 		s.log.Debug("inbound flow", "error", err)

@@ -59,7 +59,6 @@ type session struct {
 	// view is the manager's view from the last report.
 	view     atomic.Pointer[pbm.SessionView]
 	userName atomic.Pointer[string] // as the manager identified the user
-	interval time.Duration          // activity.reportInterval, from the manager
 	// onEnded is called (in its own goroutine) when the manager has ended
 	// the session.
 	onEnded func(s *session, reason string)
@@ -67,11 +66,10 @@ type session struct {
 	saveCreds func(manager string, c creds)
 	// The cluster DNS server on the VIF; dnsAddr is invalid when there is
 	// none. dnsUndo reverts the host's DNS settings.
-	dnsAddr   netip.AddrPort
-	dnsRes    *dnsResolver
-	dnsUndo   func() error
-	dnsNote   string
-	dnsSearch []string
+	dnsAddr netip.AddrPort
+	dnsRes  *dnsResolver
+	dnsUndo func() error
+	dnsNote string
 
 	icepts       intercepts
 	inboundFlows atomic.Uint64
@@ -129,9 +127,9 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 	if err != nil {
 		return nil, fmt.Errorf("cannot reach the traffic manager at %s: %s", cfg.manager, status.Convert(err).Message())
 	}
-	s.interval = time.Duration(resp.ReportIntervalMs) * time.Millisecond
-	if s.interval <= 0 {
-		s.interval = 30 * time.Second
+	interval := time.Duration(resp.ReportIntervalMs) * time.Millisecond // activity.reportInterval
+	if interval <= 0 {
+		interval = 30 * time.Second
 	}
 	if s.subnets, err = parseSubnets(resp.Subnets); err != nil {
 		return nil, err
@@ -145,7 +143,6 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 		}
 	}
 	s.setupDNS(cfg.dnsAddress, resp.DnsDomains)
-	s.dnsSearch = resp.DnsSearch
 	s.tunnels = tunnel.NewClient(s.cc, 0)
 	s.vif, err = vif.New(vif.Config{Name: cfg.tunName, MTU: cfg.mtu, Open: s.opener(s.tunnels), Log: cfg.log})
 	if err != nil {
@@ -159,7 +156,7 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 		return nil, fmt.Errorf("route %v through %s: %w", s.subnets, s.vif.Name(), err)
 	}
 	if s.dnsAddr.IsValid() {
-		s.dnsUndo, s.dnsNote, err = platform.ConfigureDNS(s.vif.Name(), s.dnsAddr.Addr(), s.dnsRes.domains, s.dnsSearch, cfg.log)
+		s.dnsUndo, s.dnsNote, err = platform.ConfigureDNS(s.vif.Name(), s.dnsAddr.Addr(), s.dnsRes.domains, resp.DnsSearch, cfg.log)
 		if err != nil {
 			return nil, fmt.Errorf("configure DNS: %w", err)
 		}
@@ -169,8 +166,8 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 	s.icepts.ports = make(map[string]uint32)
 	s.done.Add(3)
 	go func() { defer s.done.Done(); s.supervise(sctx) }()
-	go func() { defer s.done.Done(); s.watch(sctx, s.tunnels) }()
-	go func() { defer s.done.Done(); activity.NewReporter(s.tracker, s.interval, s.report).Run(sctx) }()
+	go func() { defer s.done.Done(); s.watch(sctx) }()
+	go func() { defer s.done.Done(); activity.NewReporter(s.tracker, interval, s.report).Run(sctx) }()
 	s.log.Info("connected", "session", resp.SessionId, "subnets", s.subnets, "device", s.vif.Name())
 	return s, nil
 }

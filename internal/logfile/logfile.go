@@ -59,9 +59,6 @@ func New(path string, opts Options) (*Writer, error) {
 	return w, nil
 }
 
-// Path is the file being written.
-func (w *Writer) Path() string { return w.path }
-
 func (w *Writer) openLocked() error {
 	f, err := os.OpenFile(w.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 	if err != nil {
