@@ -16,7 +16,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/tether-dev/tether/internal/goroutines"
 	pb "github.com/tether-dev/tether/rpc/manager"
@@ -28,10 +27,6 @@ const (
 	DefaultOpenTimeout = 5 * time.Second
 	DefaultPeekTimeout = 500 * time.Millisecond
 )
-
-// mdAuthorization is the metadata key of the bearer token (the manager's
-// MDAuthorization).
-const mdAuthorization = "authorization"
 
 // Config is what an agent needs; Manager, Workload, Port and App are
 // required.
@@ -125,7 +120,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg: cfg, log: lg, start: time.Now(), ran: make(chan struct{}),
 		errLog: slog.NewLogLogger(lg.Handler(), slog.LevelDebug),
 	}
-	cc, err := grpc.NewClient(cfg.Manager, tunnel.DialOptions(cfg.Creds)...)
+	cc, err := grpc.NewClient(cfg.Manager, append(tunnel.DialOptions(cfg.Creds), tunnel.WithBearer(cfg.Token))...)
 	if err != nil {
 		return nil, fmt.Errorf("agent: manager %s: %w", cfg.Manager, err)
 	}
@@ -331,10 +326,3 @@ func (a *Agent) release() error {
 // now is the agent's monotonic clock.
 func (a *Agent) now() time.Duration { return time.Since(a.start) }
 
-// withCreds adds the bearer token, if any, to a call's context.
-func (a *Agent) withCreds(ctx context.Context) context.Context {
-	if a.cfg.Token == "" {
-		return ctx
-	}
-	return metadata.AppendToOutgoingContext(ctx, mdAuthorization, "Bearer "+a.cfg.Token)
-}

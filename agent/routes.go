@@ -236,7 +236,7 @@ func (a *Agent) watch(ctx context.Context) {
 // watchOnce follows one WatchAgent stream; it reports whether any table
 // arrived.
 func (a *Agent) watchOnce(ctx context.Context) (bool, error) {
-	stream, err := a.mgr.WatchAgent(a.withCreds(ctx), &pb.WatchAgentRequest{Workload: a.cfg.Workload})
+	stream, err := a.mgr.WatchAgent(ctx, &pb.WatchAgentRequest{Workload: a.cfg.Workload})
 	if err != nil {
 		return false, fmt.Errorf("watch routes: %w", err)
 	}

@@ -53,7 +53,6 @@ type session struct {
 	user     string
 	host     string
 	creds    atomic.Pointer[creds]
-	token    string
 	tracker  *activity.Tracker
 	metrics  *metrics
 	// view is the manager's view from the last report.
@@ -106,7 +105,7 @@ type sessionConfig struct {
 // startSession connects to the manager, opens the session, and brings up
 // the VIF and its routes. On failure it undoes what it did.
 func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error) {
-	s := &session{addr: cfg.manager, token: cfg.token, log: cfg.log.With("manager", cfg.manager), instance: cfg.instance, user: cfg.user, host: cfg.host,
+	s := &session{addr: cfg.manager, log: cfg.log.With("manager", cfg.manager), instance: cfg.instance, user: cfg.user, host: cfg.host,
 		tracker: cfg.tracker, metrics: cfg.metrics, onEnded: cfg.onEnded, saveCreds: cfg.saveCreds}
 	if cfg.resume != nil {
 		s.creds.Store(cfg.resume)
@@ -116,7 +115,7 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 			s.close(false)
 		}
 	}()
-	opts := append(tunnel.DialOptions(cfg.tls),
+	opts := append(tunnel.DialOptions(cfg.tls), tunnel.WithBearer(cfg.token),
 		grpc.WithUnaryInterceptor(s.unaryCreds),
 		grpc.WithStreamInterceptor(s.streamCreds))
 	s.cc, err = grpc.NewClient(cfg.manager, opts...)
@@ -284,10 +283,8 @@ func (s *session) opener(c *tunnel.Client) vif.Opener {
 	}
 }
 
+// withCreds adds the session's id and secret, once it has them, to a call.
 func (s *session) withCreds(ctx context.Context) context.Context {
-	if s.token != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, manager.MDAuthorization, "Bearer "+s.token)
-	}
 	if c := s.creds.Load(); c != nil {
 		ctx = metadata.AppendToOutgoingContext(ctx, manager.MDSession, c.id, manager.MDSecret, c.secret)
 	}

@@ -7,10 +7,12 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/tether-dev/tether/tunnel"
 )
 
 // MDAuthorization carries "Bearer TOKEN" on Arrive.
-const MDAuthorization = "authorization"
+const MDAuthorization = tunnel.MDAuthorization
 
 // Identity is who a token belongs to.
 type Identity struct {

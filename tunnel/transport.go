@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -55,6 +56,26 @@ func ClientTLS(caPEM []byte) (credentials.TransportCredentials, error) {
 	}
 	return credentials.NewTLS(cfg), nil
 }
+
+// MDAuthorization is the metadata key of the bearer token ("Bearer TOKEN").
+const MDAuthorization = "authorization"
+
+// WithBearer sends token on every call over the link, nothing when it is
+// empty. Plaintext links may carry it: TLS is the operator's choice.
+func WithBearer(token string) grpc.DialOption {
+	if token == "" {
+		return grpc.EmptyDialOption{}
+	}
+	return grpc.WithPerRPCCredentials(bearer(token))
+}
+
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{MDAuthorization: "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return false }
 
 // ReconnectDelay is the delay before attempt n+1 to reopen a stream from the
 // manager, the same curve as the link's own reconnects: 200 ms growing by
