@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/tether-dev/tether/internal/goroutines"
+	"github.com/tether-dev/tether/manager/conflict"
 	pb "github.com/tether-dev/tether/rpc/manager"
 	"github.com/tether-dev/tether/tunnel"
 )
@@ -94,8 +94,8 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Manager == "" {
 		return nil, errors.New("agent: no manager address (--manager HOST:PORT)")
 	}
-	if ns, name, ok := strings.Cut(cfg.Workload, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {
-		return nil, fmt.Errorf("agent: workload %q is not NAMESPACE/NAME", cfg.Workload)
+	if err := conflict.CheckWorkload(cfg.Workload); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
 	}
 	if cfg.Port == 0 {
 		return nil, errors.New("agent: no workload port (--port)")
@@ -325,4 +325,3 @@ func (a *Agent) release() error {
 
 // now is the agent's monotonic clock.
 func (a *Agent) now() time.Duration { return time.Since(a.start) }
-

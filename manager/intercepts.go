@@ -238,8 +238,8 @@ func toConflictIntercept(spec *pb.InterceptSpec) (conflict.Intercept, error) {
 	if spec == nil || spec.Name == "" {
 		return conflict.Intercept{}, fmt.Errorf("an intercept needs a name")
 	}
-	if ns, name, ok := strings.Cut(spec.Workload, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {
-		return conflict.Intercept{}, fmt.Errorf("workload %q is not NAMESPACE/NAME", spec.Workload)
+	if err := conflict.CheckWorkload(spec.Workload); err != nil {
+		return conflict.Intercept{}, err
 	}
 	ci := conflict.Intercept{Workload: spec.Workload, Port: uint16(spec.Port)}
 	if spec.Kind != pb.InterceptKind_REPLACE && (spec.Port == 0 || spec.Port > 65535) {

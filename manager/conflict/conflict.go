@@ -42,6 +42,14 @@ type Intercept struct {
 	Filter   Filter // for Kind HTTP
 }
 
+// CheckWorkload checks that w names a workload as "namespace/name".
+func CheckWorkload(w string) error {
+	if ns, name, ok := strings.Cut(w, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return fmt.Errorf("workload %q is not NAMESPACE/NAME", w)
+	}
+	return nil
+}
+
 // kind is the effective kind: an HTTP intercept without conditions is
 // global, and an unknown Kind is treated as Replace, which conflicts with
 // everything on the workload.

@@ -168,6 +168,16 @@ func literal(re *syntax.Regexp) (string, bool) {
 	return "", false
 }
 
+// compileChecked is compileRegex for a regex from the user: it must also be
+// analysable.
+func compileChecked(src string) (*regex, error) {
+	r, err := compileRegex(src)
+	if err == nil {
+		err = r.analysable()
+	}
+	return r, err
+}
+
 // analysable checks that a regex from the user can take part in conflict
 // checks: small enough, and with a member that a search finds.
 func (r *regex) analysable() error {
@@ -225,10 +235,7 @@ func parseHeader(s string) (string, string, *regex, error) {
 	if err != nil {
 		return "", "", nil, fmt.Errorf("header condition %s: %w", showRE(s), err)
 	}
-	r, err := compileRegex(re)
-	if err == nil {
-		err = r.analysable()
-	}
+	r, err := compileChecked(re)
 	if err != nil {
 		return "", "", nil, fmt.Errorf("header %s: regex %s (at offset %d of %s): %w", name, showRE(re), len(n)+1, showRE(s), err)
 	}
@@ -269,10 +276,7 @@ func build(conds []header, path string) (Filter, error) {
 		c.headers = append(c.headers, h)
 	}
 	if path != "" {
-		r, err := compileRegex(path)
-		if err == nil {
-			err = r.analysable()
-		}
+		r, err := compileChecked(path)
 		if err != nil {
 			return Filter{}, fmt.Errorf("path regex %s: %w", showRE(path), err)
 		}
@@ -294,10 +298,7 @@ func (f Filter) Compile() (Filter, error) {
 			return Filter{}, err
 		}
 		src := f.Headers[key]
-		r, err := compileRegex(src)
-		if err == nil {
-			err = r.analysable()
-		}
+		r, err := compileChecked(src)
 		if err != nil {
 			return Filter{}, fmt.Errorf("header %s: regex %s: %w", name, showRE(src), err)
 		}
