@@ -41,7 +41,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			setMaxProcs(v.GetInt("runtime.maxProcs"), log)
+			setMaxProcs(cmd.Context(), v.GetInt("runtime.maxProcs"), log)
 			if err := servePprof(g.pprofAddr, log); err != nil {
 				return err
 			}
@@ -85,7 +85,7 @@ func daemonFlags(f *pflag.FlagSet) map[string]string {
 	// packet between threads cost more than a second core gave. Measured in
 	// the namespace lab (README, Performance): connect p99 3.9 ms -> 0.8 ms,
 	// bulk 4.7 -> 5.0 Gbit/s.
-	f.Int("max-procs", 1, "runtime.maxProcs: OS threads running Go code at once (0: one per CPU; env GOMAXPROCS wins)")
+	f.Int("max-procs", 1, "runtime.maxProcs: OS threads running Go code at once (0: from 1 up to one per CPU, as the load needs; env GOMAXPROCS wins)")
 	f.StringSlice("ignore-tcp-ports", []string{"53"}, "activity.ignoreTCPPorts: tunnels to these TCP ports are not activity")
 	return map[string]string{"tun.name": "tun-name", "tun.mtu": "mtu", "activity.ignoreTCPPorts": "ignore-tcp-ports", "runtime.maxProcs": "max-procs", "socket.group": "socket-group", "dns.address": "dns-address"}
 }

@@ -40,7 +40,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 			}
 			subnets, durations := settings.subnets, settings.durations
 			log := g.logger()
-			setMaxProcs(v.GetInt("runtime.maxProcs"), log)
+			setMaxProcs(cmd.Context(), v.GetInt("runtime.maxProcs"), log)
 			if err := servePprof(g.pprofAddr, log); err != nil {
 				return err
 			}
@@ -138,7 +138,7 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 	f.String("connection-ttl", manager.DefaultRules.ConnectionTTL.String(), "grpc.connectionTTL: end sessions inactive for this long")
 	f.String("inactive-block-timeout", manager.DefaultRules.InactiveBlockTimeout.String(), "intercept.inactiveBlockTimeout: an owner inactive this long no longer blocks conflicting intercepts")
 	f.String("token-file", "", "auth.tokenFile: static token file (token,user,uid,\"groups\"); without it, unauthenticated development mode")
-	f.Int("max-procs", 0, "runtime.maxProcs: OS threads running Go code at once (0: one per CPU; env GOMAXPROCS wins)")
+	f.Int("max-procs", 0, "runtime.maxProcs: OS threads running Go code at once (0: from 1 up to one per CPU, as the load needs; env GOMAXPROCS wins)")
 	f.String("rbac-policy-file", "", "rbac.policyFile: Kubernetes RBAC YAML deciding who may revoke intercepts; without it revoke is disabled")
 	f.StringSlice("dns-domain", manager.DefaultDNSDomains, "dns.domains: DNS domains daemons resolve through the manager (repeatable)")
 	f.StringSlice("dns-search", nil, "dns.search: search domains daemons configure for short names, e.g. default.svc.cluster.local (repeatable)")
