@@ -109,7 +109,6 @@ func DialOptions(creds credentials.TransportCredentials) []grpc.DialOption {
 		grpc.WithInitialConnWindowSize(connWindow),
 		grpc.WithReadBufferSize(transportBuffer),
 		grpc.WithWriteBufferSize(transportBuffer),
-		dialPool,
 	}
 }
 
@@ -122,6 +121,5 @@ func ServerOptions() []grpc.ServerOption {
 		grpc.InitialConnWindowSize(connWindow),
 		grpc.ReadBufferSize(transportBuffer),
 		grpc.WriteBufferSize(transportBuffer),
-		serverPool,
 	}
 }
