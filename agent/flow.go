@@ -24,7 +24,7 @@ func (e *openError) Unwrap() error { return e.err }
 // closed or the agent stops. ctx, the caller's, is not the flow's life: an
 // HTTP transport keeps the connection after the request that dialed it.
 func (a *Agent) open(id, source string) (*tunnel.Conn, error) {
-	f, err := a.tunnels.OpenIntercept(a.life, id, source)
+	f, err := a.tunnels.OpenIntercept(a.life, id, source, a.cfg.Port)
 	if err != nil {
 		return nil, &openError{intercept: id, err: err}
 	}

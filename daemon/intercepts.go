@@ -23,12 +23,38 @@ const localDialTimeout = 3 * time.Second
 // intercepts is a session's side of its intercepts. Inbound flows never
 // count as activity: a pod calling the laptop is not the person using it.
 type intercepts struct {
-	// mu guards ports, infos and notices.
+	// mu guards targets, infos and notices.
 	mu      sync.Mutex
-	ports   map[string]uint32 // intercept id -> local port
+	targets map[string]target // intercept id -> where its flows go
 	infos   []*pbm.InterceptInfo
 	notices []string
 	flows   sync.WaitGroup // inbound flows, waited for by the watcher
+}
+
+// target is where an intercept's inbound flows go on this machine.
+type target struct {
+	port    uint32            // the intercept's workload port
+	local   uint32            // where flows to that port go
+	replace bool              // the intercept takes every port of the workload
+	portMap map[uint32]uint32 // replace: other workload ports -> local ports
+}
+
+// localPort is the local port for a flow that arrived on workload port p,
+// 0 when the agent did not say (it is then the intercept's port). A replace
+// intercept sends a port it does not map to the same port number locally,
+// as the app it replaces would listen on it; one without a port of its own
+// sends every unmapped port to its local port, as before there were maps.
+func (t target) localPort(p uint32) uint32 {
+	switch {
+	case !t.replace || p == 0 || p == t.port:
+		return t.local
+	case t.portMap[p] != 0:
+		return t.portMap[p]
+	case t.port == 0:
+		return t.local
+	default:
+		return p
+	}
 }
 
 // watch follows the manager's session events until ctx ends, reconnecting
@@ -92,13 +118,14 @@ func (s *session) inbound(ctx context.Context, d *pbm.InboundDial) {
 	s.inboundFlows.Add(1)
 	s.metrics.flow(activity.InboundFlow, false)
 	s.icepts.mu.Lock()
-	port := s.icepts.ports[d.InterceptId]
+	t, ok := s.icepts.targets[d.InterceptId]
 	s.icepts.mu.Unlock()
+	port := t.localPort(d.Port)
 	refuse := func(msg string) {
 		s.log.Debug("inbound flow refused", "intercept", d.InterceptId, "reason", msg)
 		s.tunnels.Answer(ctx, d.FlowId, &pbm.Opened{Status: pbm.OpenStatus_OPEN_REFUSED, Error: msg})
 	}
-	if port == 0 {
+	if !ok {
 		refuse("no local port for this intercept")
 		return
 	}
@@ -126,7 +153,8 @@ func (s *session) interceptStatus() ([]*pb.LocalIntercept, []string) {
 	defer ic.mu.Unlock()
 	out := make([]*pb.LocalIntercept, 0, len(ic.infos))
 	for _, info := range ic.infos {
-		out = append(out, &pb.LocalIntercept{Info: info, LocalPort: ic.ports[info.Id]})
+		t := ic.targets[info.Id]
+		out = append(out, &pb.LocalIntercept{Info: info, LocalPort: t.local, PortMap: t.portMap})
 	}
 	return out, append([]string(nil), ic.notices...)
 }
@@ -147,17 +175,39 @@ func (d *Daemon) Intercept(ctx context.Context, req *pb.InterceptRequest) (*pbm.
 	if err != nil {
 		return nil, err
 	}
-	if req.LocalPort == 0 || req.LocalPort > 65535 {
-		return nil, status.Errorf(codes.InvalidArgument, "--to %d is not a port", req.LocalPort)
+	t, err := newTarget(req)
+	if err != nil {
+		return nil, err
 	}
 	info, err := pbm.NewManagerClient(s.cc).CreateIntercept(ctx, &pbm.CreateInterceptRequest{Spec: req.Spec})
 	if err != nil {
 		return nil, err
 	}
 	s.icepts.mu.Lock()
-	s.icepts.ports[info.Id] = req.LocalPort
+	s.icepts.targets[info.Id] = t
 	s.icepts.mu.Unlock()
 	return info, nil
+}
+
+// newTarget checks where req sends the intercept's flows.
+func newTarget(req *pb.InterceptRequest) (target, error) {
+	isPort := func(p uint32) bool { return p > 0 && p <= 65535 }
+	if !isPort(req.LocalPort) {
+		return target{}, status.Errorf(codes.InvalidArgument, "--to %d is not a port", req.LocalPort)
+	}
+	replace := req.Spec.GetKind() == pbm.InterceptKind_REPLACE
+	if len(req.PortMap) > 0 && !replace {
+		return target{}, status.Error(codes.InvalidArgument, "--to-port maps the other ports of a --replace intercept; this intercept takes one port")
+	}
+	for w, l := range req.PortMap {
+		switch {
+		case !isPort(w) || !isPort(l):
+			return target{}, status.Errorf(codes.InvalidArgument, "--to-port %d=%d: both must be ports", w, l)
+		case w == req.Spec.GetPort():
+			return target{}, status.Errorf(codes.InvalidArgument, "--to-port %d=%d: port %d is the intercept's own, which --to sets", w, l, w)
+		}
+	}
+	return target{port: req.Spec.GetPort(), local: req.LocalPort, replace: replace, portMap: req.PortMap}, nil
 }
 
 // Leave implements pb.DaemonServer.

@@ -162,7 +162,7 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 	}
 	var sctx context.Context
 	sctx, s.cancel = context.WithCancel(context.Background())
-	s.icepts.ports = make(map[string]uint32)
+	s.icepts.targets = make(map[string]target)
 	s.done.Add(3)
 	go func() { defer s.done.Done(); s.supervise(sctx) }()
 	go func() { defer s.done.Done(); s.watch(sctx) }()

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -66,30 +67,13 @@ func newTeam(t *testing.T, rules ...string) *team {
 	}
 	write("agent.token", "t-agent\n")
 
-	// The app, and each developer's local server.
-	ln, err := lab.Listen(lab.Pod, "tcp", fmt.Sprintf("127.0.0.1:%d", appPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.stops = append(e.stops, netlab.ServeHTTP(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "app") })))
+	// The app behind its agent, and each developer's local server. The
+	// manager serves daemons on the client link and agents on the pod link.
 	for _, m := range []*member{tm.alice, tm.bob} {
-		ln, err := lab.Listen(m.ns, "tcp", fmt.Sprintf("127.0.0.1:%d", devPort))
-		if err != nil {
-			t.Fatal(err)
-		}
-		name := m.name
-		e.stops = append(e.stops, netlab.ServeHTTP(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "dev "+name) })))
+		tm.serveDev(m, devPort, "dev "+m.name)
 	}
-
-	// The manager serves daemons on the client link and agents on the pod link.
 	e.startManager(append([]string{"--listen", fmt.Sprintf(":%d", portMgr), "--token-file", filepath.Join(e.dir, "tokens.csv"), "--rbac-policy-file", filepath.Join(e.dir, "policy.yaml")}, rules...)...)
-	agentAddr := fmt.Sprintf("%s:%d", lab.PodIP, agentPort)
-	if _, err := lab.Start(lab.Pod, filepath.Join(e.dir, "agent.log"), tetherBin, "--log-level", "debug", "agent",
-		"--manager", fmt.Sprintf("%s:%d", lab.MgrPodIP, portMgr), "--workload", workload, "--port", fmt.Sprint(agentPort),
-		"--app", fmt.Sprintf("127.0.0.1:%d", appPort), "--listen", agentAddr, "--token-file", filepath.Join(e.dir, "agent.token")); err != nil {
-		t.Fatal(err)
-	}
-	e.waitTCP(lab.Mgr, agentAddr)
+	tm.startAgent(agentPort, appPort, "app")
 	for _, m := range []*member{tm.alice, tm.bob} {
 		if _, err := lab.Start(m.ns, filepath.Join(e.dir, m.name+".log"), tetherBin, "--socket", m.socket, "--log-level", "debug", "daemon", "--tun-name", "tt"+m.name); err != nil {
 			t.Fatal(err)
@@ -111,15 +95,48 @@ func newTeam(t *testing.T, rules ...string) *team {
 	return tm
 }
 
+// startAgent runs an agent for the workload's port, in front of an app on
+// the pod's loopback port app that answers body.
+func (tm *team) startAgent(port, app int, body string) {
+	tm.t.Helper()
+	ln, err := tm.lab.Listen(tm.lab.Pod, "tcp", fmt.Sprintf("127.0.0.1:%d", app))
+	if err != nil {
+		tm.t.Fatal(err)
+	}
+	tm.stops = append(tm.stops, netlab.ServeHTTP(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, body) })))
+	addr := fmt.Sprintf("%s:%d", tm.lab.PodIP, port)
+	if _, err := tm.lab.Start(tm.lab.Pod, filepath.Join(tm.dir, fmt.Sprintf("agent-%d.log", port)), tetherBin, "--log-level", "debug", "agent",
+		"--manager", fmt.Sprintf("%s:%d", tm.lab.MgrPodIP, portMgr), "--workload", workload, "--port", fmt.Sprint(port),
+		"--app", fmt.Sprintf("127.0.0.1:%d", app), "--listen", addr, "--token-file", filepath.Join(tm.dir, "agent.token")); err != nil {
+		tm.t.Fatal(err)
+	}
+	tm.waitTCP(tm.lab.Mgr, addr)
+}
+
+// serveDev runs a local server of member m on its loopback port that
+// answers body.
+func (tm *team) serveDev(m *member, port int, body string) {
+	tm.t.Helper()
+	ln, err := tm.lab.Listen(m.ns, "tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		tm.t.Fatal(err)
+	}
+	tm.stops = append(tm.stops, netlab.ServeHTTP(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, body) })))
+}
+
 // as runs the CLI as member m.
 func (tm *team) as(m *member, args ...string) (string, error) {
 	return tm.run(m.ns, tetherBin, append([]string{"--socket", m.socket}, args...)...)
 }
 
-// request calls the workload from inside the cluster (the mgr namespace)
-// with the given x-user header ("" for none) and returns the body.
-func (tm *team) request(user string) string {
-	args := []string{"-sS", "--max-time", "5", fmt.Sprintf("http://%s:%d/", tm.lab.PodIP, agentPort)}
+// request calls the workload's agentPort from inside the cluster (the mgr
+// namespace) with the given x-user header ("" for none) and returns the
+// body.
+func (tm *team) request(user string) string { return tm.requestPort(agentPort, user) }
+
+// requestPort is request to another port of the workload.
+func (tm *team) requestPort(port int, user string) string {
+	args := []string{"-sS", "--max-time", "5", fmt.Sprintf("http://%s:%d/", tm.lab.PodIP, port)}
 	if user != "" {
 		args = append(args, "-H", "x-user: "+user)
 	}
@@ -130,18 +147,37 @@ func (tm *team) request(user string) string {
 	return strings.TrimSpace(out)
 }
 
-// expectRoutes checks where requests go, waiting briefly for agents and
-// daemons to learn of changes (they are told at once; this absorbs the
-// propagation).
+// expectRoutes checks where requests go, by x-user header, waiting briefly
+// for agents and daemons to learn of changes (they are told at once; this
+// absorbs the propagation).
 func (tm *team) expectRoutes(want map[string]string) {
+	tm.t.Helper()
+	tm.expect(want, tm.request)
+}
+
+// expectPorts checks where requests to the workload's ports go.
+func (tm *team) expectPorts(want map[int]string) {
+	tm.t.Helper()
+	byName := map[string]string{}
+	for port, body := range want {
+		byName[strconv.Itoa(port)] = body
+	}
+	tm.expect(byName, func(port string) string {
+		p, _ := strconv.Atoi(port)
+		return tm.requestPort(p, "")
+	})
+}
+
+// expect waits until get(key) is want[key] for every key.
+func (tm *team) expect(want map[string]string, get func(string) string) {
 	tm.t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		got := map[string]string{}
 		ok := true
-		for user, body := range want {
-			got[user] = tm.request(user)
-			ok = ok && got[user] == body
+		for key, body := range want {
+			got[key] = get(key)
+			ok = ok && got[key] == body
 		}
 		if ok {
 			return
@@ -268,6 +304,44 @@ func TestIntercepts(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// TestReplaceInterceptPorts: a replace intercept takes every port of the
+// workload, each to a local port: its own to --to, one mapped with
+// --to-port, any other to the same port number; leaving gives them all back.
+func TestReplaceInterceptPorts(t *testing.T) {
+	const (
+		grpcPort    = 9090 // mapped with --to-port
+		grpcApp     = 19090
+		devGRPC     = 7001
+		metricsPort = 9100 // not mapped: the same port on the laptop
+		metricsApp  = 19100
+	)
+	tm := newTeam(t)
+	tm.startAgent(grpcPort, grpcApp, "app 9090")
+	tm.startAgent(metricsPort, metricsApp, "app 9100")
+	tm.serveDev(tm.alice, devGRPC, "dev alice 7001")
+	tm.serveDev(tm.alice, metricsPort, "dev alice 9100")
+	tm.expectPorts(map[int]string{agentPort: "app", grpcPort: "app 9090", metricsPort: "app 9100"})
+
+	out, err := tm.intercept(tm.alice, "r", "--replace", "--to-port", fmt.Sprintf("%d=%d", grpcPort, devGRPC))
+	if err != nil {
+		t.Fatalf("replace intercept: %v\n%s", err, out)
+	}
+	tm.expectPorts(map[int]string{agentPort: "dev alice", grpcPort: "dev alice 7001", metricsPort: "dev alice 9100"})
+	status, _ := tm.as(tm.alice, "--no-activity", "status")
+	if want := fmt.Sprintf("other ports: %d -> 127.0.0.1:%d, the rest -> the same local port", grpcPort, devGRPC); !strings.Contains(status, want) {
+		t.Errorf("status does not say %q:\n%s", want, status)
+	}
+	// A map needs --replace.
+	if out, err := tm.intercept(tm.bob, "g", "--to-port", "9090=7001"); err == nil || !strings.Contains(out, "--replace") {
+		t.Errorf("--to-port without --replace: %v\n%s", err, out)
+	}
+
+	if out, err := tm.as(tm.alice, "leave", "r"); err != nil {
+		t.Fatalf("leave: %v\n%s", err, out)
+	}
+	tm.expectPorts(map[int]string{agentPort: "app", grpcPort: "app 9090", metricsPort: "app 9100"})
 }
 
 // TestInterceptsEndWithSession: when the session's TTL runs out its

@@ -411,7 +411,7 @@ func (s *Server) AgentTunnel(stream grpc.BidiStreamingServer[pb.Frame, pb.Frame]
 		s.mu.Unlock()
 	}()
 	select {
-	case owner.dials <- &pb.InboundDial{FlowId: flowID, InterceptId: x.id, Source: open.Source}:
+	case owner.dials <- &pb.InboundDial{FlowId: flowID, InterceptId: x.id, Source: open.Source, Port: open.Port}:
 	default:
 		return refuse(pb.OpenStatus_OPEN_UNREACHABLE, "the intercepting client has too many flows waiting")
 	}

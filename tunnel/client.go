@@ -96,11 +96,11 @@ func (c *Client) Open(ctx context.Context, proto pb.Protocol, src, dst netip.Add
 	return c.open(ctx, c.mgr.Tunnel, nil, open, true)
 }
 
-// OpenIntercept is the agent's open: a flow to the owner of intercept id,
-// answered once the owner's daemon has dialed its local port. ctx bounds the
-// life of the flow.
-func (c *Client) OpenIntercept(ctx context.Context, id, source string) (*Flow, error) {
-	return c.open(ctx, c.mgr.AgentTunnel, nil, &pb.OpenFlow{Protocol: pb.Protocol_TCP, InterceptId: id, Source: source}, false)
+// OpenIntercept is the agent's open: a flow to the owner of intercept id
+// for a connection that arrived on the workload's port, answered once the
+// owner's daemon has dialed its local port. ctx bounds the life of the flow.
+func (c *Client) OpenIntercept(ctx context.Context, id, source string, port uint16) (*Flow, error) {
+	return c.open(ctx, c.mgr.AgentTunnel, nil, &pb.OpenFlow{Protocol: pb.Protocol_TCP, InterceptId: id, Source: source, Port: uint32(port)}, false)
 }
 
 type streamCall func(context.Context, ...grpc.CallOption) (grpc.BidiStreamingClient[pb.Frame, pb.Frame], error)

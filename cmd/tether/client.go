@@ -212,7 +212,7 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 	out.DNS, out.DNSDomains, out.DNSConfig = r.Dns, append([]string{}, r.DnsDomains...), r.DnsConfig
 	for _, li := range r.Intercepts {
 		x := toInterceptJSON(li.Info)
-		x.LocalPort = li.LocalPort
+		x.LocalPort, x.PortMap = li.LocalPort, li.PortMap
 		out.Intercepts = append(out.Intercepts, x)
 	}
 	if a := r.Activity; a != nil && a.LastSecondsAgo >= 0 {
@@ -261,7 +261,7 @@ func printStatus(w io.Writer, r *pb.StatusResponse) {
 	}
 	for _, li := range r.Intercepts {
 		x := li.Info
-		fmt.Fprintf(w, "  Intercept %s (%s): %s port %d %s -> 127.0.0.1:%d, %s\n", x.Spec.GetName(), x.Id, x.Spec.GetWorkload(), x.Spec.GetPort(), filterText(x.Spec), li.LocalPort, x.State)
+		fmt.Fprintf(w, "  Intercept %s (%s): %s port %d %s -> 127.0.0.1:%d%s, %s\n", x.Spec.GetName(), x.Id, x.Spec.GetWorkload(), x.Spec.GetPort(), filterText(x.Spec), li.LocalPort, otherPortsText(x.Spec, li.PortMap, li.LocalPort), x.State)
 		if x.Message != "" {
 			fmt.Fprintf(w, "    %s\n", x.Message)
 		}

@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -31,6 +34,7 @@ func newInterceptCmd(g *globals) *cobra.Command {
 		headers  []string
 		path     string
 		replace  bool
+		toPorts  []string
 	)
 	cmd := &cobra.Command{
 		Use:   "intercept NAME --workload NS/NAME --port PORT --to LOCALPORT",
@@ -54,15 +58,19 @@ func newInterceptCmd(g *globals) *cobra.Command {
 				}
 				spec.Kind = pbm.InterceptKind_REPLACE
 			}
+			portMap, err := parsePortMap(toPorts)
+			if err != nil {
+				return err
+			}
 			var info *pbm.InterceptInfo
-			err := call(cmd, g, 30*time.Second, func(ctx context.Context, c pb.DaemonClient) (err error) {
-				info, err = c.Intercept(ctx, &pb.InterceptRequest{Spec: spec, LocalPort: to})
+			err = call(cmd, g, 30*time.Second, func(ctx context.Context, c pb.DaemonClient) (err error) {
+				info, err = c.Intercept(ctx, &pb.InterceptRequest{Spec: spec, LocalPort: to, PortMap: portMap})
 				return err
 			})
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Intercept %s (%s): %s port %d %s -> 127.0.0.1:%d\n", spec.Name, info.Id, workload, port, filterText(spec), to)
+			fmt.Fprintf(cmd.OutOrStdout(), "Intercept %s (%s): %s port %d %s -> 127.0.0.1:%d%s\n", spec.Name, info.Id, workload, port, filterText(spec), to, otherPortsText(spec, portMap, to))
 			return nil
 		},
 	}
@@ -73,10 +81,47 @@ func newInterceptCmd(g *globals) *cobra.Command {
 	f.StringArrayVar(&headers, "http-header", nil, "only HTTP requests whose header NAME fully matches REGEX (NAME=REGEX, repeatable, RE2)")
 	f.StringVar(&path, "http-path", "", "only HTTP requests whose path fully matches REGEX (RE2)")
 	f.BoolVar(&replace, "replace", false, "take all ports of the workload; its app gets no traffic")
+	f.StringArrayVar(&toPorts, "to-port", nil, "with --replace: the local port for another workload port (WORKLOADPORT=LOCALPORT, repeatable); ports not listed go to the same port number locally (to --to when there is no --port)")
 	for _, name := range []string{"workload", "to"} {
 		cmd.MarkFlagRequired(name)
 	}
 	return cmd
+}
+
+// parsePortMap parses --to-port values; the daemon checks the ports.
+func parsePortMap(vals []string) (map[uint32]uint32, error) {
+	if len(vals) == 0 {
+		return nil, nil
+	}
+	m := make(map[uint32]uint32, len(vals))
+	for _, v := range vals {
+		w, l, ok := strings.Cut(v, "=")
+		wp, werr := strconv.ParseUint(w, 10, 16)
+		lp, lerr := strconv.ParseUint(l, 10, 16)
+		if !ok || werr != nil || lerr != nil {
+			return nil, fmt.Errorf("--to-port %q: want WORKLOADPORT=LOCALPORT", v)
+		}
+		m[uint32(wp)] = uint32(lp)
+	}
+	return m, nil
+}
+
+// otherPortsText says where a replace intercept sends the workload's other
+// ports (the daemon's rule: mapped ones to their local port, the rest to
+// the same port number, or to --to when the intercept names no port).
+func otherPortsText(spec *pbm.InterceptSpec, portMap map[uint32]uint32, to uint32) string {
+	if spec.GetKind() != pbm.InterceptKind_REPLACE {
+		return ""
+	}
+	rest := "the same local port"
+	if spec.GetPort() == 0 {
+		rest = fmt.Sprintf("127.0.0.1:%d", to)
+	}
+	var b strings.Builder
+	for _, p := range slices.Sorted(maps.Keys(portMap)) {
+		fmt.Fprintf(&b, "%d -> 127.0.0.1:%d, ", p, portMap[p])
+	}
+	return "; other ports: " + b.String() + "the rest -> " + rest
 }
 
 func newLeaveCmd(g *globals) *cobra.Command {
@@ -129,6 +174,9 @@ type interceptJSON struct {
 	OwnerIdleS float64 `json:"owner_idle_seconds"`
 	Blocks     bool    `json:"blocks"`
 	LocalPort  uint32  `json:"local_port,omitempty"`
+	// Replace intercepts: workload port -> local port, for ports --to-port
+	// mapped (the rest go to the same port number).
+	PortMap map[uint32]uint32 `json:"port_map,omitempty"`
 }
 
 func toInterceptJSON(x *pbm.InterceptInfo) interceptJSON {

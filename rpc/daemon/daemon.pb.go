@@ -25,9 +25,14 @@ const (
 )
 
 type InterceptRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Spec          *manager.InterceptSpec `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
-	LocalPort     uint32                 `protobuf:"varint,2,opt,name=local_port,json=localPort,proto3" json:"local_port,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Spec  *manager.InterceptSpec `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	// Where the intercept's port goes: 127.0.0.1:local_port.
+	LocalPort uint32 `protobuf:"varint,2,opt,name=local_port,json=localPort,proto3" json:"local_port,omitempty"`
+	// Replace intercepts only: other workload ports -> local ports. A port
+	// not listed goes to the same port number locally, or to local_port when
+	// the spec names no port.
+	PortMap       map[uint32]uint32 `protobuf:"bytes,3,rep,name=port_map,json=portMap,proto3" json:"port_map,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -74,6 +79,13 @@ func (x *InterceptRequest) GetLocalPort() uint32 {
 		return x.LocalPort
 	}
 	return 0
+}
+
+func (x *InterceptRequest) GetPortMap() map[uint32]uint32 {
+	if x != nil {
+		return x.PortMap
+	}
+	return nil
 }
 
 type LeaveRequest struct {
@@ -160,6 +172,7 @@ type LocalIntercept struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Info          *manager.InterceptInfo `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
 	LocalPort     uint32                 `protobuf:"varint,2,opt,name=local_port,json=localPort,proto3" json:"local_port,omitempty"`
+	PortMap       map[uint32]uint32      `protobuf:"bytes,3,rep,name=port_map,json=portMap,proto3" json:"port_map,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -206,6 +219,13 @@ func (x *LocalIntercept) GetLocalPort() uint32 {
 		return x.LocalPort
 	}
 	return 0
+}
+
+func (x *LocalIntercept) GetPortMap() map[uint32]uint32 {
+	if x != nil {
+		return x.PortMap
+	}
+	return nil
 }
 
 type ConnectRequest struct {
@@ -795,18 +815,26 @@ var File_daemon_daemon_proto protoreflect.FileDescriptor
 
 const file_daemon_daemon_proto_rawDesc = "" +
 	"\n" +
-	"\x13daemon/daemon.proto\x12\rtether.daemon\x1a\x15manager/manager.proto\"d\n" +
+	"\x13daemon/daemon.proto\x12\rtether.daemon\x1a\x15manager/manager.proto\"\xe9\x01\n" +
 	"\x10InterceptRequest\x121\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1d.tether.manager.InterceptSpecR\x04spec\x12\x1d\n" +
 	"\n" +
-	"local_port\x18\x02 \x01(\rR\tlocalPort\"\"\n" +
+	"local_port\x18\x02 \x01(\rR\tlocalPort\x12G\n" +
+	"\bport_map\x18\x03 \x03(\v2,.tether.daemon.InterceptRequest.PortMapEntryR\aportMap\x1a:\n" +
+	"\fPortMapEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\"\n" +
 	"\fLeaveRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x0f\n" +
-	"\rLeaveResponse\"b\n" +
+	"\rLeaveResponse\"\xe5\x01\n" +
 	"\x0eLocalIntercept\x121\n" +
 	"\x04info\x18\x01 \x01(\v2\x1d.tether.manager.InterceptInfoR\x04info\x12\x1d\n" +
 	"\n" +
-	"local_port\x18\x02 \x01(\rR\tlocalPort\"\xcd\x01\n" +
+	"local_port\x18\x02 \x01(\rR\tlocalPort\x12E\n" +
+	"\bport_map\x18\x03 \x03(\v2*.tether.daemon.LocalIntercept.PortMapEntryR\aportMap\x1a:\n" +
+	"\fPortMapEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xcd\x01\n" +
 	"\x0eConnectRequest\x12\x18\n" +
 	"\amanager\x18\x01 \x01(\tR\amanager\x12:\n" +
 	"\x19allow_conflicting_subnets\x18\x02 \x01(\bR\x17allowConflictingSubnets\x12\x12\n" +
@@ -882,7 +910,7 @@ func file_daemon_daemon_proto_rawDescGZIP() []byte {
 	return file_daemon_daemon_proto_rawDescData
 }
 
-var file_daemon_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_daemon_daemon_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_daemon_daemon_proto_goTypes = []any{
 	(*InterceptRequest)(nil),                // 0: tether.daemon.InterceptRequest
 	(*LeaveRequest)(nil),                    // 1: tether.daemon.LeaveRequest
@@ -896,46 +924,50 @@ var file_daemon_daemon_proto_goTypes = []any{
 	(*Counters)(nil),                        // 9: tether.daemon.Counters
 	(*Activity)(nil),                        // 10: tether.daemon.Activity
 	(*StatusResponse)(nil),                  // 11: tether.daemon.StatusResponse
-	(*manager.InterceptSpec)(nil),           // 12: tether.manager.InterceptSpec
-	(*manager.InterceptInfo)(nil),           // 13: tether.manager.InterceptInfo
-	(*manager.SessionView)(nil),             // 14: tether.manager.SessionView
-	(*manager.SessionsRequest)(nil),         // 15: tether.manager.SessionsRequest
-	(*manager.ListInterceptsRequest)(nil),   // 16: tether.manager.ListInterceptsRequest
-	(*manager.RevokeInterceptRequest)(nil),  // 17: tether.manager.RevokeInterceptRequest
-	(*manager.SessionsResponse)(nil),        // 18: tether.manager.SessionsResponse
-	(*manager.ListInterceptsResponse)(nil),  // 19: tether.manager.ListInterceptsResponse
-	(*manager.RevokeInterceptResponse)(nil), // 20: tether.manager.RevokeInterceptResponse
+	nil,                                     // 12: tether.daemon.InterceptRequest.PortMapEntry
+	nil,                                     // 13: tether.daemon.LocalIntercept.PortMapEntry
+	(*manager.InterceptSpec)(nil),           // 14: tether.manager.InterceptSpec
+	(*manager.InterceptInfo)(nil),           // 15: tether.manager.InterceptInfo
+	(*manager.SessionView)(nil),             // 16: tether.manager.SessionView
+	(*manager.SessionsRequest)(nil),         // 17: tether.manager.SessionsRequest
+	(*manager.ListInterceptsRequest)(nil),   // 18: tether.manager.ListInterceptsRequest
+	(*manager.RevokeInterceptRequest)(nil),  // 19: tether.manager.RevokeInterceptRequest
+	(*manager.SessionsResponse)(nil),        // 20: tether.manager.SessionsResponse
+	(*manager.ListInterceptsResponse)(nil),  // 21: tether.manager.ListInterceptsResponse
+	(*manager.RevokeInterceptResponse)(nil), // 22: tether.manager.RevokeInterceptResponse
 }
 var file_daemon_daemon_proto_depIdxs = []int32{
-	12, // 0: tether.daemon.InterceptRequest.spec:type_name -> tether.manager.InterceptSpec
-	13, // 1: tether.daemon.LocalIntercept.info:type_name -> tether.manager.InterceptInfo
-	9,  // 2: tether.daemon.StatusResponse.counters:type_name -> tether.daemon.Counters
-	10, // 3: tether.daemon.StatusResponse.activity:type_name -> tether.daemon.Activity
-	14, // 4: tether.daemon.StatusResponse.manager_view:type_name -> tether.manager.SessionView
-	3,  // 5: tether.daemon.StatusResponse.intercepts:type_name -> tether.daemon.LocalIntercept
-	4,  // 6: tether.daemon.Daemon.Connect:input_type -> tether.daemon.ConnectRequest
-	5,  // 7: tether.daemon.Daemon.Status:input_type -> tether.daemon.StatusRequest
-	6,  // 8: tether.daemon.Daemon.Quit:input_type -> tether.daemon.QuitRequest
-	15, // 9: tether.daemon.Daemon.Sessions:input_type -> tether.manager.SessionsRequest
-	0,  // 10: tether.daemon.Daemon.Intercept:input_type -> tether.daemon.InterceptRequest
-	1,  // 11: tether.daemon.Daemon.Leave:input_type -> tether.daemon.LeaveRequest
-	16, // 12: tether.daemon.Daemon.List:input_type -> tether.manager.ListInterceptsRequest
-	17, // 13: tether.daemon.Daemon.Revoke:input_type -> tether.manager.RevokeInterceptRequest
-	7,  // 14: tether.daemon.Daemon.Shutdown:input_type -> tether.daemon.ShutdownRequest
-	11, // 15: tether.daemon.Daemon.Connect:output_type -> tether.daemon.StatusResponse
-	11, // 16: tether.daemon.Daemon.Status:output_type -> tether.daemon.StatusResponse
-	11, // 17: tether.daemon.Daemon.Quit:output_type -> tether.daemon.StatusResponse
-	18, // 18: tether.daemon.Daemon.Sessions:output_type -> tether.manager.SessionsResponse
-	13, // 19: tether.daemon.Daemon.Intercept:output_type -> tether.manager.InterceptInfo
-	2,  // 20: tether.daemon.Daemon.Leave:output_type -> tether.daemon.LeaveResponse
-	19, // 21: tether.daemon.Daemon.List:output_type -> tether.manager.ListInterceptsResponse
-	20, // 22: tether.daemon.Daemon.Revoke:output_type -> tether.manager.RevokeInterceptResponse
-	8,  // 23: tether.daemon.Daemon.Shutdown:output_type -> tether.daemon.ShutdownResponse
-	15, // [15:24] is the sub-list for method output_type
-	6,  // [6:15] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	14, // 0: tether.daemon.InterceptRequest.spec:type_name -> tether.manager.InterceptSpec
+	12, // 1: tether.daemon.InterceptRequest.port_map:type_name -> tether.daemon.InterceptRequest.PortMapEntry
+	15, // 2: tether.daemon.LocalIntercept.info:type_name -> tether.manager.InterceptInfo
+	13, // 3: tether.daemon.LocalIntercept.port_map:type_name -> tether.daemon.LocalIntercept.PortMapEntry
+	9,  // 4: tether.daemon.StatusResponse.counters:type_name -> tether.daemon.Counters
+	10, // 5: tether.daemon.StatusResponse.activity:type_name -> tether.daemon.Activity
+	16, // 6: tether.daemon.StatusResponse.manager_view:type_name -> tether.manager.SessionView
+	3,  // 7: tether.daemon.StatusResponse.intercepts:type_name -> tether.daemon.LocalIntercept
+	4,  // 8: tether.daemon.Daemon.Connect:input_type -> tether.daemon.ConnectRequest
+	5,  // 9: tether.daemon.Daemon.Status:input_type -> tether.daemon.StatusRequest
+	6,  // 10: tether.daemon.Daemon.Quit:input_type -> tether.daemon.QuitRequest
+	17, // 11: tether.daemon.Daemon.Sessions:input_type -> tether.manager.SessionsRequest
+	0,  // 12: tether.daemon.Daemon.Intercept:input_type -> tether.daemon.InterceptRequest
+	1,  // 13: tether.daemon.Daemon.Leave:input_type -> tether.daemon.LeaveRequest
+	18, // 14: tether.daemon.Daemon.List:input_type -> tether.manager.ListInterceptsRequest
+	19, // 15: tether.daemon.Daemon.Revoke:input_type -> tether.manager.RevokeInterceptRequest
+	7,  // 16: tether.daemon.Daemon.Shutdown:input_type -> tether.daemon.ShutdownRequest
+	11, // 17: tether.daemon.Daemon.Connect:output_type -> tether.daemon.StatusResponse
+	11, // 18: tether.daemon.Daemon.Status:output_type -> tether.daemon.StatusResponse
+	11, // 19: tether.daemon.Daemon.Quit:output_type -> tether.daemon.StatusResponse
+	20, // 20: tether.daemon.Daemon.Sessions:output_type -> tether.manager.SessionsResponse
+	15, // 21: tether.daemon.Daemon.Intercept:output_type -> tether.manager.InterceptInfo
+	2,  // 22: tether.daemon.Daemon.Leave:output_type -> tether.daemon.LeaveResponse
+	21, // 23: tether.daemon.Daemon.List:output_type -> tether.manager.ListInterceptsResponse
+	22, // 24: tether.daemon.Daemon.Revoke:output_type -> tether.manager.RevokeInterceptResponse
+	8,  // 25: tether.daemon.Daemon.Shutdown:output_type -> tether.daemon.ShutdownResponse
+	17, // [17:26] is the sub-list for method output_type
+	8,  // [8:17] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_daemon_daemon_proto_init() }
@@ -949,7 +981,7 @@ func file_daemon_daemon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_daemon_daemon_proto_rawDesc), len(file_daemon_daemon_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

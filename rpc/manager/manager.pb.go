@@ -1007,8 +1007,11 @@ type OpenFlow struct {
 	Source      string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
 	Destination string `protobuf:"bytes,3,opt,name=destination,proto3" json:"destination,omitempty"`
 	// Inbound flows only: which intercept (agent) and which flow (daemon).
-	InterceptId   string `protobuf:"bytes,4,opt,name=intercept_id,json=interceptId,proto3" json:"intercept_id,omitempty"`
-	FlowId        string `protobuf:"bytes,5,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
+	InterceptId string `protobuf:"bytes,4,opt,name=intercept_id,json=interceptId,proto3" json:"intercept_id,omitempty"`
+	FlowId      string `protobuf:"bytes,5,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
+	// Agent opens only: the workload port the connection arrived on, which a
+	// replace intercept (all ports) needs to pick the local port.
+	Port          uint32 `protobuf:"varint,6,opt,name=port,proto3" json:"port,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1076,6 +1079,13 @@ func (x *OpenFlow) GetFlowId() string {
 		return x.FlowId
 	}
 	return ""
+}
+
+func (x *OpenFlow) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
 }
 
 type Opened struct {
@@ -1727,7 +1737,10 @@ type InboundDial struct {
 	FlowId      string                 `protobuf:"bytes,1,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
 	InterceptId string                 `protobuf:"bytes,2,opt,name=intercept_id,json=interceptId,proto3" json:"intercept_id,omitempty"`
 	// The caller in the cluster, for logs.
-	Source        string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	Source string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	// The workload port the connection arrived on; 0 from an agent that does
+	// not say, meaning the intercept's own port.
+	Port          uint32 `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1781,6 +1794,13 @@ func (x *InboundDial) GetSource() string {
 		return x.Source
 	}
 	return ""
+}
+
+func (x *InboundDial) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
 }
 
 type SessionEvent struct {
@@ -2002,13 +2022,14 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\asession\x18\x01 \x01(\v2\x1b.tether.manager.SessionViewR\asession\"\x11\n" +
 	"\x0fSessionsRequest\"K\n" +
 	"\x10SessionsResponse\x127\n" +
-	"\bsessions\x18\x01 \x03(\v2\x1b.tether.manager.SessionViewR\bsessions\"\xb6\x01\n" +
+	"\bsessions\x18\x01 \x03(\v2\x1b.tether.manager.SessionViewR\bsessions\"\xca\x01\n" +
 	"\bOpenFlow\x124\n" +
 	"\bprotocol\x18\x01 \x01(\x0e2\x18.tether.manager.ProtocolR\bprotocol\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12 \n" +
 	"\vdestination\x18\x03 \x01(\tR\vdestination\x12!\n" +
 	"\fintercept_id\x18\x04 \x01(\tR\vinterceptId\x12\x17\n" +
-	"\aflow_id\x18\x05 \x01(\tR\x06flowId\"R\n" +
+	"\aflow_id\x18\x05 \x01(\tR\x06flowId\x12\x12\n" +
+	"\x04port\x18\x06 \x01(\rR\x04port\"R\n" +
 	"\x06Opened\x122\n" +
 	"\x06status\x18\x01 \x01(\x0e2\x1a.tether.manager.OpenStatusR\x06status\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\"\xac\x01\n" +
@@ -2052,11 +2073,12 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"V\n" +
 	"\x17RevokeInterceptResponse\x12;\n" +
 	"\tintercept\x18\x01 \x01(\v2\x1d.tether.manager.InterceptInfoR\tintercept\"\x15\n" +
-	"\x13WatchSessionRequest\"a\n" +
+	"\x13WatchSessionRequest\"u\n" +
 	"\vInboundDial\x12\x17\n" +
 	"\aflow_id\x18\x01 \x01(\tR\x06flowId\x12!\n" +
 	"\fintercept_id\x18\x02 \x01(\tR\vinterceptId\x12\x16\n" +
-	"\x06source\x18\x03 \x01(\tR\x06source\"\xc5\x01\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\x12\x12\n" +
+	"\x04port\x18\x04 \x01(\rR\x04port\"\xc5\x01\n" +
 	"\fSessionEvent\x12=\n" +
 	"\n" +
 	"intercepts\x18\x01 \x03(\v2\x1d.tether.manager.InterceptInfoR\n" +
