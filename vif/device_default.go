@@ -2,10 +2,15 @@
 
 package vif
 
-import "golang.zx2c4.com/wireguard/tun"
+import (
+	"io"
 
-// createTUN creates the device. Only Linux has the virtio-net header.
-func createTUN(name string, mtu int) (tun.Device, bool, error) {
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// createTUN creates the device. Only Linux has the virtio-net header, so
+// there are no frames to read (see linkEndpoint).
+func createTUN(name string, mtu int) (tun.Device, io.Reader, error) {
 	dev, err := tun.CreateTUN(name, mtu)
-	return dev, false, err
+	return dev, nil, err
 }

@@ -36,9 +36,11 @@ type fakeDev struct {
 
 // fakeBatch is what one inject hands to Read; done is closed once the
 // reader came back for more, that is, once the stack had every packet.
+// frames: pkts are whole frames, virtio_net_hdr included (injectFrames).
 type fakeBatch struct {
-	pkts [][]byte
-	done chan struct{}
+	pkts   [][]byte
+	frames bool
+	done   chan struct{}
 }
 
 var _ tun.Device = (*fakeDev)(nil)
@@ -74,8 +76,16 @@ func newFakeDev(t testing.TB, batch int) *fakeDev {
 // inject hands pkts to the reader as one batch (split over several Reads
 // when it exceeds the batch size) and waits until the stack has taken all
 // of them. It fails once the device is closed.
-func (d *fakeDev) inject(pkts ...[]byte) error {
-	b := &fakeBatch{pkts: pkts, done: make(chan struct{})}
+func (d *fakeDev) inject(pkts ...[]byte) error { return d.injectBatch(&fakeBatch{pkts: pkts}) }
+
+// injectFrames is inject for frames of a device with a virtio_net_hdr,
+// header included; only the harness's frame reader takes them.
+func (d *fakeDev) injectFrames(frames ...[]byte) error {
+	return d.injectBatch(&fakeBatch{pkts: frames, frames: true})
+}
+
+func (d *fakeDev) injectBatch(b *fakeBatch) error {
+	b.done = make(chan struct{})
 	select {
 	case d.in <- b:
 	case <-d.closed:
@@ -89,10 +99,10 @@ func (d *fakeDev) inject(pkts ...[]byte) error {
 	}
 }
 
-// Read implements tun.Device. Packets longer than a buffer are truncated,
-// as a too short read of a TUN truncates them.
-func (d *fakeDev) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	if len(d.pending) == 0 {
+// next returns the next injected packet (or frame), and whether it is a
+// whole frame.
+func (d *fakeDev) next() ([]byte, bool, error) {
+	for len(d.pending) == 0 {
 		if d.cur != nil {
 			close(d.cur.done)
 			d.cur = nil
@@ -101,16 +111,44 @@ func (d *fakeDev) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		case b := <-d.in:
 			d.cur, d.pending = b, b.pkts
 		case <-d.closed:
-			return 0, os.ErrClosed
+			return nil, false, os.ErrClosed
 		}
 	}
+	p := d.pending[0]
+	d.pending = d.pending[1:]
+	return p, d.cur.frames, nil
+}
+
+// Read implements tun.Device. Packets longer than a buffer are truncated,
+// as a too short read of a TUN truncates them.
+func (d *fakeDev) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	n := 0
-	for n < len(bufs) && len(d.pending) > 0 {
-		sizes[n] = copy(bufs[n][offset:], d.pending[0])
-		d.pending = d.pending[1:]
+	for n < len(bufs) && (n == 0 || len(d.pending) > 0) {
+		p, _, err := d.next()
+		if err != nil {
+			return n, err
+		}
+		sizes[n] = copy(bufs[n][offset:], p)
 		n++
 	}
 	return n, nil
+}
+
+// fakeFrames is the inbound side of a fake device with a virtio_net_hdr:
+// each Read returns the next injected packet behind a zero header (no
+// segmentation, checksum complete), or an injected frame as it is.
+type fakeFrames struct{ d *fakeDev }
+
+func (f fakeFrames) Read(b []byte) (int, error) {
+	p, frame, err := f.d.next()
+	if err != nil {
+		return 0, err
+	}
+	if frame {
+		return copy(b, p), nil
+	}
+	clear(b[:virtioNetHdrLen])
+	return virtioNetHdrLen + copy(b[virtioNetHdrLen:], p), nil
 }
 
 // Write implements tun.Device; the link endpoint writes to File instead.
@@ -170,7 +208,11 @@ func newHarness(t testing.TB, hc harnessConfig) *harness {
 		hc.udpIdle = time.Second
 	}
 	dev := newFakeDev(t, hc.batch)
-	v, err := newVIF(dev, hc.vnet, Config{
+	var frames io.Reader
+	if hc.vnet {
+		frames = fakeFrames{dev}
+	}
+	v, err := newVIF(dev, frames, Config{
 		MTU:            fakeMTU,
 		Open:           hc.open,
 		UDPIdleTimeout: hc.udpIdle,

@@ -183,7 +183,7 @@ func TestFullDeviceDoesNotBlockSenders(t *testing.T) {
 	checkLeaks(t)
 	remotes := make(chan *fakeRemote, 1)
 	dev := newFakeDev(t, 1)
-	v, err := newVIF(dev, false, Config{MTU: fakeMTU, UDPIdleTimeout: time.Second, Log: slog.New(slog.DiscardHandler),
+	v, err := newVIF(dev, nil, Config{MTU: fakeMTU, UDPIdleTimeout: time.Second, Log: slog.New(slog.DiscardHandler),
 		Open: func(ctx context.Context, _ FlowID) (Remote, error) {
 			r := newFakeRemote(ctx)
 			remotes <- r

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -44,8 +45,7 @@ type Stats struct {
 	UDPLive      uint64
 	BytesOut     uint64 // payload bytes toward the cluster
 	BytesIn      uint64 // payload bytes from the cluster
-	RxPackets    uint64 // packets read from the TUN
-	RxBatches    uint64
+	RxPackets    uint64 // packets read from the TUN (a TSO superpacket is one)
 	TxPackets    uint64 // packets written to the TUN
 	TxGSOPackets uint64 // of those, superpackets segmented by the kernel
 }
@@ -93,17 +93,18 @@ func New(cfg Config) (*VIF, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	dev, vnet, err := createTUN(cfg.Name, cfg.MTU)
+	dev, frames, err := createTUN(cfg.Name, cfg.MTU)
 	if err != nil {
 		return nil, fmt.Errorf("create TUN %q: %w", cfg.Name, err)
 	}
-	return newVIF(dev, vnet, cfg)
+	return newVIF(dev, frames, cfg)
 }
 
 // newVIF builds the stack around dev, which it owns from then on: it closes
-// dev when it fails. cfg has its defaults filled in. Tests pass a fake
-// device here.
-func newVIF(dev tun.Device, vnet bool, cfg Config) (*VIF, error) {
+// dev when it fails. frames, for a device with a virtio_net_hdr, is what
+// inbound frames are read from. cfg has its defaults filled in. Tests pass
+// a fake device here.
+func newVIF(dev tun.Device, frames io.Reader, cfg Config) (*VIF, error) {
 	log := cfg.Log.With("component", "vif")
 	name, err := dev.Name()
 	if err != nil {
@@ -113,7 +114,7 @@ func newVIF(dev tun.Device, vnet bool, cfg Config) (*VIF, error) {
 	v := &VIF{dev: dev, name: name, open: cfg.Open, log: log.With("device", name), udpIdle: cfg.UDPIdleTimeout}
 	v.ctx, v.cancel = context.WithCancel(context.Background())
 	v.workers = newWorkers(v.ctx)
-	v.ep = newLinkEndpoint(dev, uint32(cfg.MTU), vnet, v.log)
+	v.ep = newLinkEndpoint(dev, uint32(cfg.MTU), frames, v.log)
 	v.stack, err = newStack(v.ep, v.handleTCP, v.handleUDP)
 	if err != nil {
 		v.cancel()
@@ -139,7 +140,7 @@ func (v *VIF) Name() string { return v.name }
 // Offloads says which packet offloads are in use, for status and logs.
 func (v *VIF) Offloads() string {
 	if v.ep.vnet {
-		return fmt.Sprintf("vnet-hdr batch=%d gro host-gso(max %d)", v.dev.BatchSize(), maxGSOSize)
+		return fmt.Sprintf("vnet-hdr tso-in host-gso(max %d)", maxGSOSize)
 	}
 	return "none (device without virtio-net header)"
 }
@@ -155,7 +156,6 @@ func (v *VIF) Stats() Stats {
 		BytesOut:     v.bytesOut.Load(),
 		BytesIn:      v.bytesIn.Load(),
 		RxPackets:    v.ep.stats.rxPackets.Load(),
-		RxBatches:    v.ep.stats.rxBatches.Load(),
 		TxPackets:    v.ep.stats.txPackets.Load(),
 		TxGSOPackets: v.ep.stats.txGSO.Load(),
 	}
