@@ -166,8 +166,15 @@ func (v *VIF) Stats() Stats {
 func (v *VIF) Close() error {
 	v.closeOnce.Do(func() {
 		v.flows.Close()
-		v.cancel()
+		// The stack first: it aborts every handshake in progress through
+		// the endpoint's state, and stops its segment processors. Ending
+		// the flows' contexts first woke the handshakes' waits (see
+		// createEndpoint) while the endpoints were still connecting: gVisor
+		// then clears an endpoint's handshake before it closes it, and a
+		// processor handling a segment for it in that moment dereferences
+		// the nil handshake (a panic FuzzLinkEndpoint found).
 		v.stack.Close()
+		v.cancel()
 		v.closeErr = v.dev.Close()
 		<-v.events
 		v.ep.Wait()
