@@ -9,8 +9,8 @@
 // the device, waiting for all goroutines it started.
 //
 // Packet path: the TUN is opened with a virtio-net header when the kernel
-// allows it. Reads then return TSO superpackets split into MSS-sized packets
-// (wireguard-go's tun) that gVisor's GRO re-coalesces; writes pass gVisor's
+// allows it. Reads then return the kernel's TSO superpackets whole, one
+// frame per read, and hand them to the stack as they are; writes pass gVisor's
 // GSO superpackets (up to 64 KiB) straight to the kernel with a
 // virtio_net_hdr asking it to segment and checksum. See endpoint.go.
 // Outbound packets wait in gVisor's fifo queueing discipline for one writer

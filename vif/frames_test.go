@@ -95,7 +95,7 @@ func (r *recordingRemote) Send(b []byte) error {
 func TestTSOFrameReachesTheFlowWhole(t *testing.T) {
 	checkLeaks(t)
 	remotes := make(chan *recordingRemote, 1)
-	h := newHarness(t, harnessConfig{batch: 128, vnet: true, open: func(ctx context.Context, _ FlowID) (Remote, error) {
+	h := newHarness(t, harnessConfig{vnet: true, open: func(ctx context.Context, _ FlowID) (Remote, error) {
 		r := &recordingRemote{fakeRemote: newFakeRemote(ctx), got: make(chan struct{}, 1)}
 		remotes <- r
 		return r, nil

@@ -51,7 +51,7 @@ type linkMode byte
 
 const (
 	modeBatch     linkMode = 1 << 0 // BatchSize 128 instead of 1
-	modeVnet      linkMode = 1 << 1 // the device has a virtio_net_hdr (GRO on, GSO out)
+	modeVnet      linkMode = 1 << 1 // the device has a virtio_net_hdr (TSO frames in, GSO out)
 	modeOpenShift          = 2      // bits 2-3: the Opener, see openers
 	modeOneByOne  linkMode = 1 << 4 // inject each packet alone instead of all in one batch
 )
@@ -263,7 +263,7 @@ func linkSeeds() []linkSeed {
 		{"TCP SYN, open fails", linkMode(openFail << modeOpenShift), [][]byte{syn}},
 		{"TCP SYN, open succeeds, vnet", modeVnet | modeBatch | linkMode(openAnswer<<modeOpenShift), [][]byte{syn}},
 		{"TCP SYN, ACK, data, FIN", modeOneByOne | linkMode(openAnswer<<modeOpenShift), [][]byte{syn, ack(1001, 0, ""), ack(1001, header.TCPFlagPsh, "hello"), ack(1006, header.TCPFlagFin, "")}},
-		{"TCP segments for GRO", modeVnet | modeBatch | linkMode(openReset<<modeOpenShift), [][]byte{syn, ack(1001, 0, "aaaa"), ack(1005, 0, "bbbb"), ack(1009, header.TCPFlagPsh, "cccc")}},
+		{"TCP segments in a row", modeVnet | modeBatch | linkMode(openReset<<modeOpenShift), [][]byte{syn, ack(1001, 0, "aaaa"), ack(1005, 0, "bbbb"), ack(1009, header.TCPFlagPsh, "cccc")}},
 		{"UDP datagram", linkMode(openAnswer << modeOpenShift), [][]byte{udp}},
 		{"UDP datagrams, alternating opens", modeBatch | linkMode(openAlternate<<modeOpenShift), [][]byte{udp, udp6, udp}},
 		{"IPv6 TCP SYN", modeVnet | linkMode(openAlternate<<modeOpenShift), [][]byte{syn6, syn6}},

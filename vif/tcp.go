@@ -14,7 +14,7 @@ import (
 )
 
 // chunkSize is the most one read from the stack forwards in one message. A
-// GRO'd segment is up to 64 KiB; forwarding several per message halves the
+// TSO superpacket is up to 64 KiB; forwarding several per message halves the
 // per-message cost of gRPC.
 const chunkSize = 128 << 10
 

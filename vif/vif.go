@@ -139,7 +139,7 @@ func (v *VIF) Name() string { return v.name }
 
 // Offloads says which packet offloads are in use, for status and logs.
 func (v *VIF) Offloads() string {
-	if v.ep.vnet {
+	if v.ep.frames != nil {
 		return fmt.Sprintf("vnet-hdr tso-in host-gso(max %d)", maxGSOSize)
 	}
 	return "none (device without virtio-net header)"
