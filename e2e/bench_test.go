@@ -260,21 +260,22 @@ func BenchmarkConnect(b *testing.B) {
 	tab.print()
 }
 
-// connectStats are the latencies of one connect loop, sorted.
+// connectStats are the latencies of one connect loop (sorted once
+// connectLoop has them), also what its client prints as JSON.
 type connectStats struct {
-	elapsed time.Duration
-	lat     []time.Duration
+	Elapsed time.Duration
+	Lat     []time.Duration
 }
 
-func (s connectStats) rate() float64 { return float64(len(s.lat)) / s.elapsed.Seconds() }
+func (s connectStats) rate() float64 { return float64(len(s.Lat)) / s.Elapsed.Seconds() }
 
 // percentile is the nearest-rank q-quantile.
 func (s connectStats) percentile(q float64) time.Duration {
-	if len(s.lat) == 0 {
+	if len(s.Lat) == 0 {
 		return 0
 	}
-	i := int(math.Ceil(q*float64(len(s.lat)))) - 1
-	return s.lat[max(i, 0)]
+	i := int(math.Ceil(q*float64(len(s.Lat)))) - 1
+	return s.Lat[max(i, 0)]
 }
 
 // connectLoop makes n sequential connections to addr from the client
@@ -294,27 +295,17 @@ func connectLoop(lab *netlab.Lab, addr string, n int) (connectStats, error) {
 	if err != nil {
 		return connectStats{}, err
 	}
-	var r connectResult
-	if err := json.Unmarshal([]byte(out), &r); err != nil {
+	var s connectStats
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
 		return connectStats{}, fmt.Errorf("connect loop to %s: %v: %q", addr, err, out)
 	}
-	s := connectStats{elapsed: time.Duration(r.ElapsedNS)}
-	for _, l := range r.LatNS {
-		s.lat = append(s.lat, time.Duration(l))
-	}
-	slices.Sort(s.lat)
+	slices.Sort(s.Lat)
 	return s, nil
 }
 
 // connectLoopEnv, set to "ADDR N", turns the test binary into
 // connectLoop's client (see init).
 const connectLoopEnv = "TETHER_E2E_CONNECT_LOOP"
-
-// connectResult is what the client prints.
-type connectResult struct {
-	ElapsedNS int64
-	LatNS     []int64
-}
 
 // runConnectLoop makes n sequential connections to addr, each dial + read
 // of the byte the server writes on accept + close, bounded by 5 s each and
@@ -323,8 +314,8 @@ type connectResult struct {
 // which closes passively). No SO_LINGER 0: 5,000 TIME_WAIT sockets per
 // destination fit easily in the ~28,000 ephemeral ports, and the lab sets
 // tcp_tw_reuse besides.
-func runConnectLoop(addr string, n int) (connectResult, error) {
-	r := connectResult{LatNS: make([]int64, 0, n)}
+func runConnectLoop(addr string, n int) (connectStats, error) {
+	r := connectStats{Lat: make([]time.Duration, 0, n)}
 	deadline := time.Now().Add(2 * time.Minute)
 	buf := make([]byte, 1)
 	d := net.Dialer{Timeout: 5 * time.Second}
@@ -345,9 +336,9 @@ func runConnectLoop(addr string, n int) (connectResult, error) {
 		if err != nil {
 			return r, fmt.Errorf("connection %d to %s: first byte: %w", i, addr, err)
 		}
-		r.LatNS = append(r.LatNS, int64(lat))
+		r.Lat = append(r.Lat, lat)
 	}
-	r.ElapsedNS = int64(time.Since(start))
+	r.Elapsed = time.Since(start)
 	return r, nil
 }
 

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -70,7 +69,7 @@ func newTeam(t *testing.T, rules ...string) *team {
 	// The app behind its agent, and each developer's local server. The
 	// manager serves daemons on the client link and agents on the pod link.
 	for _, m := range []*member{tm.alice, tm.bob} {
-		tm.serveDev(m, devPort, "dev "+m.name)
+		tm.serveText(m.ns, devPort, "dev "+m.name)
 	}
 	e.startManager(append([]string{"--listen", fmt.Sprintf(":%d", portMgr), "--token-file", filepath.Join(e.dir, "tokens.csv"), "--rbac-policy-file", filepath.Join(e.dir, "policy.yaml")}, rules...)...)
 	tm.startAgent(agentPort, appPort, "app")
@@ -99,11 +98,7 @@ func newTeam(t *testing.T, rules ...string) *team {
 // the pod's loopback port app that answers body.
 func (tm *team) startAgent(port, app int, body string) {
 	tm.t.Helper()
-	ln, err := tm.lab.Listen(tm.lab.Pod, "tcp", fmt.Sprintf("127.0.0.1:%d", app))
-	if err != nil {
-		tm.t.Fatal(err)
-	}
-	tm.stops = append(tm.stops, netlab.ServeHTTP(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, body) })))
+	tm.serveText(tm.lab.Pod, app, body)
 	addr := fmt.Sprintf("%s:%d", tm.lab.PodIP, port)
 	if _, err := tm.lab.Start(tm.lab.Pod, filepath.Join(tm.dir, fmt.Sprintf("agent-%d.log", port)), tetherBin, "--log-level", "debug", "agent",
 		"--manager", fmt.Sprintf("%s:%d", tm.lab.MgrPodIP, portMgr), "--workload", workload, "--port", fmt.Sprint(port),
@@ -113,11 +108,11 @@ func (tm *team) startAgent(port, app int, body string) {
 	tm.waitTCP(tm.lab.Mgr, addr)
 }
 
-// serveDev runs a local server of member m on its loopback port that
-// answers body.
-func (tm *team) serveDev(m *member, port int, body string) {
+// serveText runs an HTTP server on port of namespace ns's loopback that
+// answers body: an app, or a developer's local server.
+func (tm *team) serveText(ns string, port int, body string) {
 	tm.t.Helper()
-	ln, err := tm.lab.Listen(m.ns, "tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	ln, err := tm.lab.Listen(ns, "tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		tm.t.Fatal(err)
 	}
@@ -152,28 +147,21 @@ func (tm *team) requestPort(port int, user string) string {
 // absorbs the propagation).
 func (tm *team) expectRoutes(want map[string]string) {
 	tm.t.Helper()
-	tm.expect(want, tm.request)
+	expect(tm, want, tm.request)
 }
 
 // expectPorts checks where requests to the workload's ports go.
 func (tm *team) expectPorts(want map[int]string) {
 	tm.t.Helper()
-	byName := map[string]string{}
-	for port, body := range want {
-		byName[strconv.Itoa(port)] = body
-	}
-	tm.expect(byName, func(port string) string {
-		p, _ := strconv.Atoi(port)
-		return tm.requestPort(p, "")
-	})
+	expect(tm, want, func(port int) string { return tm.requestPort(port, "") })
 }
 
 // expect waits until get(key) is want[key] for every key.
-func (tm *team) expect(want map[string]string, get func(string) string) {
+func expect[K comparable](tm *team, want map[K]string, get func(K) string) {
 	tm.t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		got := map[string]string{}
+		got := map[K]string{}
 		ok := true
 		for key, body := range want {
 			got[key] = get(key)
@@ -320,8 +308,8 @@ func TestReplaceInterceptPorts(t *testing.T) {
 	tm := newTeam(t)
 	tm.startAgent(grpcPort, grpcApp, "app 9090")
 	tm.startAgent(metricsPort, metricsApp, "app 9100")
-	tm.serveDev(tm.alice, devGRPC, "dev alice 7001")
-	tm.serveDev(tm.alice, metricsPort, "dev alice 9100")
+	tm.serveText(tm.alice.ns, devGRPC, "dev alice 7001")
+	tm.serveText(tm.alice.ns, metricsPort, "dev alice 9100")
 	tm.expectPorts(map[int]string{agentPort: "app", grpcPort: "app 9090", metricsPort: "app 9100"})
 
 	out, err := tm.intercept(tm.alice, "r", "--replace", "--to-port", fmt.Sprintf("%d=%d", grpcPort, devGRPC))
