@@ -7,12 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
-
-	"github.com/tether-dev/tether/tunnel"
 )
-
-// MDAuthorization carries "Bearer TOKEN" on Arrive.
-const MDAuthorization = tunnel.MDAuthorization
 
 // Identity is who a token belongs to.
 type Identity struct {

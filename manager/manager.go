@@ -269,7 +269,7 @@ func (s *Server) identify(ctx context.Context, claimed string) (Identity, error)
 		return Identity{User: claimed}, nil
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	tok := bearer(first(md, MDAuthorization))
+	tok := bearer(first(md, tunnel.MDAuthorization))
 	if tok == "" {
 		s.log.Warn("arrive without a bearer token refused")
 		return Identity{}, status.Error(codes.Unauthenticated, "the traffic manager requires a token: pass --token-file or set TETHER_TOKEN")

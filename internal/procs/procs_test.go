@@ -5,25 +5,14 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 )
 
 func TestRule(t *testing.T) {
-	rep := func(u float64, n int) []float64 {
-		s := make([]float64, n)
-		for i := range s {
-			s[i] = u
-		}
-		return s
-	}
-	cat := func(ss ...[]float64) []float64 {
-		var out []float64
-		for _, s := range ss {
-			out = append(out, s...)
-		}
-		return out
-	}
+	rep := func(u float64, n int) []float64 { return slices.Repeat([]float64{u}, n) }
+	cat := slices.Concat[[]float64]
 	for _, tc := range []struct {
 		name string
 		max  int
@@ -38,7 +27,7 @@ func TestRule(t *testing.T) {
 		{"gives a P back after ten calm periods", 4, cat([]float64{0.9}, rep(0.4, 10)), []int{2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 1}},
 		{"a busy period restarts the count", 4, cat([]float64{0.9}, rep(0.4, 9), []float64{0.6}, rep(0.4, 9)),
 			[]int{2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2}},
-		{"never below one", 4, rep(0, 12), rep1(12)},
+		{"never below one", 4, rep(0, 12), slices.Repeat([]int{1}, 12)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := NewRule(tc.max)
@@ -49,14 +38,6 @@ func TestRule(t *testing.T) {
 			}
 		})
 	}
-}
-
-func rep1(n int) []int {
-	s := make([]int, n)
-	for i := range s {
-		s[i] = 1
-	}
-	return s
 }
 
 // Adapt starts at one P and restores nothing itself: the caller owns the

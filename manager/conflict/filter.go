@@ -17,8 +17,8 @@ import (
 // match; a Filter without conditions takes every request (a global
 // intercept).
 //
-// Build filters with [NewFilter] (from the CLI) or [Filter.Compile] (from
-// the wire): both compile the regexes once and keep them in the Filter. A
+// Build filters with [Filter.Compile] (from the wire, as the manager and
+// the agent do) or [NewFilter] (from NAME=REGEX strings): both compile the regexes once and keep them in the Filter. A
 // Filter built as a literal still works, but recompiles on every call.
 // Copies share the compiled form and are safe for concurrent use. Changing
 // Headers or Path after compiling is noticed and makes the Filter recompile
