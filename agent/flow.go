@@ -21,8 +21,9 @@ func (e *openError) Unwrap() error { return e.err }
 
 // open opens one flow to the owner of intercept id, through the manager's
 // AgentTunnel, bounded by the open timeout; the flow then lives until it is
-// closed or the agent stops. ctx, the caller's, is not the flow's life: an
-// HTTP transport keeps the connection after the request that dialed it.
+// closed or the agent stops. The flow's life is the agent's (a.life), not a
+// request's: an HTTP transport keeps the connection after the request that
+// dialed it.
 func (a *Agent) open(id, source string) (*tunnel.Conn, error) {
 	f, err := a.tunnels.OpenIntercept(a.life, id, source, a.cfg.Port)
 	if err != nil {

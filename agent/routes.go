@@ -223,12 +223,10 @@ func (a *Agent) watch(ctx context.Context) {
 		} else {
 			a.log.Debug("manager still unavailable", "error", err, "retry_in", d)
 		}
-		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
-			t.Stop()
 			return
-		case <-t.C:
+		case <-time.After(d):
 		}
 	}
 }

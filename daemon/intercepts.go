@@ -78,12 +78,10 @@ func (s *session) watch(ctx context.Context) {
 		d := tunnel.ReconnectDelay(failures)
 		failures++
 		s.log.Debug("session watch broke; retrying", "error", err, "in", d)
-		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
-			t.Stop()
 			return
-		case <-t.C:
+		case <-time.After(d):
 		}
 	}
 }

@@ -143,7 +143,7 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 	}
 	s.setupDNS(cfg.dnsAddress, resp.DnsDomains)
 	s.tunnels = tunnel.NewClient(s.cc, 0)
-	s.vif, err = vif.New(vif.Config{Name: cfg.tunName, MTU: cfg.mtu, Open: s.opener(s.tunnels), Log: cfg.log})
+	s.vif, err = vif.New(vif.Config{Name: cfg.tunName, MTU: cfg.mtu, Open: s.opener(), Log: cfg.log})
 	if err != nil {
 		return nil, err
 	}
@@ -267,7 +267,7 @@ func (s *session) rearrive(ctx context.Context) {
 }
 
 // opener adapts the tunnel client to the VIF.
-func (s *session) opener(c *tunnel.Client) vif.Opener {
+func (s *session) opener() vif.Opener {
 	return func(ctx context.Context, id vif.FlowID) (vif.Remote, error) {
 		// Counted here, as the daemon asks the manager to dial: once per
 		// flow, whether the destination accepts or not.
@@ -279,7 +279,7 @@ func (s *session) opener(c *tunnel.Client) vif.Opener {
 		if id.Proto == vif.UDP && s.dnsAddr.IsValid() && id.Dst == s.dnsAddr {
 			return newDNSFlow(ctx, s.dnsRes), nil
 		}
-		return c.Open(ctx, proto, id.Src, id.Dst)
+		return s.tunnels.Open(ctx, proto, id.Src, id.Dst)
 	}
 }
 
