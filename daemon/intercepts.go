@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -90,6 +91,14 @@ func (s *session) handleEvent(ctx context.Context, ev *pbm.SessionEvent) {
 	ic := &s.icepts
 	ic.mu.Lock()
 	if ev.InterceptsChanged {
+		// The events of a watch come in order, so an id the last list had
+		// and this one lacks is gone for good (left, revoked, ended). An
+		// id no list has had yet may be one Intercept just created.
+		for _, old := range ic.infos {
+			if !slices.ContainsFunc(ev.Intercepts, func(i *pbm.InterceptInfo) bool { return i.Id == old.Id }) {
+				delete(ic.targets, old.Id)
+			}
+		}
 		ic.infos = ev.Intercepts
 		for _, info := range ev.Intercepts {
 			if info.Message != "" {

@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"context"
+	"log/slog"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -59,6 +61,24 @@ func TestNewTargetRefusesBadPorts(t *testing.T) {
 		}
 		if err != nil && status.Code(err) != codes.InvalidArgument {
 			t.Errorf("%s: %v, want InvalidArgument", tc.name, err)
+		}
+	}
+}
+
+// An intercept the manager no longer lists (left, revoked, ended) takes its
+// target with it; one not listed yet (just created) keeps its own.
+func TestTargetsFollowTheManagersList(t *testing.T) {
+	s := &session{log: slog.New(slog.DiscardHandler)}
+	s.icepts.targets = map[string]target{"a": {local: 7000}, "b": {local: 7001}, "new": {local: 7002}}
+	info := func(id string) *pbm.InterceptInfo { return &pbm.InterceptInfo{Id: id} }
+	s.handleEvent(context.Background(), &pbm.SessionEvent{InterceptsChanged: true, Intercepts: []*pbm.InterceptInfo{info("a"), info("b")}})
+	s.handleEvent(context.Background(), &pbm.SessionEvent{InterceptsChanged: true, Intercepts: []*pbm.InterceptInfo{info("a")}})
+	if _, ok := s.icepts.targets["b"]; ok {
+		t.Error("the target of an intercept the manager dropped is kept")
+	}
+	for _, id := range []string{"a", "new"} {
+		if _, ok := s.icepts.targets[id]; !ok {
+			t.Errorf("target %q is gone", id)
 		}
 	}
 }
