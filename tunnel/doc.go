@@ -25,5 +25,5 @@
 //     stream for the next flow; a UDP flow ends its stream.
 //
 // Intercepted (inbound) flows use AgentTunnel and InboundTunnel streams,
-// one flow each, with CloseSend and the handler's OK as before.
+// one flow each, which ends with CloseSend and the handler's OK.
 package tunnel

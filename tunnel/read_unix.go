@@ -45,9 +45,11 @@ func readPooled(conn *net.TCPConn) (*[]byte, int, error) {
 	case n == 0:
 		err = io.EOF
 	}
-	if err != nil && bp != nil {
-		chunkPool.Put(bp)
-		bp, n = nil, 0
+	if err != nil {
+		if bp != nil {
+			chunkPool.Put(bp)
+		}
+		return nil, 0, err
 	}
-	return bp, max(n, 0), err
+	return bp, n, nil
 }

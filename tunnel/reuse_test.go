@@ -53,9 +53,7 @@ func waitRunning(t *testing.T, h *harness, n int32) {
 func TestStreamReuse(t *testing.T) {
 	h := newHarness(t)
 	echo := echoServer(t)
-	closed, _ := net.Listen("tcp", "127.0.0.1:0")
-	refused := closed.Addr().String()
-	closed.Close()
+	refused := refusedAddr(t)
 
 	for i := range 20 {
 		ctx, cancel := context.WithCancel(h.ctx)

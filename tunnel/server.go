@@ -32,9 +32,9 @@ type Server struct {
 	udpIdle     time.Duration
 	log         *slog.Logger
 
-	// flows counts flows and their receivers, which may outlive their
-	// handler by a moment (until the stream's end reaches their Recv), and
-	// the goroutines started with Go. Close waits for them.
+	// flows counts Serve calls (one per stream), their receivers, which
+	// may outlive their handler by a moment (until the stream's end reaches
+	// their Recv), and the goroutines started with Go. Close waits for them.
 	flows goroutines.Group
 }
 
@@ -49,8 +49,9 @@ func NewServer(dialTimeout, udpIdle time.Duration, log *slog.Logger) *Server {
 	return &Server{dialTimeout: dialTimeout, udpIdle: udpIdle, log: log.With("component", "tunnel")}
 }
 
-// Close refuses new flows and waits for every goroutine of the others,
-// which the caller has ended (through Serve's context).
+// Close refuses new streams (Serve) and goroutines (Go) and waits for every
+// goroutine of the others, which the caller has ended (through Serve's
+// context).
 func (s *Server) Close() {
 	s.flows.Close()
 	s.flows.Wait()
@@ -282,7 +283,7 @@ func pipeTCP(ctx context.Context, stream Stream, rx *receiver, conn *net.TCPConn
 			return false, err
 		}
 		if last {
-			// The old close: EOF, then the handler's OK.
+			// The daemon ended the stream with CloseSend: EOF, then the handler's OK.
 			if !sentEOF {
 				return false, stream.Send(&pb.Frame{Control: pb.Control_EOF})
 			}

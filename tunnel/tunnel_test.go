@@ -157,15 +157,12 @@ func TestTCPEchoWithHalfClose(t *testing.T) {
 
 func TestOpenFailures(t *testing.T) {
 	h := newHarness(t, "127.0.0.0/8")
-	closed, _ := net.Listen("tcp", "127.0.0.1:0")
-	refusedAddr := closed.Addr().String()
-	closed.Close()
 	for _, tc := range []struct {
 		name string
 		dst  string
 		want pb.OpenStatus
 	}{
-		{"refused port", refusedAddr, pb.OpenStatus_OPEN_REFUSED},
+		{"refused port", refusedAddr(t), pb.OpenStatus_OPEN_REFUSED},
 		{"outside the subnets", "198.18.9.9:80", pb.OpenStatus_OPEN_FORBIDDEN},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -281,4 +278,16 @@ func TestSessionCredentialsRequired(t *testing.T) {
 			}
 		})
 	}
+}
+
+// refusedAddr is a loopback address where nothing listens: a port that was
+// just free.
+func refusedAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
