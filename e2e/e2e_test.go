@@ -85,14 +85,20 @@ func TestDataPath(t *testing.T) {
 		}
 	})
 
-	t.Run("UDP echo", func(t *testing.T) {
+	// dialUDPEcho connects to the pod's UDP echo server from the client.
+	dialUDPEcho := func(t *testing.T) *net.UDPConn {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		c, err := e.lab.DialContext(ctx, e.lab.Client, "udp", e.podAddr(portUDPEcho))
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
+		t.Cleanup(func() { c.Close() })
+		return c.(*net.UDPConn)
+	}
+
+	t.Run("UDP echo", func(t *testing.T) {
+		c := dialUDPEcho(t)
 		buf := make([]byte, 2048)
 		for i := range 20 {
 			msg := fmt.Sprintf("datagram %d", i)
@@ -111,15 +117,9 @@ func TestDataPath(t *testing.T) {
 	// kernel as one superpacket where the device accepts them; the VIF's
 	// device does not, so each segment arrives as its own datagram.
 	t.Run("UDP segmentation offload", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c, err := e.lab.DialContext(ctx, e.lab.Client, "udp", e.podAddr(portUDPEcho))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		c := dialUDPEcho(t)
 		const seg, n = 100, 3
-		rc, err := c.(*net.UDPConn).SyscallConn()
+		rc, err := c.SyscallConn()
 		if err != nil {
 			t.Fatal(err)
 		}
