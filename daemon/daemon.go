@@ -53,6 +53,10 @@ type Config struct {
 	// IgnoreTCPPorts (activity.ignoreTCPPorts): tunnels to these ports are
 	// not activity; activity.DefaultIgnoreTCPPorts when nil.
 	IgnoreTCPPorts []uint16
+	// MinPrefixLength (routes.minPrefixLength) and MinPrefixLengthIPv6
+	// (routes.minPrefixLengthIPv6) are the widest subnets the daemon
+	// routes; DefaultMinPrefixLength* when 0.
+	MinPrefixLength, MinPrefixLengthIPv6 int
 	// Ready, when set, is called once by Run when the control socket
 	// serves; Stopping when Run begins to shut down. They tell the service
 	// manager (platform.Notifier).
@@ -166,6 +170,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return err
 }
 
+// floor is the configured route floor.
+func (d *Daemon) floor() routeFloor {
+	f := routeFloor{v4: d.cfg.MinPrefixLength, v6: d.cfg.MinPrefixLengthIPv6}
+	if f.v4 == 0 {
+		f.v4 = DefaultMinPrefixLength
+	}
+	if f.v6 == 0 {
+		f.v6 = DefaultMinPrefixLengthIPv6
+	}
+	return f
+}
+
 // Connect implements pb.DaemonServer.
 func (d *Daemon) Connect(ctx context.Context, req *pb.ConnectRequest) (*pb.StatusResponse, error) {
 	if req.Manager == "" {
@@ -201,7 +217,7 @@ func (d *Daemon) connect(ctx context.Context, req *pb.ConnectRequest, byCLI bool
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	sess, err := startSession(ctx, sessionConfig{
-		manager: req.Manager, allowConf: req.AllowConflictingSubnets,
+		manager: req.Manager, allowConf: req.AllowConflictingSubnets, floor: d.floor(),
 		user: user, host: host, instance: d.instance, byCLI: byCLI, resume: resume, token: req.Token, tls: tlsCreds,
 		tunName: d.cfg.TUNName, mtu: d.cfg.MTU, dnsAddress: d.cfg.DNSAddress, newRouter: d.cfg.NewRouter, log: d.cfg.Log,
 		tracker: d.tracker, metrics: d.metrics, onEnded: d.sessionEnded,
@@ -317,7 +333,7 @@ func (d *Daemon) statusLocked() *pb.StatusResponse {
 	if c := s.creds.Load(); c != nil {
 		resp.SessionId = c.id
 	}
-	for _, p := range s.subnets {
+	for _, p := range s.routes() {
 		resp.Subnets = append(resp.Subnets, p.String())
 	}
 	return resp

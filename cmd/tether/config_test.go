@@ -117,6 +117,8 @@ GRPC:
 		{"flag", "", []string{"manager", "--config", file, "--connection-ttl", "9z"}, `grpc.connectionTTL (flag --connection-ttl): "9z"`},
 		{"daemon port", "", []string{"config", "view", "daemon", "--ignore-tcp-ports", "53,http"}, `activity.ignoreTCPPorts (flag --ignore-tcp-ports): "http" is not a port number`},
 		{"agent port", "", []string{"config", "view", "agent"}, `agent.port: "0" is not a port`},
+		{"route floor", "", []string{"config", "view", "daemon", "--min-prefix-length", "0"}, `routes.minPrefixLength (flag --min-prefix-length): 0 is not an IPv4 prefix length from 1 to 32`},
+		{"IPv6 route floor", "", []string{"config", "view", "daemon", "--min-prefix-length-ipv6", "129"}, `routes.minPrefixLengthIPv6 (flag --min-prefix-length-ipv6): 129 is not`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.env != "" {
