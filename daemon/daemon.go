@@ -61,6 +61,10 @@ type Config struct {
 	// serves; Stopping when Run begins to shut down. They tell the service
 	// manager (platform.Notifier).
 	Ready, Stopping func()
+
+	// resumeDelay is the wait after the nth failed resume (from 0);
+	// tunnel.ReconnectDelay when nil. Tests shorten it.
+	resumeDelay func(n int) time.Duration
 }
 
 // MDNoActivity is the metadata key of CLI calls made with --no-activity.
@@ -90,10 +94,35 @@ type Daemon struct {
 	owner    owner              // who may use the session (access.go)
 	stop     context.CancelFunc // ends Run (Shutdown); set before serving
 
-	// mu guards sess and reason, and serialises Connect and Quit.
-	mu     sync.Mutex
-	sess   *session
-	reason string
+	// connMu serialises connects, the CLI's and the resume loop's. It is
+	// held across the slow part of a connect, so nothing else takes it
+	// but Run at the end: control calls never wait for a connect.
+	connMu sync.Mutex
+
+	// mu guards the fields below; it is never held across a call to the
+	// manager but by Quit's depart.
+	mu      sync.Mutex
+	sess    *session
+	reason  string
+	pending *attempt // the connect in progress, if any
+	resume  *resuming
+	stopped bool // Run is shutting down: no new session may start
+}
+
+// attempt is a connect in progress.
+type attempt struct {
+	manager string
+	cancel  context.CancelFunc
+	quit    bool // the user quit while it connected
+}
+
+// resuming is the state of a restarted daemon retrying its cached session
+// until it is up or the user quits (status "resuming").
+type resuming struct {
+	manager  string
+	attempts int
+	next     time.Time // of the next attempt; zero while one runs
+	cancel   context.CancelFunc
 }
 
 // New recovers from a daemon that died without cleaning up, then listens on
@@ -137,14 +166,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	if c, ok := d.loadCreds(); ok {
 		// A restarted daemon resumes its session by itself: not activity.
+		rctx, cancel := context.WithCancel(ctx)
+		d.resume = &resuming{manager: c.Manager, cancel: cancel}
 		d.bg.Add(1)
 		go func() {
 			defer d.bg.Done()
-			if _, err := d.connect(ctx, &pb.ConnectRequest{Manager: c.Manager}, false); err != nil {
-				d.log.Warn("resuming the previous session failed; `tether connect` retries", "error", err)
-				return
-			}
-			d.restoreOwner()
+			defer cancel()
+			d.resumeLoop(rctx, c.Manager)
 		}()
 	}
 	var err error
@@ -155,7 +183,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.cfg.Stopping != nil {
 		d.cfg.Stopping()
 	}
+	d.mu.Lock()
+	d.stopped = true
+	if d.pending != nil {
+		d.pending.cancel()
+	}
+	d.mu.Unlock()
 	d.bg.Wait()
+	// A connect still running sees stopped and undoes what it did.
+	d.connMu.Lock()
+	defer d.connMu.Unlock()
 	d.mu.Lock()
 	if d.sess != nil {
 		// The session outlives the daemon: a restarted daemon resumes it.
@@ -182,23 +219,147 @@ func (d *Daemon) floor() routeFloor {
 	return f
 }
 
+// resumeLoop resumes the cached session with manager, retrying with
+// backoff for as long as the manager cannot be reached: a laptop that
+// starts without network resumes once it has one. It ends when the session
+// is up, the manager refuses it, or ctx ends (quit, shutdown).
+func (d *Daemon) resumeLoop(ctx context.Context, manager string) {
+	delay := d.cfg.resumeDelay
+	if delay == nil {
+		delay = tunnel.ReconnectDelay
+	}
+	defer func() {
+		d.mu.Lock()
+		d.resume = nil
+		d.mu.Unlock()
+	}()
+	for n := 0; ; n++ {
+		_, err := d.connect(ctx, &pb.ConnectRequest{Manager: manager}, false)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		if !errors.As(err, new(unreachableError)) {
+			d.log.Warn("resuming the previous session failed; `tether connect` starts a new one", "error", err)
+			return
+		}
+		wait := delay(n)
+		d.mu.Lock()
+		d.resume.attempts, d.resume.next = n+1, time.Now().Add(wait)
+		d.mu.Unlock()
+		d.log.Warn("resuming the previous session failed; retrying", "error", err, "attempt", n+1, "in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		d.mu.Lock()
+		d.resume.next = time.Time{}
+		d.mu.Unlock()
+	}
+}
+
 // Connect implements pb.DaemonServer.
 func (d *Daemon) Connect(ctx context.Context, req *pb.ConnectRequest) (*pb.StatusResponse, error) {
 	if req.Manager == "" {
 		return nil, status.Error(codes.InvalidArgument, "no traffic manager address (--manager host:port)")
 	}
-	return d.connect(ctx, req, true)
+	resp, err := d.connect(ctx, req, true)
+	if _, ok := status.FromError(err); !ok {
+		err = status.Error(codes.Unavailable, err.Error())
+	}
+	return resp, err
 }
 
+// connect starts a session, or returns the one up. Only connMu is held
+// while the session starts: Status, Quit and the rest answer meanwhile.
+// Quit cancels it; the session, should it start all the same, is undone.
 func (d *Daemon) connect(ctx context.Context, req *pb.ConnectRequest, byCLI bool) (*pb.StatusResponse, error) {
+	d.connMu.Lock()
+	defer d.connMu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if resp, err, done := d.connected(ctx, req.Manager, byCLI); done {
+		return resp, err
+	}
+	att := &attempt{manager: req.Manager, cancel: cancel}
+	d.mu.Lock()
+	if d.stopped {
+		d.mu.Unlock()
+		return nil, status.Error(codes.Unavailable, "the daemon is stopping")
+	}
+	d.pending = att
+	d.mu.Unlock()
+	sess, err := d.startSession(ctx, req, byCLI)
+
+	d.owner.mu.Lock()
+	defer d.owner.mu.Unlock()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.sess != nil {
-		if d.sess.addr == req.Manager {
-			return d.statusLocked(), nil
+	d.pending = nil
+	if att.quit || d.stopped || (err == nil && ctx.Err() != nil) {
+		why := "the daemon is stopping"
+		if att.quit {
+			why = "`tether quit` ran while it connected"
 		}
-		return nil, status.Errorf(codes.FailedPrecondition, "already connected to %s: run `tether quit` first", d.sess.addr)
+		if sess != nil {
+			if cerr := sess.close(att.quit); cerr != nil {
+				d.log.Warn("cleanup of a cancelled connect", "error", cerr)
+			}
+		}
+		if att.quit {
+			d.clearCreds()
+		}
+		return nil, status.Errorf(codes.Canceled, "connect to %s cancelled: %s", req.Manager, why)
 	}
+	if err != nil {
+		d.reason = err.Error()
+		return nil, err
+	}
+	d.sess, d.reason = sess, ""
+	d.saveState(sess.vif.Name())
+	// Installing the session and giving it its owner are one step under
+	// owner.mu: no call ever sees the session without its owner.
+	if byCLI {
+		d.claimLocked(ctx, sess)
+	} else {
+		d.restoreOwnerLocked(sess)
+	}
+	return d.statusLocked(), nil
+}
+
+// connected handles a connect when a session is up already: the same
+// manager's answers with its status (if the caller may see it, claiming it
+// if it has no owner), another's is refused. done is false when there is
+// no session.
+func (d *Daemon) connected(ctx context.Context, manager string, byCLI bool) (_ *pb.StatusResponse, _ error, done bool) {
+	d.owner.mu.Lock()
+	defer d.owner.mu.Unlock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.sess == nil {
+		return nil, nil, false
+	}
+	// authorize checked before a connect that ran meanwhile made this
+	// session; check again.
+	if caller, known := callerUID(ctx); known {
+		if err := d.owner.checkLocked(d.sess, caller); err != nil {
+			return nil, err, true
+		}
+	}
+	if d.sess.addr == manager {
+		if byCLI {
+			d.claimLocked(ctx, d.sess)
+		}
+		return d.statusLocked(), nil, true
+	}
+	return nil, status.Errorf(codes.FailedPrecondition, "already connected to %s: run `tether quit` first", d.sess.addr), true
+}
+
+// startSession starts a session as req asks, resuming the cached one when
+// it is with the same manager.
+func (d *Daemon) startSession(ctx context.Context, req *pb.ConnectRequest, byCLI bool) (*session, error) {
 	host := req.Host
 	if host == "" {
 		host = hostname()
@@ -211,12 +372,16 @@ func (d *Daemon) connect(ctx context.Context, req *pb.ConnectRequest, byCLI bool
 			// A daemon resuming by itself reuses what connect was given.
 			user, req.Token, req.Tls, req.CaPem = c.User, c.Token, c.TLS, c.CAPEM
 		}
+	} else if !byCLI {
+		// Forgotten meanwhile (quit): nothing to resume, and without the
+		// cache the daemon would connect without the user's token.
+		return nil, status.Error(codes.Canceled, "no cached session to resume")
 	}
 	tlsCreds, err := transportCreds(req)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	sess, err := startSession(ctx, sessionConfig{
+	return startSession(ctx, sessionConfig{
 		manager: req.Manager, allowConf: req.AllowConflictingSubnets, floor: d.floor(),
 		user: user, host: host, instance: d.instance, byCLI: byCLI, resume: resume, token: req.Token, tls: tlsCreds,
 		tunName: d.cfg.TUNName, mtu: d.cfg.MTU, dnsAddress: d.cfg.DNSAddress, newRouter: d.cfg.NewRouter, log: d.cfg.Log,
@@ -229,13 +394,6 @@ func (d *Daemon) connect(ctx context.Context, req *pb.ConnectRequest, byCLI bool
 				Token: req.Token, TLS: req.Tls, CAPEM: req.CaPem})
 		},
 	})
-	if err != nil {
-		d.reason = err.Error()
-		return nil, status.Error(codes.Unavailable, err.Error())
-	}
-	d.sess, d.reason = sess, ""
-	d.saveState(sess.vif.Name())
-	return d.statusLocked(), nil
 }
 
 // Status implements pb.DaemonServer.
@@ -245,10 +403,22 @@ func (d *Daemon) Status(context.Context, *pb.StatusRequest) (*pb.StatusResponse,
 	return d.statusLocked(), nil
 }
 
-// Quit implements pb.DaemonServer.
+// Quit implements pb.DaemonServer. A connect or resume in progress is
+// cancelled; it undoes what it did by itself, so Quit does not wait for it.
 func (d *Daemon) Quit(context.Context, *pb.QuitRequest) (*pb.StatusResponse, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.pending != nil {
+		d.pending.quit = true
+		d.pending.cancel()
+		d.reason = "quit by the user"
+	}
+	if d.resume != nil {
+		d.resume.cancel()
+		d.resume = nil
+		d.clearCreds()
+		d.reason = "quit by the user"
+	}
 	if d.sess != nil {
 		if err := d.endSessionLocked("quit by the user", true); err != nil {
 			d.log.Warn("cleanup after quit", "error", err)
@@ -301,7 +471,18 @@ func (d *Daemon) Sessions(ctx context.Context, req *pbm.SessionsRequest) (*pbm.S
 func (d *Daemon) statusLocked() *pb.StatusResponse {
 	s := d.sess
 	if s == nil {
-		return &pb.StatusResponse{Reason: d.reason}
+		resp := &pb.StatusResponse{Reason: d.reason}
+		switch {
+		case d.resume != nil:
+			r := d.resume
+			resp.Manager, resp.Link, resp.Resuming, resp.ResumeAttempts = r.manager, "resuming", true, uint32(r.attempts)
+			if !r.next.IsZero() {
+				resp.NextResumeSeconds = max(0, time.Until(r.next).Seconds())
+			}
+		case d.pending != nil:
+			resp.Manager, resp.Link = d.pending.manager, "connecting"
+		}
+		return resp
 	}
 	st := s.vif.Stats()
 	snap := d.tracker.Snapshot()

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -23,8 +24,11 @@ type fakeManager struct {
 	pbm.UnimplementedManagerServer
 	addr string
 
-	mu      sync.Mutex // guards subnets
+	arrivals atomic.Int32
+
+	mu      sync.Mutex // guards subnets and refuse
 	subnets []string
+	refuse  error // Arrive's answer when set
 }
 
 func newFakeManager(t testing.TB, subnets ...string) *fakeManager {
@@ -47,9 +51,19 @@ func (m *fakeManager) advertise(subnets ...string) {
 	m.subnets = subnets
 }
 
-func (m *fakeManager) Arrive(context.Context, *pbm.ArriveRequest) (*pbm.ArriveResponse, error) {
+func (m *fakeManager) refuseWith(err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.refuse = err
+}
+
+func (m *fakeManager) Arrive(context.Context, *pbm.ArriveRequest) (*pbm.ArriveResponse, error) {
+	m.arrivals.Add(1)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.refuse != nil {
+		return nil, m.refuse
+	}
 	return &pbm.ArriveResponse{SessionId: "s1", SessionSecret: "secret", Resumed: true, Subnets: slices.Clone(m.subnets)}, nil
 }
 

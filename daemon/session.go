@@ -129,7 +129,12 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 	}
 	resp, err := s.arrive(ctx, cfg.byCLI)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach the traffic manager at %s: %s", cfg.manager, status.Convert(err).Message())
+		code := status.Code(err)
+		err = fmt.Errorf("cannot reach the traffic manager at %s: %s", cfg.manager, status.Convert(err).Message())
+		if ctx.Err() == nil && (code == codes.Unavailable || code == codes.DeadlineExceeded) {
+			err = unreachableError{err}
+		}
+		return nil, err
 	}
 	interval := time.Duration(resp.ReportIntervalMs) * time.Millisecond // activity.reportInterval
 	if interval <= 0 {
@@ -314,6 +319,13 @@ func (s *session) checkedSubnets(advertised []string) ([]netip.Prefix, error) {
 	}
 	return subnets, nil
 }
+
+// unreachableError is a connect that failed because the manager could not
+// be reached (no network, manager down): worth trying again, unlike a
+// refusal.
+type unreachableError struct{ error }
+
+func (e unreachableError) Unwrap() error { return e.error }
 
 // opener adapts the tunnel client to the VIF.
 func (s *session) opener() vif.Opener {
