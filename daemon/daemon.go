@@ -98,6 +98,8 @@ type Daemon struct {
 	// held across the slow part of a connect, so nothing else takes it
 	// but Run at the end: control calls never wait for a connect.
 	connMu sync.Mutex
+	// cacheMu serialises changes to the session cache file.
+	cacheMu sync.Mutex
 
 	// mu guards the fields below; it is never held across a call to the
 	// manager but by Quit's depart.
@@ -366,8 +368,9 @@ func (d *Daemon) startSession(ctx context.Context, req *pb.ConnectRequest, byCLI
 	}
 	user := req.User
 	var resume *creds
+	var targets map[string]target
 	if c, ok := d.loadCreds(); ok && c.Manager == req.Manager {
-		resume = &creds{id: c.ID, secret: c.Secret}
+		resume, targets = &creds{id: c.ID, secret: c.Secret}, fromCached(c.Intercepts)
 		if !byCLI {
 			// A daemon resuming by itself reuses what connect was given.
 			user, req.Token, req.Tls, req.CaPem = c.User, c.Token, c.TLS, c.CAPEM
@@ -386,6 +389,7 @@ func (d *Daemon) startSession(ctx context.Context, req *pb.ConnectRequest, byCLI
 		user: user, host: host, instance: d.instance, byCLI: byCLI, resume: resume, token: req.Token, tls: tlsCreds,
 		tunName: d.cfg.TUNName, mtu: d.cfg.MTU, dnsAddress: d.cfg.DNSAddress, newRouter: d.cfg.NewRouter, log: d.cfg.Log,
 		tracker: d.tracker, metrics: d.metrics, onEnded: d.sessionEnded,
+		targets: targets, saveTargets: d.saveTargets,
 		saveCreds: func(mgr string, c creds) {
 			// All a restarted daemon needs to resume as connect asked:
 			// without the token and TLS settings it would resume in
@@ -579,6 +583,9 @@ type cachedCreds struct {
 	Token   string `json:"token,omitempty"`
 	TLS     bool   `json:"tls,omitempty"`
 	CAPEM   []byte `json:"ca_pem,omitempty"`
+
+	// Where the session's intercepts' flows go (portcache.go).
+	Intercepts map[string]cachedTarget `json:"intercepts,omitempty"`
 }
 
 // transportCreds returns TLS credentials when the request asks for TLS,
@@ -600,11 +607,15 @@ func transportCreds(req *pb.ConnectRequest) (credentials.TransportCredentials, e
 
 func (d *Daemon) credsPath() string { return d.cfg.Socket + ".session" }
 
+// saveCreds caches c, keeping the intercepts' targets while the session
+// is the same.
 func (d *Daemon) saveCreds(c cachedCreds) {
-	b, _ := json.Marshal(c)
-	if err := os.WriteFile(d.credsPath(), b, 0o600); err != nil {
-		d.log.Warn("cannot cache the session; a restarted daemon will open a new one", "error", err)
+	d.cacheMu.Lock()
+	defer d.cacheMu.Unlock()
+	if old, ok := d.loadCreds(); ok && old.ID == c.ID && old.Manager == c.Manager {
+		c.Intercepts = old.Intercepts
 	}
+	d.writeCacheLocked(c)
 }
 
 func (d *Daemon) loadCreds() (cachedCreds, bool) {

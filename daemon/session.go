@@ -67,6 +67,9 @@ type session struct {
 	onEnded func(s *session, reason string)
 	// saveCreds persists new credentials so a restarted daemon resumes.
 	saveCreds func(manager string, c creds)
+	// saveTargets persists the intercepts' targets; persistMu orders it.
+	saveTargets func(id string, ts map[string]target)
+	persistMu   sync.Mutex
 	// The cluster DNS server on the VIF; dnsAddr is invalid when there is
 	// none. dnsUndo reverts the host's DNS settings.
 	dnsAddr netip.AddrPort
@@ -104,14 +107,18 @@ type sessionConfig struct {
 	metrics    *metrics
 	onEnded    func(s *session, reason string)
 	saveCreds  func(manager string, c creds)
-	log        *slog.Logger
+	// targets are the intercepts' targets of the session to resume, from
+	// the cache; saveTargets persists them after a change.
+	targets     map[string]target
+	saveTargets func(id string, ts map[string]target)
+	log         *slog.Logger
 }
 
 // startSession connects to the manager, opens the session, and brings up
 // the VIF and its routes. On failure it undoes what it did.
 func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error) {
 	s := &session{addr: cfg.manager, log: cfg.log.With("manager", cfg.manager), instance: cfg.instance, user: cfg.user, host: cfg.host,
-		tracker: cfg.tracker, metrics: cfg.metrics, onEnded: cfg.onEnded, saveCreds: cfg.saveCreds, floor: cfg.floor, allowConflicts: cfg.allowConf}
+		tracker: cfg.tracker, metrics: cfg.metrics, onEnded: cfg.onEnded, saveCreds: cfg.saveCreds, saveTargets: cfg.saveTargets, floor: cfg.floor, allowConflicts: cfg.allowConf}
 	if cfg.resume != nil {
 		s.creds.Store(cfg.resume)
 	}
@@ -167,6 +174,7 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 	var sctx context.Context
 	sctx, s.cancel = context.WithCancel(context.Background())
 	s.icepts.targets = make(map[string]target)
+	s.restoreTargets(cfg.targets, resp.Resumed)
 	s.done.Add(3)
 	go func() { defer s.done.Done(); s.supervise(sctx) }()
 	go func() { defer s.done.Done(); s.watch(sctx) }()
