@@ -169,12 +169,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if c, ok := d.loadCreds(); ok {
 		// A restarted daemon resumes its session by itself: not activity.
 		rctx, cancel := context.WithCancel(ctx)
-		d.resume = &resuming{manager: c.Manager, cancel: cancel}
+		r := &resuming{manager: c.Manager, cancel: cancel}
+		d.mu.Lock()
+		d.resume = r
+		d.mu.Unlock()
 		d.bg.Add(1)
 		go func() {
 			defer d.bg.Done()
 			defer cancel()
-			d.resumeLoop(rctx, c.Manager)
+			d.resumeLoop(rctx, r)
 		}()
 	}
 	var err error
@@ -189,6 +192,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.stopped = true
 	if d.pending != nil {
 		d.pending.cancel()
+	}
+	if d.resume != nil {
+		d.resume.cancel()
 	}
 	d.mu.Unlock()
 	d.bg.Wait()
@@ -221,24 +227,27 @@ func (d *Daemon) floor() routeFloor {
 	return f
 }
 
-// resumeLoop resumes the cached session with manager, retrying with
+// resumeLoop resumes the cached session with r's manager, retrying with
 // backoff for as long as the manager cannot be reached: a laptop that
 // starts without network resumes once it has one. It ends when the session
-// is up, the manager refuses it, or ctx ends (quit, shutdown).
-func (d *Daemon) resumeLoop(ctx context.Context, manager string) {
+// is up, the manager refuses it, or ctx ends (quit, shutdown). r is what
+// status shows while it runs, unless Quit took it away.
+func (d *Daemon) resumeLoop(ctx context.Context, r *resuming) {
 	delay := d.cfg.resumeDelay
 	if delay == nil {
 		delay = tunnel.ReconnectDelay
 	}
 	defer func() {
 		d.mu.Lock()
-		d.resume = nil
+		if d.resume == r {
+			d.resume = nil
+		}
 		d.mu.Unlock()
 	}()
 	for n := 0; ; n++ {
-		_, err := d.connect(ctx, &pb.ConnectRequest{Manager: manager}, false)
-		if err == nil || ctx.Err() != nil {
-			return
+		_, err := d.connect(ctx, &pb.ConnectRequest{Manager: r.manager}, false)
+		if err == nil || ctx.Err() != nil || d.current() != nil {
+			return // resumed, stopped, or the user connected meanwhile
 		}
 		if !errors.As(err, new(unreachableError)) {
 			d.log.Warn("resuming the previous session failed; `tether connect` starts a new one", "error", err)
@@ -246,9 +255,14 @@ func (d *Daemon) resumeLoop(ctx context.Context, manager string) {
 		}
 		wait := delay(n)
 		d.mu.Lock()
-		d.resume.attempts, d.resume.next = n+1, time.Now().Add(wait)
+		r.attempts, r.next = n+1, time.Now().Add(wait)
 		d.mu.Unlock()
-		d.log.Warn("resuming the previous session failed; retrying", "error", err, "attempt", n+1, "in", wait)
+		// Once at Warn: a laptop may stay offline for days.
+		log := d.log.Debug
+		if n == 0 {
+			log = d.log.Warn
+		}
+		log("resuming the previous session failed; retrying until the traffic manager answers or `tether quit`", "error", err, "attempt", n+1, "in", wait)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -257,7 +271,7 @@ func (d *Daemon) resumeLoop(ctx context.Context, manager string) {
 		case <-t.C:
 		}
 		d.mu.Lock()
-		d.resume.next = time.Time{}
+		r.next = time.Time{}
 		d.mu.Unlock()
 	}
 }
@@ -300,7 +314,7 @@ func (d *Daemon) connect(ctx context.Context, req *pb.ConnectRequest, byCLI bool
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.pending = nil
-	if att.quit || d.stopped || (err == nil && ctx.Err() != nil) {
+	if att.quit || d.stopped {
 		why := "the daemon is stopping"
 		if att.quit {
 			why = "`tether quit` ran while it connected"
@@ -629,6 +643,8 @@ func (d *Daemon) loadCreds() (cachedCreds, bool) {
 
 // clearCreds forgets the session: its cache and its owner.
 func (d *Daemon) clearCreds() {
+	d.cacheMu.Lock()
+	defer d.cacheMu.Unlock()
 	os.Remove(d.credsPath())
 	os.Remove(d.ownerPath())
 }
