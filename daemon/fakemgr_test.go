@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -140,6 +141,27 @@ func eighths() []string {
 		out[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(i)}), 8).String()
 	}
 	return out
+}
+
+// TestRearriveRouterRefusal: a set the router refuses (a route another
+// device has) leaves the routes as they were, and says so.
+func TestRearriveRouterRefusal(t *testing.T) {
+	m := newFakeManager(t, "198.18.2.0/24")
+	s, r := routedSession(t, m, "198.18.2.0/24")
+	r.FailSet(errors.New("route 198.18.3.0/24 dev othervpn0 already exists"))
+	m.advertise("198.18.2.0/24", "198.18.3.0/24")
+	s.rearrive(context.Background())
+	r.FailSet(nil)
+	if got, want := s.routes(), prefixesOf(t, []string{"198.18.2.0/24"}); !equalPrefixes(got, want) {
+		t.Errorf("subnets %v, want %v", got, want)
+	}
+	sets := r.Sets()
+	if last := sets[len(sets)-1]; !equalPrefixes(last, prefixesOf(t, []string{"198.18.2.0/24"})) {
+		t.Errorf("the router was left with %v (sets %v)", last, sets)
+	}
+	if _, notices := s.interceptStatus(); len(notices) != 1 || !strings.Contains(notices[0], "othervpn0") {
+		t.Errorf("notices %q, want the router's refusal", notices)
+	}
 }
 
 // TestSubnetsRace: rearrive replaces the subnets while status reads them;

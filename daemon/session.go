@@ -281,6 +281,7 @@ func (s *session) rearrive(ctx context.Context) {
 	if old := s.routes(); !equalPrefixes(subnets, old) {
 		if err := s.router.Set(s.routed(subnets)); err != nil {
 			s.log.Error("updating routes failed", "error", err)
+			s.notice(fmt.Sprintf("routes unchanged: cannot route what the traffic manager advertised after reconnecting: %v", err))
 			// Set applies what it can; put back what was accepted.
 			if err := s.router.Set(s.routed(old)); err != nil {
 				s.log.Error("restoring routes failed", "error", err)
