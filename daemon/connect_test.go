@@ -224,3 +224,27 @@ func TestResumeStopsOnRefusal(t *testing.T) {
 }
 
 var _ pbm.ManagerServer = (*fakeManager)(nil)
+
+// TestConnectRefusesRogueRoutes: a manager's subnets that would redirect
+// the host's traffic fail connect with one line, before any device or
+// router exists.
+func TestConnectRefusesRogueRoutes(t *testing.T) {
+	m := newFakeManager(t, "0.0.0.0/1", "128.0.0.0/1")
+	routers := 0
+	d, err := New(Config{Socket: filepath.Join(t.TempDir(), "daemon.sock"), Log: slog.New(slog.DiscardHandler),
+		NewRouter: func(string, *slog.Logger) (platform.Router, error) { routers++; return &platform.FakeRouter{}, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.ln.Close()
+	_, err = d.Connect(context.Background(), &pb.ConnectRequest{Manager: m.addr})
+	if err == nil || !strings.Contains(err.Error(), "0.0.0.0/1, wider than /8 (routes.minPrefixLength)") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("connect: %v, want one line refusing 0.0.0.0/1", err)
+	}
+	if routers != 0 || d.current() != nil {
+		t.Fatalf("a refused connect made %d routers, session %v", routers, d.current())
+	}
+	if st, _ := d.Status(context.Background(), &pb.StatusRequest{}); st.Connected || !strings.Contains(st.Reason, "0.0.0.0/1") {
+		t.Fatalf("status after the refusal: %v", st)
+	}
+}
