@@ -126,25 +126,28 @@ func newFlowLimits(l Limits, log *slog.Logger) *flowLimits {
 	return &flowLimits{maxTCP: l.TCPFlowsPerSession, maxUDP: l.UDPFlowsPerSession, log: log, udp: make(map[*udpUse]struct{})}
 }
 
-// TCP implements tunnel.Limiter.
-func (f *flowLimits) TCP() (func(), string) {
+// AdmitTCP implements tunnel.Limiter.
+func (f *flowLimits) AdmitTCP() (string, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.tcp >= f.maxTCP {
-		f.tcpRefused++
-		level := slog.LevelDebug
-		if !f.warnedTCP {
-			f.warnedTCP, level = true, slog.LevelWarn
-		}
-		f.log.Log(context.Background(), level, "TCP flow refused: limit reached", "limits.tcpFlowsPerSession", f.maxTCP, "refused", f.tcpRefused)
-		return nil, fmt.Sprintf("this session has %d live TCP flows, the traffic manager's limit (limits.tcpFlowsPerSession): close some connections", f.tcp)
+	if f.tcp < f.maxTCP {
+		f.tcp++
+		return "", true
 	}
-	f.tcp++
-	return sync.OnceFunc(func() {
-		f.mu.Lock()
-		f.tcp--
-		f.mu.Unlock()
-	}), ""
+	f.tcpRefused++
+	level := slog.LevelDebug
+	if !f.warnedTCP {
+		f.warnedTCP, level = true, slog.LevelWarn
+	}
+	f.log.Log(context.Background(), level, "TCP flow refused: limit reached", "limits.tcpFlowsPerSession", f.maxTCP, "refused", f.tcpRefused)
+	return fmt.Sprintf("this session has %d live TCP flows, the traffic manager's limit (limits.tcpFlowsPerSession): close some connections", f.tcp), false
+}
+
+// TCPDone implements tunnel.Limiter.
+func (f *flowLimits) TCPDone() {
+	f.mu.Lock()
+	f.tcp--
+	f.mu.Unlock()
 }
 
 // UDP implements tunnel.Limiter.

@@ -65,9 +65,10 @@ func (s *Server) Go(f func()) bool { return s.flows.Go(f) }
 // gives each session one for all of its streams. Refusals and evictions
 // are the Limiter's to log.
 type Limiter interface {
-	// TCP admits a live TCP flow, calling done once it ended, or refuses
-	// it with a reason for the daemon (done nil).
-	TCP() (done func(), refusal string)
+	// AdmitTCP admits a live TCP flow, whose end is TCPDone, or refuses
+	// it with a reason for the daemon.
+	AdmitTCP() (refusal string, ok bool)
+	TCPDone()
 	// UDP admits a UDP flow, which end ends early (a newer flow took its
 	// place). touch marks a datagram either way, done says it ended.
 	UDP(end func()) (touch, done func())
@@ -76,8 +77,11 @@ type Limiter interface {
 // Unlimited is the Limiter that admits everything.
 type Unlimited struct{}
 
-// TCP implements Limiter.
-func (Unlimited) TCP() (func(), string) { return func() {}, "" }
+// AdmitTCP implements Limiter.
+func (Unlimited) AdmitTCP() (string, bool) { return "", true }
+
+// TCPDone implements Limiter.
+func (Unlimited) TCPDone() {}
 
 // UDP implements Limiter.
 func (Unlimited) UDP(func()) (func(), func()) { return func() {}, func() {} }
@@ -148,11 +152,11 @@ func (s *Server) serveFlow(ctx context.Context, stream Stream, rx *receiver, fir
 		return refuse(pb.OpenStatus_OPEN_FORBIDDEN, fmt.Sprintf("%s is outside the cluster subnets", dst.Addr()))
 	}
 	if network == "tcp" {
-		done, refusal := lim.TCP()
-		if done == nil {
+		refusal, ok := lim.AdmitTCP()
+		if !ok {
 			return refuse(pb.OpenStatus_OPEN_FORBIDDEN, refusal)
 		}
-		defer done()
+		defer lim.TCPDone()
 	}
 	dialCtx, dialCancel := context.WithTimeout(ctx, s.dialTimeout)
 	conn, err := dial(dialCtx, network, dst)
