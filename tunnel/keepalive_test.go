@@ -98,7 +98,8 @@ func (p *freezingProxy) pipe(dst, src net.Conn) {
 // within the keepalive time and timeout, while a client that answers keeps
 // its flow across many of the manager's pings.
 func TestKeepaliveEndsStreamsOfDeadClient(t *testing.T) {
-	ka := tunnel.Keepalive{Time: tunnel.MinKeepaliveTime, Timeout: 500 * time.Millisecond}
+	// A second to answer a ping: enough for a client on a loaded machine.
+	ka := tunnel.Keepalive{Time: tunnel.MinKeepaliveTime, Timeout: time.Second}
 	mgr, err := manager.New(manager.Config{Subnets: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
