@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/tether-dev/tether/internal/netlab"
@@ -70,6 +71,33 @@ func TestSessionsPerUser(t *testing.T) {
 	}
 	if _, err := s.Arrive(ctx, &pb.ArriveRequest{User: "alice"}); err != nil {
 		t.Fatalf("after a quit: %v", err)
+	}
+}
+
+// With auth.tokenFile the limit is per identity: the user name a client
+// claims changes nothing.
+func TestSessionsPerUserCountsTheTokensIdentity(t *testing.T) {
+	s, err := New(Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Log: slog.New(slog.DiscardHandler),
+		Tokens: Tokens{"tok-alice": {User: "alice"}, "tok-bob": {User: "bob"}}, Limits: Limits{SessionsPerUser: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	as := func(token string) context.Context {
+		return metadata.NewIncomingContext(context.Background(), metadata.Pairs(tunnel.MDAuthorization, "Bearer "+token))
+	}
+	for i, claim := range []string{"alice", "root"} {
+		if _, err := s.Arrive(as("tok-alice"), &pb.ArriveRequest{User: claim}); err != nil {
+			t.Fatalf("session %d: %v", i+1, err)
+		}
+	}
+	_, err = s.Arrive(as("tok-alice"), &pb.ArriveRequest{User: "someone-else"})
+	refusedFor(t, err, "limits.sessionsPerUser")
+	if !strings.Contains(err.Error(), "alice already has 2 sessions") {
+		t.Errorf("refusal %q does not name the identity", err)
+	}
+	if _, err := s.Arrive(as("tok-bob"), &pb.ArriveRequest{User: "alice"}); err != nil {
+		t.Fatalf("bob claiming to be alice: %v", err)
 	}
 }
 
