@@ -100,8 +100,14 @@ func (s *Server) noticeLocked(sess *session, msg string) {
 	}
 }
 
+// idleStreams is how many Tunnel streams a session may hold beyond one
+// per flow its limits allow: those waiting for their next flow (a daemon
+// keeps up to 16) and those ending.
+const idleStreams = 64
+
 // flowLimits is one session's tunnel.Limiter, shared by all of its Tunnel
-// streams: limits.tcpFlowsPerSession and limits.udpFlowsPerSession.
+// streams: limits.tcpFlowsPerSession and limits.udpFlowsPerSession, and
+// streams up to both plus idleStreams.
 type flowLimits struct {
 	maxTCP, maxUDP int
 	log            *slog.Logger
@@ -110,7 +116,7 @@ type flowLimits struct {
 	tick atomic.Uint64
 
 	mu                  sync.Mutex // guards what follows
-	tcp                 int
+	streams, tcp        int
 	udp                 map[*udpUse]struct{}
 	warnedTCP           bool // the first refusal is a warning, the rest debug
 	warnedUDP           bool
@@ -124,6 +130,25 @@ type udpUse struct {
 
 func newFlowLimits(l Limits, log *slog.Logger) *flowLimits {
 	return &flowLimits{maxTCP: l.TCPFlowsPerSession, maxUDP: l.UDPFlowsPerSession, log: log, udp: make(map[*udpUse]struct{})}
+}
+
+// AdmitStream implements tunnel.Limiter.
+func (f *flowLimits) AdmitStream() (string, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.streams >= f.maxTCP+f.maxUDP+idleStreams {
+		f.log.Debug("tunnel stream refused: limit reached", "streams", f.streams)
+		return fmt.Sprintf("this session has %d tunnel streams open, more than its flows may use (limits.tcpFlowsPerSession + limits.udpFlowsPerSession + %d waiting)", f.streams, idleStreams), false
+	}
+	f.streams++
+	return "", true
+}
+
+// StreamDone implements tunnel.Limiter.
+func (f *flowLimits) StreamDone() {
+	f.mu.Lock()
+	f.streams--
+	f.mu.Unlock()
 }
 
 // AdmitTCP implements tunnel.Limiter.

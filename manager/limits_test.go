@@ -328,3 +328,79 @@ func TestUDPFlowsPerSessionEvictLeastRecentlyUsed(t *testing.T) {
 		}
 	}
 }
+
+// Tunnel streams that never carry a flow are bounded too: one per flow
+// the limits allow plus idleStreams.
+func TestTunnelStreamsPerSession(t *testing.T) {
+	m := startGRPC(t, Config{Limits: Limits{TCPFlowsPerSession: 1, UDPFlowsPerSession: 1}})
+	alice, bob := m.arrive(t, "alice"), m.arrive(t, "bob")
+	sess, err := m.s.authenticate(incoming(t, alice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	streams := func() int {
+		sess.flows.mu.Lock()
+		defer sess.flows.mu.Unlock()
+		return sess.flows.streams
+	}
+	limit := 1 + 1 + idleStreams
+	var cancels []context.CancelFunc
+	defer func() {
+		for _, c := range cancels {
+			c()
+		}
+	}()
+	open := func(ctx context.Context) pb.Manager_TunnelClient {
+		t.Helper()
+		ctx, cancel := context.WithCancel(ctx)
+		cancels = append(cancels, cancel)
+		st, err := m.client.Tunnel(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	for range limit {
+		open(alice)
+	}
+	for deadline := time.Now().Add(5 * time.Second); streams() < limit; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d idle streams reached the manager", streams(), limit)
+		}
+	}
+	_, err = open(alice).Recv()
+	refusedFor(t, err, "limits.tcpFlowsPerSession + limits.udpFlowsPerSession")
+	// bob's session has its own streams.
+	fc := &flowClient{c: tunnel.NewClient(m.cc, 2*time.Second), ctx: bob}
+	defer fc.c.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer netlab.ServeEcho(ln)()
+	f, err := fc.open(pb.Protocol_TCP, ln.Addr().String())
+	if err != nil {
+		t.Fatalf("another session: %v", err)
+	}
+	defer f.Close(true)
+	if err := echo(f, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	// An idle stream that goes frees its place.
+	cancels[0]()
+	for deadline := time.Now().Add(5 * time.Second); streams() >= limit; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a closed stream never freed its place")
+		}
+	}
+}
+
+// incoming turns a client context's credentials into a server's.
+func incoming(t *testing.T, ctx context.Context) context.Context {
+	t.Helper()
+	md, ok := metadata.FromOutgoingContext(ctx)
+	if !ok {
+		t.Fatal("no credentials")
+	}
+	return metadata.NewIncomingContext(context.Background(), md)
+}

@@ -65,6 +65,11 @@ func (s *Server) Go(f func()) bool { return s.flows.Go(f) }
 // gives each session one for all of its streams. Refusals and evictions
 // are the Limiter's to log.
 type Limiter interface {
+	// AdmitStream admits a stream, whose end is StreamDone, or refuses
+	// it with a reason for the daemon: streams waiting for a flow cost
+	// the manager two goroutines each, and only the daemon bounds them.
+	AdmitStream() (refusal string, ok bool)
+	StreamDone()
 	// AdmitTCP admits a live TCP flow, whose end is TCPDone, or refuses
 	// it with a reason for the daemon.
 	AdmitTCP() (refusal string, ok bool)
@@ -76,6 +81,12 @@ type Limiter interface {
 
 // Unlimited is the Limiter that admits everything.
 type Unlimited struct{}
+
+// AdmitStream implements Limiter.
+func (Unlimited) AdmitStream() (string, bool) { return "", true }
+
+// StreamDone implements Limiter.
+func (Unlimited) StreamDone() {}
 
 // AdmitTCP implements Limiter.
 func (Unlimited) AdmitTCP() (string, bool) { return "", true }
@@ -99,6 +110,10 @@ func (s *Server) Serve(ctx context.Context, stream Stream, allowed func(netip.Ad
 		return errEnded
 	}
 	defer s.flows.Done()
+	if refusal, ok := lim.AdmitStream(); !ok {
+		return status.Error(codes.ResourceExhausted, refusal)
+	}
+	defer lim.StreamDone()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(stream.Context(), cancel)()
