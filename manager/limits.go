@@ -69,8 +69,8 @@ func (s *Server) sessionLimitLocked(user string) error {
 	}
 	s.log.Warn("session refused: limit reached", "user", user, "sessions", n, "limits.sessionsPerUser", s.limits.SessionsPerUser)
 	return status.Errorf(codes.ResourceExhausted,
-		"%s already has %d sessions, the traffic manager's limit (limits.sessionsPerUser): end one with `tether quit` on its machine, or ask the operator to raise the limit",
-		user, n)
+		"%s already has %d sessions, the traffic manager's limit (limits.sessionsPerUser): end one with `tether quit` on its machine (`tether sessions` lists them); an inactive one ends by itself after %s (grpc.connectionTTL)",
+		user, n, s.rules.ConnectionTTL)
 }
 
 // interceptLimitLocked refuses a new intercept of sess once it holds
