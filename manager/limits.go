@@ -69,7 +69,7 @@ func (s *Server) sessionLimitLocked(user string) error {
 	}
 	s.log.Warn("session refused: limit reached", "user", user, "sessions", n, "limits.sessionsPerUser", s.limits.SessionsPerUser)
 	return status.Errorf(codes.ResourceExhausted,
-		"%s already has %d sessions, the traffic manager's limit (limits.sessionsPerUser): end one with `tether quit` on its machine (`tether sessions` lists them); an inactive one ends by itself after %s (grpc.connectionTTL)",
+		"%s already has %d sessions, the traffic manager's limit (limits.sessionsPerUser): end one with `tether quit` on its machine; an inactive one ends by itself after %s (grpc.connectionTTL)",
 		user, n, s.rules.ConnectionTTL)
 }
 
