@@ -111,6 +111,7 @@ func TestRearriveChecksRoutes(t *testing.T) {
 			s, r := routedSession(t, m, "198.18.2.0/24")
 			m.advertise(tc.advertised...)
 			s.rearrive(context.Background())
+			s.rearrive(context.Background()) // the same again: one notice
 			want := prefixesOf(t, tc.want)
 			if got := s.routes(); !equalPrefixes(got, want) {
 				t.Errorf("subnets %v, want %v", got, want)

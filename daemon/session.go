@@ -300,11 +300,16 @@ func (s *session) routes() []netip.Prefix {
 	return nil
 }
 
-// notice adds a message of the daemon's own to those status shows.
+// notice adds a message of the daemon's own to those status shows, once:
+// a manager that keeps dropping the link and coming back with the same
+// refused routes does not grow the list.
 func (s *session) notice(msg string) {
-	s.icepts.mu.Lock()
-	s.icepts.notices = append(s.icepts.notices, msg)
-	s.icepts.mu.Unlock()
+	ic := &s.icepts
+	ic.mu.Lock()
+	defer ic.mu.Unlock()
+	if !slices.Contains(ic.notices, msg) {
+		ic.notices = append(ic.notices, msg)
+	}
 }
 
 // checkedSubnets parses the subnets the manager advertised and applies
