@@ -101,6 +101,9 @@ func (o *netlinkOps) otherRoute(p netip.Prefix) (string, error) {
 		if rt.LinkIndex == o.index && len(rt.MultiPath) == 0 {
 			continue
 		}
+		if len(rt.MultiPath) > 0 {
+			return "(multipath)", nil
+		}
 		if rt.LinkIndex == 0 {
 			return fmt.Sprintf("(type %s, no device)", routeType(rt.Type)), nil
 		}
@@ -121,8 +124,6 @@ func routeType(t int) string {
 		return "unreachable"
 	case unix.RTN_PROHIBIT:
 		return "prohibit"
-	case unix.RTN_UNICAST:
-		return "multipath"
 	}
 	return fmt.Sprint(t)
 }

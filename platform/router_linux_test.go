@@ -235,6 +235,7 @@ func TestRouterLinuxKeepsOtherDevicesRoutes(t *testing.T) {
 	ip("route", "add", "198.18.2.0/24", "dev", "othervpn0")
 	ip("route", "add", "198.18.4.0/24", "dev", "othervpn0", "metric", "50")
 	ip("route", "add", "blackhole", "198.18.5.0/24")
+	ip("-6", "route", "add", "2001:db8:1::/64", "dev", "othervpn0")
 	othersBefore := routesVia(t, h, other)
 
 	r := newRouterAt(h, dev, nil)
@@ -244,6 +245,7 @@ func TestRouterLinuxKeepsOtherDevicesRoutes(t *testing.T) {
 		{"same metric", "198.18.2.0/24", "route 198.18.2.0/24 dev othervpn0 already exists"},
 		{"other metric", "198.18.4.0/24", "route 198.18.4.0/24 dev othervpn0 already exists"},
 		{"blackhole", "198.18.5.0/24", "route 198.18.5.0/24 (type blackhole, no device) already exists"},
+		{"IPv6", "2001:db8:1::/64", "route 2001:db8:1::/64 dev othervpn0 already exists"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := r.Set(prefixes("198.18.3.0/24", tc.subnet))
