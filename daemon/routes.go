@@ -45,10 +45,19 @@ func checkRoutes(subnets []netip.Prefix, floor routeFloor) error {
 	}
 	for _, set := range [][]netip.Prefix{v4, v6} {
 		if len(set) > 0 && coversAll(set) {
-			return fmt.Errorf("the traffic manager advertised %v, which together cover every %s address: that is a default route in pieces, refusing to route it", set, family(set[0]))
+			return fmt.Errorf("the traffic manager advertised %s, which together cover every %s address: that is a default route in pieces, refusing to route it", listPrefixes(set), family(set[0]))
 		}
 	}
 	return nil
+}
+
+// listPrefixes names a set briefly: a refusal stays one readable line.
+func listPrefixes(set []netip.Prefix) string {
+	const shown = 4
+	if len(set) <= shown {
+		return fmt.Sprint(set)
+	}
+	return fmt.Sprintf("%v and %d more", set[:shown], len(set)-shown)
 }
 
 func family(p netip.Prefix) string {

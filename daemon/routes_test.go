@@ -24,7 +24,7 @@ func TestCheckRoutes(t *testing.T) {
 		{"wider than the floor", []string{"10.0.0.0/7"}, floor, "wider than /8 (routes.minPrefixLength)"},
 		{"half the internet", []string{"0.0.0.0/1"}, floor, "0.0.0.0/1, wider than /8"},
 		{"the default route in halves", []string{"0.0.0.0/1", "128.0.0.0/1"}, routeFloor{v4: 1, v6: 1}, "cover every IPv4 address"},
-		{"the default route in 256 /8s", eighths, floor, "cover every IPv4 address"},
+		{"the default route in 256 /8s", eighths, floor, "[0.0.0.0/8 1.0.0.0/8 2.0.0.0/8 3.0.0.0/8] and 252 more, which together cover every IPv4 address"},
 		{"255 of 256 /8s leave a gap", eighths[1:], floor, ""},
 		{"overlapping pieces covering everything", []string{"0.0.0.0/2", "0.0.0.0/1", "64.0.0.0/2", "128.0.0.0/2", "192.0.0.0/2"}, routeFloor{v4: 1, v6: 1}, "cover every IPv4 address"},
 		{"a gap in the middle", []string{"0.0.0.0/2", "128.0.0.0/1"}, routeFloor{v4: 1, v6: 1}, ""},
