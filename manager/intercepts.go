@@ -85,6 +85,9 @@ func (s *Server) CreateIntercept(ctx context.Context, req *pb.CreateInterceptReq
 			return nil, status.Errorf(codes.AlreadyExists, "you already have an intercept named %q", spec.Name)
 		}
 	}
+	if err := s.interceptLimitLocked(sess); err != nil {
+		return nil, err
+	}
 	id := rand.Text()
 	var superseded []string // messages, by position in olds
 	var olds []*intercept
@@ -249,7 +252,7 @@ func (s *Server) RevokeIntercept(ctx context.Context, req *pb.RevokeInterceptReq
 	// The owner hears of it through removeInterceptLocked's notification:
 	// its watcher reads the notices under s.mu, after this.
 	s.removeInterceptLocked(x, now)
-	x.owner.notices = append(x.owner.notices, fmt.Sprintf("intercept %q (%s) revoked by %s at %s", x.spec.Name, x.id, sess.user, now.UTC().Format(time.RFC3339)))
+	s.noticeLocked(x.owner, fmt.Sprintf("intercept %q (%s) revoked by %s at %s", x.spec.Name, x.id, sess.user, now.UTC().Format(time.RFC3339)))
 	s.log.Info("intercept revoked", "by", sess.user, "intercept", x.id, "name", x.spec.Name, "owner", x.owner.user, "host", x.owner.host, "workload", x.spec.Workload)
 	return &pb.RevokeInterceptResponse{Intercept: info}, nil
 }

@@ -63,6 +63,8 @@ type Config struct {
 	// DNSSearch (dns.search) are search domains daemons configure, so
 	// short names resolve ("web" in "default.svc.cluster.local").
 	DNSSearch []string
+	// Limits bound sessions, flows, intercepts and notices (limits.*).
+	Limits Limits
 	// Now is the manager's clock; time.Now when nil. Tests inject one.
 	Now func() time.Time
 	Log *slog.Logger
@@ -91,6 +93,7 @@ type Server struct {
 	subnets []netip.Prefix
 	tunnels *tunnel.Server
 	rules   Rules
+	limits  Limits
 	tokens  Tokens
 	now     func() time.Time
 	log     *slog.Logger
@@ -144,6 +147,7 @@ type session struct {
 	// watch is the session's one WatchSession stream (guarded by
 	// Server.mu); a newer stream ends it.
 	watch *watchStream
+	flows *flowLimits // shared by the session's Tunnel streams
 	// ctx ends with the session; its flows derive from it.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -175,11 +179,16 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("manager: negative duration in %+v", r)
 		}
 	}
+	limits, err := cfg.Limits.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	log := cfg.Log.With("component", "manager")
 	s := &Server{
 		subnets:  cfg.Subnets,
 		tunnels:  tunnel.NewServer(cfg.DialTimeout, cfg.UDPIdleTimeout, cfg.Log),
 		rules:    r,
+		limits:   limits,
 		tokens:   cfg.Tokens,
 		now:      cfg.Now,
 		log:      log,
@@ -326,9 +335,13 @@ func (s *Server) Arrive(ctx context.Context, req *pb.ArriveRequest) (*pb.ArriveR
 	if err != nil {
 		return nil, err
 	}
+	if err := s.sessionLimitLocked(who.User); err != nil {
+		return nil, err
+	}
 	id, secret := rand.Text()[:16], rand.Text()
 	sess := &session{id: id, secret: sha256.Sum256([]byte(secret)), user: who.User, groups: who.Groups, host: req.Host,
-		ledger: activity.NewLedger(now, req.DaemonInstance), changed: make(chan struct{}, 1), dials: make(chan *pb.InboundDial, 64)}
+		ledger: activity.NewLedger(now, req.DaemonInstance), changed: make(chan struct{}, 1), dials: make(chan *pb.InboundDial, 64),
+		flows: newFlowLimits(s.limits, s.log.With("session", id, "user", who.User))}
 	sess.ctx, sess.cancel = context.WithCancel(s.ctx)
 	s.sessions[id] = sess
 	s.log.Info("session opened", "session", id, "user", who.User, "host", req.Host, "daemon", req.DaemonInstance)
@@ -355,7 +368,7 @@ func (s *Server) Tunnel(stream grpc.BidiStreamingServer[pb.Frame, pb.Frame]) err
 	if err != nil {
 		return err
 	}
-	return s.tunnels.Serve(sess.ctx, stream, s.allowed)
+	return s.tunnels.Serve(sess.ctx, stream, s.allowed, sess.flows)
 }
 
 // Report implements pb.ManagerServer.

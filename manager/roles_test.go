@@ -3,7 +3,6 @@ package manager
 import (
 	"context"
 	"log/slog"
-	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -11,16 +10,14 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/tether-dev/tether/manager/rbac"
 	pb "github.com/tether-dev/tether/rpc/manager"
 )
 
-// grpcLab is a manager served over an in-memory gRPC connection, so that
+// grpcLab is a manager with testTokens behind a real gRPC server, so that
 // tests call it as clients do: metadata, streams, method names.
 type grpcLab struct {
 	s *Server
@@ -30,7 +27,7 @@ type grpcLab struct {
 // newGRPCLab serves a manager with testTokens and policy ("" for none).
 func newGRPCLab(t *testing.T, policy string) *grpcLab {
 	t.Helper()
-	cfg := Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Log: slog.New(slog.DiscardHandler), Tokens: testTokens}
+	cfg := Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Tokens: testTokens}
 	if policy != "" {
 		p, err := rbac.ParsePolicy(strings.NewReader(policy))
 		if err != nil {
@@ -38,25 +35,8 @@ func newGRPCLab(t *testing.T, policy string) *grpcLab {
 		}
 		cfg.Authorizer = p
 	}
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := bufconn.Listen(1 << 20)
-	g := grpc.NewServer()
-	s.Register(g)
-	go g.Serve(ln)
-	cc, err := grpc.NewClient("passthrough:///bufnet", grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return ln.DialContext(ctx) }))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cc.Close()
-		s.Shutdown()
-		g.Stop()
-	})
-	return &grpcLab{s: s, c: pb.NewManagerClient(cc)}
+	m := startGRPC(t, cfg)
+	return &grpcLab{s: m.s, c: m.client}
 }
 
 // as is an outgoing context with token; with a session, pass its id and

@@ -59,6 +59,9 @@ grpc:
 		{"subnets", "10.0.0.0/8", "file " + file + ":2"},
 		{"activity.reportInterval", "30s", "default"},
 		{"listen", ":8081", "default"},
+		{"limits.sessionsPerUser", "8", "default"},
+		{"limits.udpFlowsPerSession", "1024", "default"},
+		{"grpc.keepaliveTime", "30s", "default"},
 	} {
 		t.Run(tc.key, func(t *testing.T) {
 			row, ok := rows[tc.key]
@@ -119,6 +122,8 @@ GRPC:
 		{"flag", "", []string{"manager", "--config", file, "--connection-ttl", "9z"}, `grpc.connectionTTL (flag --connection-ttl): "9z"`},
 		{"daemon port", "", []string{"config", "view", "daemon", "--ignore-tcp-ports", "53,http"}, `activity.ignoreTCPPorts (flag --ignore-tcp-ports): "http" is not a port number`},
 		{"agent port", "", []string{"config", "view", "agent"}, `agent.port: "0" is not a port`},
+		{"limit", "", []string{"config", "view", "manager", "--sessions-per-user", "0"}, `limits.sessionsPerUser (flag --sessions-per-user): "0" is not a positive whole number`},
+		{"keepalive", "", []string{"config", "view", "manager", "--keepalive-time", "500ms"}, `grpc.keepaliveTime (flag --keepalive-time): 500ms is below gRPC's minimum of 1s`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.env != "" {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -63,7 +64,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 				authz = policy
 				log.Info("revoke, intercept creation and agents' workloads authorized by RBAC policy", "component", "manager", "rbac.policyFile", f, "manager.namespace", v.GetString("manager.namespace"))
 			}
-			opts := tunnel.ServerOptions()
+			opts := tunnel.ServerOptions(tunnel.Keepalive{Time: durations["grpc.keepaliveTime"], Timeout: durations["grpc.keepaliveTimeout"]})
 			certFile, keyFile := v.GetString("tls.certFile"), v.GetString("tls.keyFile")
 			if certFile != "" {
 				creds, err := credentials.NewServerTLSFromFile(certFile, keyFile)
@@ -77,7 +78,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 				UDPIdleTimeout: durations["tunnel.udpIdleTimeout"], Log: log, Tokens: tokens,
 				Authorizer: authz, Namespace: v.GetString("manager.namespace"),
 				DNSDomains: v.GetStringSlice("dns.domains"), DNSServer: v.GetString("dns.server"),
-				DNSSearch: v.GetStringSlice("dns.search"),
+				DNSSearch: v.GetStringSlice("dns.search"), Limits: settings.limits,
 				Rules: manager.Rules{
 					ConnectionTTL:        durations["grpc.connectionTTL"],
 					InactiveBlockTimeout: durations["intercept.inactiveBlockTimeout"],
@@ -101,7 +102,9 @@ func newManagerCmd(g *globals) *cobra.Command {
 			}
 			log.Info("traffic manager started", "component", "manager", "listen", ln.Addr().String(), "subnets", subnets,
 				"grpc.connectionTTL", durations["grpc.connectionTTL"], "intercept.inactiveBlockTimeout", durations["intercept.inactiveBlockTimeout"],
-				"activity.reportInterval", durations["activity.reportInterval"])
+				"activity.reportInterval", durations["activity.reportInterval"],
+				"grpc.keepaliveTime", durations["grpc.keepaliveTime"], "grpc.keepaliveTimeout", durations["grpc.keepaliveTimeout"],
+				"limits", settings.limits)
 			errc := make(chan error, 1)
 			go func() { errc <- srv.Serve(ln) }()
 			select {
@@ -152,7 +155,12 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 	f.String("tls-cert-file", "", "tls.certFile: serve TLS with this certificate (PEM)")
 	f.String("tls-key-file", "", "tls.keyFile: the certificate's key (PEM)")
 	f.String("report-interval", manager.DefaultRules.ReportInterval.String(), "activity.reportInterval: how often daemons report")
-	return map[string]string{
+	f.String("keepalive-time", tunnel.DefaultKeepalive.Time.String(), "grpc.keepaliveTime: ping a client connection silent for this long (at least 1s)")
+	f.String("keepalive-timeout", tunnel.DefaultKeepalive.Timeout.String(), "grpc.keepaliveTimeout: close a connection whose ping is unanswered for this long, ending its sessions' streams")
+	for _, l := range managerLimits {
+		f.Int(l.flag, l.def, l.key+": "+l.usage)
+	}
+	keys := map[string]string{
 		"listen": "listen", "subnets": "subnet",
 		"tunnel.dialTimeout": "dial-timeout", "tunnel.udpIdleTimeout": "udp-idle-timeout",
 		"grpc.connectionTTL": "connection-ttl", "intercept.inactiveBlockTimeout": "inactive-block-timeout",
@@ -161,7 +169,31 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 		"rbac.policyFile": "rbac-policy-file", "manager.namespace": "namespace", "runtime.maxProcs": "max-procs",
 		"dns.domains": "dns-domain", "dns.server": "dns-server", "dns.search": "dns-search",
 		"grpc.insecureListenAny": "insecure-listen-any",
+		"grpc.keepaliveTime":     "keepalive-time", "grpc.keepaliveTimeout": "keepalive-timeout",
 	}
+	for _, l := range managerLimits {
+		keys[l.key] = l.flag
+	}
+	return keys
+}
+
+// managerLimits are the manager's limits.* keys, each with its field of
+// manager.Limits.
+var managerLimits = []struct {
+	key, flag, usage string
+	def              int
+	field            func(*manager.Limits) *int
+}{
+	{"limits.sessionsPerUser", "sessions-per-user", "sessions one user may hold; resuming one is not a new one",
+		manager.DefaultLimits.SessionsPerUser, func(l *manager.Limits) *int { return &l.SessionsPerUser }},
+	{"limits.tcpFlowsPerSession", "tcp-flows-per-session", "live TCP flows of one session; more are reset",
+		manager.DefaultLimits.TCPFlowsPerSession, func(l *manager.Limits) *int { return &l.TCPFlowsPerSession }},
+	{"limits.udpFlowsPerSession", "udp-flows-per-session", "UDP flows of one session; a new one ends the least recently used",
+		manager.DefaultLimits.UDPFlowsPerSession, func(l *manager.Limits) *int { return &l.UDPFlowsPerSession }},
+	{"limits.interceptsPerSession", "intercepts-per-session", "intercepts of one session",
+		manager.DefaultLimits.InterceptsPerSession, func(l *manager.Limits) *int { return &l.InterceptsPerSession }},
+	{"limits.noticesPerSession", "notices-per-session", "undelivered notices kept for one session (the newest)",
+		manager.DefaultLimits.NoticesPerSession, func(l *manager.Limits) *int { return &l.NoticesPerSession }},
 }
 
 // managerValues are the manager's keys that need parsing.
@@ -169,6 +201,7 @@ type managerValues struct {
 	listen    string // where to listen: loopback in development mode
 	subnets   []netip.Prefix
 	durations map[string]time.Duration // by key
+	limits    manager.Limits
 }
 
 // managerSettings parses and checks the manager's configuration.
@@ -182,12 +215,23 @@ func managerSettings(c *config) (managerValues, error) {
 		mv.subnets = append(mv.subnets, p.Masked())
 	}
 	mv.durations = map[string]time.Duration{}
-	for _, key := range []string{"tunnel.dialTimeout", "tunnel.udpIdleTimeout", "grpc.connectionTTL", "intercept.inactiveBlockTimeout", "activity.reportInterval"} {
+	for _, key := range []string{"tunnel.dialTimeout", "tunnel.udpIdleTimeout", "grpc.connectionTTL", "intercept.inactiveBlockTimeout", "activity.reportInterval",
+		"grpc.keepaliveTime", "grpc.keepaliveTimeout"} {
 		d, err := time.ParseDuration(c.GetString(key))
 		if err != nil || d <= 0 {
 			return mv, c.errorf(key, "%q is not a positive duration (e.g. 5s)", c.GetString(key))
 		}
 		mv.durations[key] = d
+	}
+	if d := mv.durations["grpc.keepaliveTime"]; d < tunnel.MinKeepaliveTime {
+		return mv, c.errorf("grpc.keepaliveTime", "%s is below gRPC's minimum of %s", d, tunnel.MinKeepaliveTime)
+	}
+	for _, l := range managerLimits {
+		n, err := strconv.Atoi(c.GetString(l.key))
+		if err != nil || n <= 0 {
+			return mv, c.errorf(l.key, "%q is not a positive whole number", c.GetString(l.key))
+		}
+		*l.field(&mv.limits) = n
 	}
 	if (c.GetString("tls.certFile") == "") != (c.GetString("tls.keyFile") == "") {
 		return mv, fmt.Errorf("tls.certFile and tls.keyFile go together")
