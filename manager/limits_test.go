@@ -133,9 +133,11 @@ func TestInterceptsPerSession(t *testing.T) {
 	}
 }
 
+// arriveAs opens a session for user, with user's token of testTokens
+// (which development mode ignores).
 func arriveAs(t *testing.T, s *Server, user string) context.Context {
 	t.Helper()
-	resp, err := s.Arrive(context.Background(), &pb.ArriveRequest{User: user, Host: user + "-laptop"})
+	resp, err := s.Arrive(withToken(context.Background(), "t-"+user), &pb.ArriveRequest{User: user, Host: user + "-laptop"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +148,7 @@ func arriveAs(t *testing.T, s *Server, user string) context.Context {
 // ones were dropped; nobody else's change.
 func TestNoticesPerSessionKeepNewest(t *testing.T) {
 	s, err := New(Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Log: slog.New(slog.DiscardHandler),
-		Authorizer: allowUsers{"alice": true}, Limits: Limits{NoticesPerSession: 2}})
+		Authorizer: allowUsers{"alice": true}, Tokens: testTokens, Limits: Limits{NoticesPerSession: 2}})
 	if err != nil {
 		t.Fatal(err)
 	}

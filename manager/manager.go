@@ -45,7 +45,10 @@ type Config struct {
 	DialTimeout    time.Duration
 	UDPIdleTimeout time.Duration
 	Rules          Rules
-	// Authorizer decides revokes (rbac.policyFile); nil disables revoke.
+	// Authorizer decides revokes, intercept creation and which workloads
+	// each agent serves (rbac.policyFile). Nil disables revoke and lets
+	// every agent serve every workload. It needs Tokens: RBAC must judge
+	// authenticated identities, not names clients claim.
 	Authorizer rbac.Authorizer
 	// Namespace is manager.namespace; DefaultNamespace when empty.
 	Namespace string
@@ -108,8 +111,9 @@ type Server struct {
 	// intercepts by id; seq orders them by creation.
 	intercepts map[string]*intercept
 	seq        uint64
-	// agents: workload -> change signals of its watching agents.
-	agents map[string]map[chan struct{}]struct{}
+	// agents: workload -> its watching agents; a workload without agents
+	// has no entry.
+	agents map[string]map[*agentWatch]struct{}
 	// pending inbound flows by flow id, waiting for the owner's daemon.
 	pending map[string]*inbound
 
@@ -140,7 +144,10 @@ type session struct {
 	changed chan struct{}
 	dials   chan *pb.InboundDial
 	notices []string
-	flows   *flowLimits // shared by the session's Tunnel streams
+	// watch is the session's one WatchSession stream (guarded by
+	// Server.mu); a newer stream ends it.
+	watch *watchStream
+	flows *flowLimits // shared by the session's Tunnel streams
 	// ctx ends with the session; its flows derive from it.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -156,6 +163,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Authorizer != nil && cfg.Tokens == nil {
+		return nil, errors.New("manager: rbac.policyFile needs auth.tokenFile: without tokens RBAC would judge the user name each client claims")
 	}
 	r := cfg.Rules
 	for _, d := range []struct {
@@ -188,7 +198,7 @@ func New(cfg Config) (*Server, error) {
 		metrics:  newMetrics(),
 
 		intercepts: make(map[string]*intercept),
-		agents:     make(map[string]map[chan struct{}]struct{}),
+		agents:     make(map[string]map[*agentWatch]struct{}),
 		pending:    make(map[string]*inbound),
 		authz:      cfg.Authorizer,
 		dnsDomains: cfg.DNSDomains,
@@ -200,7 +210,9 @@ func New(cfg Config) (*Server, error) {
 		s.dnsDomains = DefaultDNSDomains
 	}
 	if s.tokens == nil {
-		log.Warn("unauthenticated development mode: no auth.tokenFile, users are who their OS user name says")
+		log.Warn("unauthenticated development mode: no auth.tokenFile, users are who their OS user name says and anyone may be an agent")
+	} else if s.authz == nil {
+		log.Warn("no rbac.policyFile binds agents to workloads: every agent token (group " + AgentGroup + ") may serve every workload")
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	go s.reap()
@@ -280,12 +292,12 @@ func (s *Server) identify(ctx context.Context, claimed string) (Identity, error)
 	md, _ := metadata.FromIncomingContext(ctx)
 	tok := bearer(first(md, tunnel.MDAuthorization))
 	if tok == "" {
-		s.log.Warn("arrive without a bearer token refused")
+		s.log.Warn("call without a bearer token refused")
 		return Identity{}, status.Error(codes.Unauthenticated, "the traffic manager requires a token: pass --token-file or set TETHER_TOKEN")
 	}
 	id, ok := s.tokens[tok]
 	if !ok {
-		s.log.Warn("arrive with an unknown token refused")
+		s.log.Warn("call with an unknown token refused")
 		return Identity{}, status.Error(codes.Unauthenticated, "the traffic manager does not know this token")
 	}
 	return id, nil
@@ -293,6 +305,9 @@ func (s *Server) identify(ctx context.Context, claimed string) (Identity, error)
 
 // Arrive implements pb.ManagerServer.
 func (s *Server) Arrive(ctx context.Context, req *pb.ArriveRequest) (*pb.ArriveResponse, error) {
+	if err := s.refuseAgent(ctx, "Arrive"); err != nil {
+		return nil, err
+	}
 	subnets := make([]string, len(s.subnets))
 	for i, p := range s.subnets {
 		subnets[i] = p.String()
@@ -428,6 +443,9 @@ func (s *Server) allowed(addr netip.Addr) bool {
 // authenticate finds the caller's session from the metadata. Failures are
 // logged and never acted on.
 func (s *Server) authenticate(ctx context.Context) (*session, error) {
+	if err := s.refuseAgent(ctx, methodName(ctx)); err != nil {
+		return nil, err
+	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	id, secret := first(md, MDSession), first(md, MDSecret)
 	if id == "" || secret == "" {

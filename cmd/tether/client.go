@@ -275,7 +275,7 @@ func printStatus(w io.Writer, r *pb.StatusResponse) {
 	}
 	for _, li := range r.Intercepts {
 		x := li.Info
-		fmt.Fprintf(w, "  Intercept %s (%s): %s port %d %s -> 127.0.0.1:%d%s, %s\n", x.Spec.GetName(), x.Id, x.Spec.GetWorkload(), x.Spec.GetPort(), filterText(x.Spec), li.LocalPort, otherPortsText(x.Spec, li.PortMap, li.LocalPort), x.State)
+		fmt.Fprintf(w, "  Intercept %s (%s): %s port %d %s -> 127.0.0.1:%d%s, %s\n", x.Spec.GetName(), x.Id, x.Spec.GetWorkload(), x.Spec.GetPort(), filterText(x.Spec), li.LocalPort, otherPortsText(x, li.PortMap, li.LocalPort), x.State)
 		if x.Message != "" {
 			fmt.Fprintf(w, "    %s\n", x.Message)
 		}

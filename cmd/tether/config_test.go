@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/spf13/pflag"
 )
 
 func writeFile(t *testing.T, name, content string) string {
@@ -142,5 +144,48 @@ func TestYAMLSyntaxError(t *testing.T) {
 	_, err := runTether(t, "config", "view", "manager", "--config", file)
 	if err == nil || !strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), "line") {
 		t.Errorf("error %v, want the file and line", err)
+	}
+}
+
+// Without auth.tokenFile the manager listens on loopback only, unless
+// grpc.insecureListenAny; a policy needs tokens.
+func TestManagerDevelopmentModeListen(t *testing.T) {
+	tokens := writeFile(t, "tokens.csv", "t1,alice,1\n")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // the address, or "error: " and what the error names
+	}{
+		{"default becomes loopback", nil, "127.0.0.1:8081"},
+		{"loopback stays", []string{"--listen", "127.0.0.1:9000"}, "127.0.0.1:9000"},
+		{"IPv6 loopback", []string{"--listen", "[::1]:9000"}, "[::1]:9000"},
+		{"localhost", []string{"--listen", "localhost:9000"}, "localhost:9000"},
+		{"a lab address is refused", []string{"--listen", "198.18.1.2:8081"}, "error: grpc.insecureListenAny (--insecure-listen-any)"},
+		{"unless insecure", []string{"--listen", "198.18.1.2:8081", "--insecure-listen-any"}, "198.18.1.2:8081"},
+		{"every address if insecure", []string{"--insecure-listen-any"}, ":8081"},
+		{"tokens listen anywhere", []string{"--listen", "198.18.1.2:8081", "--token-file", tokens}, "198.18.1.2:8081"},
+		{"a policy without tokens", []string{"--listen", "127.0.0.1:1", "--rbac-policy-file", "p.yaml"}, "error: rbac.policyFile (flag --rbac-policy-file): needs auth.tokenFile"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := pflag.NewFlagSet("manager", pflag.ContinueOnError)
+			keys := managerFlags(f)
+			if err := f.Parse(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			c, err := loadConfig(f, "", keys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mv, err := managerSettings(c)
+			if want, ok := strings.CutPrefix(tc.want, "error: "); ok {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Fatalf("error %v, want one naming %q", err, want)
+				}
+				return
+			}
+			if err != nil || mv.listen != tc.want {
+				t.Fatalf("listen %q, %v; want %q", mv.listen, err, tc.want)
+			}
+		})
 	}
 }

@@ -50,6 +50,10 @@ func newManagerCmd(g *globals) *cobra.Command {
 				if tokens, err = manager.LoadTokens(f); err != nil {
 					return err
 				}
+			} else if v.GetBool("grpc.insecureListenAny") {
+				log.Warn("development mode (no auth.tokenFile) on any address (grpc.insecureListenAny): anyone who reaches the manager may call it as any user or agent", "component", "manager", "listen", settings.listen)
+			} else {
+				log.Warn("development mode (no auth.tokenFile): listening on loopback only; give auth.tokenFile, or grpc.insecureListenAny for a lab", "component", "manager", "listen", settings.listen)
 			}
 			var authz rbac.Authorizer
 			if f := v.GetString("rbac.policyFile"); f != "" {
@@ -58,7 +62,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 					return fmt.Errorf("rbac.policyFile: %w", err)
 				}
 				authz = policy
-				log.Info("revoke authorized by RBAC policy", "component", "manager", "rbac.policyFile", f, "manager.namespace", v.GetString("manager.namespace"))
+				log.Info("revoke, intercept creation and agents' workloads authorized by RBAC policy", "component", "manager", "rbac.policyFile", f, "manager.namespace", v.GetString("manager.namespace"))
 			}
 			opts := tunnel.ServerOptions(tunnel.Keepalive{Time: durations["grpc.keepaliveTime"], Timeout: durations["grpc.keepaliveTimeout"]})
 			certFile, keyFile := v.GetString("tls.certFile"), v.GetString("tls.keyFile")
@@ -87,7 +91,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 			if err := serveMetrics(metricsAddr, log, mgr.RegisterMetrics); err != nil {
 				return fmt.Errorf("--metrics-addr: %w", err)
 			}
-			ln, err := net.Listen("tcp", v.GetString("listen"))
+			ln, err := net.Listen("tcp", settings.listen)
 			if err != nil {
 				return fmt.Errorf("listen: %w", err)
 			}
@@ -142,7 +146,8 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 	f.String("inactive-block-timeout", manager.DefaultRules.InactiveBlockTimeout.String(), "intercept.inactiveBlockTimeout: an owner inactive this long no longer blocks conflicting intercepts")
 	f.String("token-file", "", "auth.tokenFile: static token file (token,user,uid,\"groups\"); without it, unauthenticated development mode")
 	f.Int("max-procs", 0, "runtime.maxProcs: OS threads running Go code at once (0: from 1 up to one per CPU, as the load needs; env GOMAXPROCS wins)")
-	f.String("rbac-policy-file", "", "rbac.policyFile: Kubernetes RBAC YAML deciding who may revoke intercepts; without it revoke is disabled")
+	f.String("rbac-policy-file", "", "rbac.policyFile: Kubernetes RBAC YAML deciding who may revoke and create intercepts and which workloads each agent serves; needs auth.tokenFile; without it revoke is disabled and agents serve every workload")
+	f.Bool("insecure-listen-any", false, "grpc.insecureListenAny: without auth.tokenFile, listen on the --listen address even if it is not loopback (a lab only: anyone who reaches it may call as any user or agent)")
 	f.StringSlice("dns-domain", manager.DefaultDNSDomains, "dns.domains: DNS domains daemons resolve through the manager (repeatable)")
 	f.StringSlice("dns-search", nil, "dns.search: search domains daemons configure for short names, e.g. default.svc.cluster.local (repeatable)")
 	f.String("dns-server", "", "dns.server: DNS server (host:port) the manager asks; the system's resolver when empty")
@@ -163,7 +168,8 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 		"auth.tokenFile":          "token-file", "tls.certFile": "tls-cert-file", "tls.keyFile": "tls-key-file",
 		"rbac.policyFile": "rbac-policy-file", "manager.namespace": "namespace", "runtime.maxProcs": "max-procs",
 		"dns.domains": "dns-domain", "dns.server": "dns-server", "dns.search": "dns-search",
-		"grpc.keepaliveTime": "keepalive-time", "grpc.keepaliveTimeout": "keepalive-timeout",
+		"grpc.insecureListenAny": "insecure-listen-any",
+		"grpc.keepaliveTime":     "keepalive-time", "grpc.keepaliveTimeout": "keepalive-timeout",
 	}
 	for _, l := range managerLimits {
 		keys[l.key] = l.flag
@@ -192,6 +198,7 @@ var managerLimits = []struct {
 
 // managerValues are the manager's keys that need parsing.
 type managerValues struct {
+	listen    string // where to listen: loopback in development mode
 	subnets   []netip.Prefix
 	durations map[string]time.Duration // by key
 	limits    manager.Limits
@@ -229,5 +236,32 @@ func managerSettings(c *config) (managerValues, error) {
 	if (c.GetString("tls.certFile") == "") != (c.GetString("tls.keyFile") == "") {
 		return mv, fmt.Errorf("tls.certFile and tls.keyFile go together")
 	}
-	return mv, nil
+	if c.GetString("rbac.policyFile") != "" && c.GetString("auth.tokenFile") == "" {
+		return mv, c.errorf("rbac.policyFile", "needs auth.tokenFile (--token-file): without tokens RBAC would judge the user name each client claims")
+	}
+	var err error
+	mv.listen, err = managerListen(c)
+	return mv, err
+}
+
+// managerListen is the address to listen on. Without auth.tokenFile anyone
+// who reaches the manager may call it as any user or agent, so it listens
+// on loopback only (":8081" becomes "127.0.0.1:8081") unless
+// grpc.insecureListenAny.
+func managerListen(c *config) (string, error) {
+	addr := c.GetString("listen")
+	if c.GetString("auth.tokenFile") != "" || c.GetBool("grpc.insecureListenAny") {
+		return addr, nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", c.errorf("listen", "%q is not host:port: %v", addr, err)
+	}
+	if host == "" {
+		return net.JoinHostPort("127.0.0.1", port), nil
+	}
+	if a, err := netip.ParseAddr(host); host == "localhost" || (err == nil && a.IsLoopback()) {
+		return addr, nil
+	}
+	return "", c.errorf("listen", "%s is not a loopback address, and without auth.tokenFile (--token-file) anyone who reaches the manager may call it as any user or agent; give auth.tokenFile, or grpc.insecureListenAny (--insecure-listen-any) for a lab network", addr)
 }
