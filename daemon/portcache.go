@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"maps"
 	"os"
+	"slices"
 
 	pbm "github.com/tether-dev/tether/rpc/manager"
 )
@@ -19,12 +20,13 @@ type cachedTarget struct {
 	Local   uint32            `json:"local_port"`
 	Replace bool              `json:"replace,omitempty"`
 	PortMap map[uint32]uint32 `json:"port_map,omitempty"`
+	Covered []uint32          `json:"covered,omitempty"`
 }
 
 func toCached(ts map[string]target) map[string]cachedTarget {
 	out := make(map[string]cachedTarget, len(ts))
 	for id, t := range ts {
-		out[id] = cachedTarget{Port: t.port, Local: t.local, Replace: t.replace, PortMap: maps.Clone(t.portMap)}
+		out[id] = cachedTarget{Port: t.port, Local: t.local, Replace: t.replace, PortMap: maps.Clone(t.portMap), Covered: slices.Clone(t.covered)}
 	}
 	return out
 }
@@ -32,7 +34,7 @@ func toCached(ts map[string]target) map[string]cachedTarget {
 func fromCached(cs map[string]cachedTarget) map[string]target {
 	out := make(map[string]target, len(cs))
 	for id, c := range cs {
-		out[id] = target{port: c.Port, local: c.Local, replace: c.Replace, portMap: maps.Clone(c.PortMap)}
+		out[id] = target{port: c.Port, local: c.Local, replace: c.Replace, portMap: maps.Clone(c.PortMap), covered: slices.Clone(c.Covered)}
 	}
 	return out
 }

@@ -15,16 +15,16 @@ import (
 // cache for as long as the session does, root-only like the rest of it.
 func TestInterceptPortsCache(t *testing.T) {
 	d := &Daemon{log: slog.New(slog.DiscardHandler), cfg: Config{Socket: filepath.Join(t.TempDir(), "daemon.sock")}}
-	replace := target{port: 8080, local: 7000, replace: true, portMap: map[uint32]uint32{9090: 7001}}
+	replace := target{port: 8080, local: 7000, replace: true, portMap: map[uint32]uint32{9090: 7001}, covered: []uint32{5432, 8080, 9090}}
 	s := &session{log: d.log, saveTargets: d.saveTargets}
 	s.creds.Store(&creds{id: "s1", secret: "x"})
 	s.icepts.targets = map[string]target{}
 
 	d.saveCreds(cachedCreds{Manager: "m:1", ID: "s1", Secret: "x"})
 	s.icepts.targets["ic1"] = replace
-	s.icepts.targets["ic2"] = target{port: 80, local: 3000}
+	s.icepts.targets["ic2"] = target{port: 80, local: 3000, covered: []uint32{80}}
 	s.targetsChanged()
-	want := map[string]target{"ic1": replace, "ic2": {port: 80, local: 3000}}
+	want := map[string]target{"ic1": replace, "ic2": {port: 80, local: 3000, covered: []uint32{80}}}
 	cached := func() map[string]target {
 		c, ok := d.loadCreds()
 		if !ok {
