@@ -147,7 +147,9 @@ func TestStatusDuringSlowConnect(t *testing.T) {
 // them ACTIVE, and no flow is refused for want of a port.
 func TestInterceptSurvivesDaemonRestart(t *testing.T) {
 	tm := newTeam(t)
-	if out, err := tm.intercept(tm.alice, "a"); err != nil {
+	// A replace intercept: its flows may only go to the ports the agent
+	// declared when it was created, which the cache must keep too.
+	if out, err := tm.intercept(tm.alice, "a", "--replace"); err != nil {
 		t.Fatalf("intercept: %v\n%s", err, out)
 	}
 	tm.expectRoutes(map[string]string{"": "dev alice"})

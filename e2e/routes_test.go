@@ -50,7 +50,7 @@ func TestRogueRoutes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := fmt.Sprintf("%s:%d", e.lab.MgrIP, 8090+i)
 			p, err := e.lab.Start(e.lab.Mgr, filepath.Join(e.dir, fmt.Sprintf("rogue%d.log", i)), tetherBin, "manager",
-				"--listen", addr, "--subnet", strings.Join(tc.subnets, ","))
+				"--listen", addr, "--subnet", strings.Join(tc.subnets, ","), "--insecure-listen-any")
 			if err != nil {
 				t.Fatal(err)
 			}
