@@ -102,6 +102,7 @@ func (s *session) watch(ctx context.Context) {
 
 func (s *session) handleEvent(ctx context.Context, ev *pbm.SessionEvent) {
 	ic := &s.icepts
+	dropped := false
 	ic.mu.Lock()
 	if ev.InterceptsChanged {
 		// The events of a watch come in order, so an id the last list had
@@ -110,6 +111,7 @@ func (s *session) handleEvent(ctx context.Context, ev *pbm.SessionEvent) {
 		for _, old := range ic.infos {
 			if !slices.ContainsFunc(ev.Intercepts, func(i *pbm.InterceptInfo) bool { return i.Id == old.Id }) {
 				delete(ic.targets, old.Id)
+				dropped = true
 			}
 		}
 		ic.infos = ev.Intercepts
@@ -124,6 +126,9 @@ func (s *session) handleEvent(ctx context.Context, ev *pbm.SessionEvent) {
 		s.log.Warn("notice from the traffic manager", "notice", ev.Notice)
 	}
 	ic.mu.Unlock()
+	if dropped {
+		s.targetsChanged()
+	}
 	if d := ev.Dial; d != nil {
 		ic.flows.Add(1)
 		go func() {
@@ -224,6 +229,7 @@ func (d *Daemon) Intercept(ctx context.Context, req *pb.InterceptRequest) (*pbm.
 	s.icepts.mu.Lock()
 	s.icepts.targets[info.Id] = t
 	s.icepts.mu.Unlock()
+	s.targetsChanged()
 	return info, nil
 }
 

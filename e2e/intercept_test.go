@@ -19,6 +19,7 @@ type member struct {
 	name   string
 	ns     string
 	socket string
+	proc   *netlab.Proc // the daemon
 }
 
 // team is a lab with two developers (alice may revoke, bob may not), a
@@ -78,19 +79,7 @@ func newTeam(t *testing.T, rules ...string) *team {
 	e.startManager(append([]string{"--listen", fmt.Sprintf(":%d", portMgr), "--token-file", filepath.Join(e.dir, "tokens.csv"), "--rbac-policy-file", filepath.Join(e.dir, "policy.yaml")}, rules...)...)
 	tm.startAgent(agentPort, appPort, "app")
 	for _, m := range []*member{tm.alice, tm.bob} {
-		if _, err := lab.Start(m.ns, filepath.Join(e.dir, m.name+".log"), tetherBin, "--socket", m.socket, "--log-level", "debug", "daemon", "--tun-name", "tt"+m.name); err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			if _, err := tm.as(m, "--no-activity", "status"); err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s's daemon did not start", m.name)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		tm.startMemberDaemon(m)
 		if out, err := tm.as(m, "connect", "--manager", e.mgrAddr(), "--token-file", filepath.Join(e.dir, m.name+".token")); err != nil {
 			t.Fatalf("%s connect: %v\n%s", m.name, err, out)
 		}

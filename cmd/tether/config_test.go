@@ -124,6 +124,8 @@ GRPC:
 		{"agent port", "", []string{"config", "view", "agent"}, `agent.port: "0" is not a port`},
 		{"limit", "", []string{"config", "view", "manager", "--sessions-per-user", "0"}, `limits.sessionsPerUser (flag --sessions-per-user): "0" is not a positive whole number`},
 		{"keepalive", "", []string{"config", "view", "manager", "--keepalive-time", "500ms"}, `grpc.keepaliveTime (flag --keepalive-time): 500ms is below gRPC's minimum of 1s`},
+		{"route floor", "", []string{"config", "view", "daemon", "--min-prefix-length", "0"}, `routes.minPrefixLength (flag --min-prefix-length): 0 is not an IPv4 prefix length from 1 to 32`},
+		{"IPv6 route floor", "", []string{"config", "view", "daemon", "--min-prefix-length-ipv6", "129"}, `routes.minPrefixLengthIPv6 (flag --min-prefix-length-ipv6): 129 is not`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.env != "" {
