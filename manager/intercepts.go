@@ -101,6 +101,7 @@ func (s *Server) CreateIntercept(ctx context.Context, req *pb.CreateInterceptReq
 		}
 		idle, blocks := s.idle(x.owner, now)
 		if x.owner == sess || blocks {
+			s.metrics.conflicts.WithLabelValues(conflictRefused).Inc()
 			return nil, status.Error(codes.FailedPrecondition, s.blockedMessage(spec, x, ex, why, idle, now))
 		}
 		olds = append(olds, x)
@@ -112,6 +113,7 @@ func (s *Server) CreateIntercept(ctx context.Context, req *pb.CreateInterceptReq
 	s.intercepts[x.id] = x
 	for i, old := range olds {
 		old.state, old.message = StateConflict, superseded[i]
+		s.metrics.conflicts.WithLabelValues(conflictSuperseded).Inc()
 		s.log.Info("intercept superseded", "intercept", old.id, "owner", old.owner.user, "by", x.id, "user", sess.user)
 		notify(old.owner.changed)
 	}
@@ -231,6 +233,7 @@ func (s *Server) RevokeIntercept(ctx context.Context, req *pb.RevokeInterceptReq
 		return nil, err
 	}
 	if s.authz == nil {
+		s.metrics.revokes.WithLabelValues("refused").Inc()
 		return nil, status.Error(codes.PermissionDenied, "revoke is disabled: the traffic manager has no rbac.policyFile")
 	}
 	ok, reason, err := rbac.CanRevoke(ctx, s.authz, rbac.Subject{User: sess.user, Groups: sess.groups}, s.namespace)
@@ -239,6 +242,7 @@ func (s *Server) RevokeIntercept(ctx context.Context, req *pb.RevokeInterceptReq
 	}
 	if !ok {
 		s.log.Warn("revoke refused", "by", sess.user, "intercept", req.Id, "reason", reason)
+		s.metrics.revokes.WithLabelValues("refused").Inc()
 		return nil, status.Errorf(codes.PermissionDenied, "revoke refused: %s", reason)
 	}
 	now := s.now()
@@ -253,6 +257,7 @@ func (s *Server) RevokeIntercept(ctx context.Context, req *pb.RevokeInterceptReq
 	// its watcher reads the notices under s.mu, after this.
 	s.removeInterceptLocked(x, now)
 	s.noticeLocked(x.owner, fmt.Sprintf("intercept %q (%s) revoked by %s at %s", x.spec.Name, x.id, sess.user, now.UTC().Format(time.RFC3339)))
+	s.metrics.revokes.WithLabelValues("done").Inc()
 	s.log.Info("intercept revoked", "by", sess.user, "intercept", x.id, "name", x.spec.Name, "owner", x.owner.user, "host", x.owner.host, "workload", x.spec.Workload)
 	return &pb.RevokeInterceptResponse{Intercept: info}, nil
 }
@@ -266,6 +271,7 @@ func (s *Server) removeInterceptLocked(x *intercept, now time.Time) {
 			continue
 		}
 		c.state = StateActive
+		s.metrics.conflicts.WithLabelValues(conflictRestored).Inc()
 		c.message = fmt.Sprintf("restored at %s: the intercept that superseded it ended", now.UTC().Format(time.RFC3339))
 		s.log.Info("intercept restored", "intercept", c.id, "owner", c.owner.user)
 		notify(c.owner.changed)
