@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tether-dev/tether/activity"
+	"github.com/tether-dev/tether/internal/buildinfo"
 	"github.com/tether-dev/tether/platform"
 	pb "github.com/tether-dev/tether/rpc/daemon"
 	pbm "github.com/tether-dev/tether/rpc/manager"
@@ -66,6 +67,9 @@ type Config struct {
 	// tunnel.ReconnectDelay when nil. Tests shorten it.
 	resumeDelay func(n int) time.Duration
 }
+
+// build is this daemon's build, reported to the manager and the CLI.
+var build = buildinfo.Read()
 
 // MDNoActivity is the metadata key of CLI calls made with --no-activity.
 const MDNoActivity = "tether-no-activity"
@@ -500,6 +504,7 @@ func (d *Daemon) statusLocked() *pb.StatusResponse {
 		case d.pending != nil:
 			resp.Manager, resp.Link = d.pending.manager, "connecting"
 		}
+		resp.DaemonBuild = build.Proto()
 		return resp
 	}
 	st := s.vif.Stats()
@@ -522,6 +527,7 @@ func (d *Daemon) statusLocked() *pb.StatusResponse {
 			ActivityEvents: snap.Events, InboundFlows: s.inboundFlows.Load(),
 		},
 	}
+	resp.DaemonBuild, resp.ManagerBuild = build.Proto(), s.managerBuild.Load()
 	resp.Intercepts, resp.Notices = s.interceptStatus()
 	if s.dnsAddr.IsValid() {
 		resp.Dns, resp.DnsDomains, resp.DnsConfig = s.dnsAddr.String(), s.dnsRes.domains, s.dnsNote
