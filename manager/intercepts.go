@@ -223,6 +223,12 @@ func (s *Server) ListIntercepts(ctx context.Context, _ *pb.ListInterceptsRequest
 	for _, x := range s.sortedInterceptsLocked() {
 		resp.Intercepts = append(resp.Intercepts, s.infoLocked(x, now))
 	}
+	for w, watchers := range s.agents {
+		if len(watchers) > 0 {
+			resp.Workloads = append(resp.Workloads, w)
+		}
+	}
+	slices.Sort(resp.Workloads)
 	return resp, nil
 }
 

@@ -1607,8 +1607,11 @@ func (*ListInterceptsRequest) Descriptor() ([]byte, []int) {
 }
 
 type ListInterceptsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Intercepts    []*InterceptInfo       `protobuf:"bytes,1,rep,name=intercepts,proto3" json:"intercepts,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Intercepts []*InterceptInfo       `protobuf:"bytes,1,rep,name=intercepts,proto3" json:"intercepts,omitempty"`
+	// Workloads ("NAMESPACE/NAME") an agent serves now, sorted: what can be
+	// intercepted (shell completion of --workload).
+	Workloads     []string `protobuf:"bytes,2,rep,name=workloads,proto3" json:"workloads,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1646,6 +1649,13 @@ func (*ListInterceptsResponse) Descriptor() ([]byte, []int) {
 func (x *ListInterceptsResponse) GetIntercepts() []*InterceptInfo {
 	if x != nil {
 		return x.Intercepts
+	}
+	return nil
+}
+
+func (x *ListInterceptsResponse) GetWorkloads() []string {
+	if x != nil {
+		return x.Workloads
 	}
 	return nil
 }
@@ -2219,11 +2229,12 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\x16RemoveInterceptRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x19\n" +
 	"\x17RemoveInterceptResponse\"\x17\n" +
-	"\x15ListInterceptsRequest\"W\n" +
+	"\x15ListInterceptsRequest\"u\n" +
 	"\x16ListInterceptsResponse\x12=\n" +
 	"\n" +
 	"intercepts\x18\x01 \x03(\v2\x1d.tether.manager.InterceptInfoR\n" +
-	"intercepts\"(\n" +
+	"intercepts\x12\x1c\n" +
+	"\tworkloads\x18\x02 \x03(\tR\tworkloads\"(\n" +
 	"\x16RevokeInterceptRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"V\n" +
 	"\x17RevokeInterceptResponse\x12;\n" +
