@@ -101,6 +101,9 @@ func TestReadmeCommands(t *testing.T) {
 	for _, dl := range lines {
 		args := words(dl.text)[1:] // without "tether"
 		root := newRoot()
+		// Execute adds these before it looks for the command.
+		root.InitDefaultHelpCmd()
+		root.InitDefaultCompletionCmd()
 		cmd, rest, err := root.Find(args)
 		if err != nil {
 			t.Errorf("%s:%d: %q: %v", dl.file, dl.line, dl.text, err)
