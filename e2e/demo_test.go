@@ -3,6 +3,9 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -42,4 +45,46 @@ func (l *lineLogger) Write(p []byte) (int, error) {
 		}
 		l.t.Log(strings.TrimSuffix(line, "\n"))
 	}
+}
+
+// TestStoryCleansUpOnCancel: a story cancelled half way (Ctrl-C in make
+// demo) fails and leaves no namespace, process or directory behind.
+func TestStoryCleansUpOnCancel(t *testing.T) {
+	requireLab(t)
+	before := storyLeftovers(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	err := story.Run(ctx, story.Options{Tether: tetherBin, Out: &lineLogger{t: t}})
+	if err == nil || ctx.Err() == nil {
+		t.Fatalf("a story cancelled after 4s returned %v", err)
+	}
+	if after := storyLeftovers(t); after != before {
+		t.Fatalf("left behind: %s (before: %s)", after, before)
+	}
+}
+
+// storyLeftovers lists the story's namespaces, directories and processes.
+func storyLeftovers(t *testing.T) string {
+	t.Helper()
+	ns, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(ns), "\n") {
+		if strings.HasPrefix(line, "story-") {
+			out = append(out, line)
+		}
+	}
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "tether-story-*"))
+	out = append(out, dirs...)
+	// Every process of the story runs with a socket or a log in its
+	// directory, which carries the tether-story- prefix.
+	ps, _ := exec.Command("pgrep", "-af", "tether-story-").Output()
+	for _, line := range strings.Split(strings.TrimSpace(string(ps)), "\n") {
+		if line != "" && !strings.Contains(line, "pgrep") {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "; ")
 }

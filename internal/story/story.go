@@ -80,6 +80,9 @@ type story struct {
 	out               io.Writer
 	start             time.Time
 	alice, bob, carol *laptop
+	// aliceLastActive is when alice's keepalive script stopped: her last
+	// activity, from which her TTL runs.
+	aliceLastActive time.Time
 }
 
 // Run tells the story. It removes every namespace, process and file it
@@ -384,13 +387,17 @@ func (s *story) keepalive() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer p.Stop()
 	// Longer than the block timeout: only the script can have kept it.
-	if err := s.sleep(BlockTimeout + 2*ReportInterval); err != nil {
+	err = s.sleep(BlockTimeout + 2*ReportInterval)
+	out, ierr := s.intercept(s.bob, "bob-wide", wideFilter)
+	if serr := p.Stop(); serr != nil && err == nil {
+		err = fmt.Errorf("the keepalive script: %w", serr)
+	}
+	s.aliceLastActive = time.Now()
+	if err != nil {
 		return "", err
 	}
-	out, err := s.intercept(s.bob, "bob-wide", wideFilter)
-	if err == nil {
+	if ierr == nil {
 		return "", fmt.Errorf("bob's wide intercept was accepted over alice's keepalive:\n%s", out)
 	}
 	if !strings.Contains(out, "alice has been idle for") {
@@ -417,6 +424,10 @@ func (s *story) revoke() (string, error) {
 	if id == "" {
 		return "", fmt.Errorf("carol's list has no intercept alice-web of alice: %+v", rows)
 	}
+	// bob has no RBAC for it: refused, naming what is missing.
+	if out, err := s.tether(s.bob, "revoke", id); err == nil || !strings.Contains(out, "configmaps") {
+		return "", fmt.Errorf("bob's revoke was not refused for want of RBAC: %v\n%s", err, out)
+	}
 	if out, err := s.tether(s.carol, "revoke", id); err != nil {
 		return "", fmt.Errorf("carol's revoke: %w\n%s", err, out)
 	}
@@ -440,11 +451,10 @@ func (s *story) revoke() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return "alice's status: \"" + notice + "\"", nil
+	return "bob was refused (no RBAC); alice's status: \"" + notice + "\"", nil
 }
 
 func (s *story) expire() (string, error) {
-	idleSince := time.Now()
 	var st statusJSON
 	err := s.waitFor(TTL+10*time.Second, func() (err error) {
 		if st, err = s.status(s.alice); err != nil {
@@ -461,9 +471,13 @@ func (s *story) expire() (string, error) {
 	if !strings.Contains(st.Reason, "grpc.connectionTTL") {
 		return "", fmt.Errorf("alice's session ended for another reason: %q", st.Reason)
 	}
-	// Her last activity was the keepalive's last connection, before the
-	// revoke; status calls with --no-activity did not count.
-	return fmt.Sprintf("%.0fs after the revoke, alice's status: \"%s\"", time.Since(idleSince).Seconds(), st.Reason), nil
+	// Her last activity was the keepalive's last connection; status calls
+	// with --no-activity did not count, nor did carol's revoke.
+	idle := time.Since(s.aliceLastActive)
+	if idle < TTL-3*ReportInterval {
+		return "", fmt.Errorf("alice's session ended %s after her last activity, before the TTL of %s", idle.Round(time.Second), TTL)
+	}
+	return fmt.Sprintf("%.0fs after her keepalive stopped, alice's status: \"%s\"", idle.Seconds(), st.Reason), nil
 }
 
 // tether runs the CLI on laptop l.
