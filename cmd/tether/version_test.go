@@ -15,33 +15,31 @@ import (
 
 // TestVersionJSON: the fields of `tether version --json` without a daemon.
 func TestVersionJSON(t *testing.T) {
-	for _, args := range [][]string{{"version", "--json"}} {
-		root := newRoot()
-		var out bytes.Buffer
-		root.SetOut(&out)
-		root.SetArgs(append([]string{"--socket", filepath.Join(t.TempDir(), "none.sock")}, args...))
-		if err := root.ExecuteContext(context.Background()); err != nil {
-			t.Fatalf("%v: %v", args, err)
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetArgs([]string{"--socket", filepath.Join(t.TempDir(), "none.sock"), "version", "--json"})
+	if err := root.ExecuteContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]any
+	if err := json.Unmarshal(out.Bytes(), &v); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out.String())
+	}
+	client, _ := v["client"].(map[string]any)
+	for _, key := range []string{"version", "revision", "time", "modified", "go_version", "protocol", "min_protocol"} {
+		if _, ok := client[key]; !ok {
+			t.Errorf("client has no %q: %v", key, client)
 		}
-		var v map[string]any
-		if err := json.Unmarshal(out.Bytes(), &v); err != nil {
-			t.Fatalf("%v: not JSON: %v\n%s", args, err, out.String())
-		}
-		client, _ := v["client"].(map[string]any)
-		for _, key := range []string{"version", "revision", "time", "modified", "go_version", "protocol", "min_protocol"} {
-			if _, ok := client[key]; !ok {
-				t.Errorf("client has no %q: %v", key, client)
-			}
-		}
-		if client["protocol"] != float64(wire.Protocol) || !strings.HasPrefix(client["go_version"].(string), "go") {
-			t.Errorf("client: %v", client)
-		}
-		if v["daemon"] != nil || v["manager"] != nil || !strings.Contains(v["daemon_error"].(string), "no daemon answers") {
-			t.Errorf("without a daemon: %v", v)
-		}
-		if notes, ok := v["notes"].([]any); !ok || len(notes) != 0 {
-			t.Errorf("notes: %v", v["notes"])
-		}
+	}
+	if client["protocol"] != float64(wire.Protocol) || !strings.HasPrefix(client["go_version"].(string), "go") {
+		t.Errorf("client: %v", client)
+	}
+	if v["daemon"] != nil || v["manager"] != nil || !strings.Contains(v["daemon_error"].(string), "no daemon answers") {
+		t.Errorf("without a daemon: %v", v)
+	}
+	if notes, ok := v["notes"].([]any); !ok || len(notes) != 0 {
+		t.Errorf("notes: %v", v["notes"])
 	}
 }
 
@@ -90,5 +88,21 @@ func TestDaemonProtocolCheck(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestVersionFlag: `tether --version` is `tether version`.
+func TestVersionFlag(t *testing.T) {
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetArgs([]string{"--socket", filepath.Join(t.TempDir(), "none.sock"), "--version"})
+	if err := root.ExecuteContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Client:  ", "protocol 1", "Daemon:  unknown: no daemon answers"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--version lacks %q:\n%s", want, out.String())
+		}
 	}
 }
