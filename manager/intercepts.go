@@ -14,9 +14,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tether-dev/tether/internal/buildinfo"
 	"github.com/tether-dev/tether/manager/conflict"
 	"github.com/tether-dev/tether/manager/rbac"
 	pb "github.com/tether-dev/tether/rpc/manager"
+	"github.com/tether-dev/tether/wire"
 )
 
 // Intercept states.
@@ -461,6 +463,11 @@ func (s *Server) WatchAgent(req *pb.WatchAgentRequest, stream grpc.ServerStreami
 	id, err := s.authenticateAgent(stream.Context(), "WatchAgent")
 	if err != nil {
 		return err
+	}
+	agent := buildinfo.FromProto(req.Build).Side("the agent of "+req.Workload, wire.UpgradeAgent)
+	if _, err := wire.Check(build.Side(wire.ManagerName, wire.UpgradeManager), agent); err != nil {
+		s.log.Warn("agent refused: incompatible protocol", "workload", req.Workload, "agent_version", req.GetBuild().GetVersion(), "error", err)
+		return status.Error(codes.FailedPrecondition, err.Error())
 	}
 	if err := conflict.CheckWorkload(req.Workload); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())

@@ -200,3 +200,24 @@ func TestArriveRefusesIncompatibleDaemon(t *testing.T) {
 		t.Fatalf("%d sessions, want 2: the refused daemon must not get one", n)
 	}
 }
+
+// TestWatchAgentRefusesIncompatibleAgent: an agent whose protocol the
+// manager cannot work with is refused, naming the side to upgrade.
+func TestWatchAgentRefusesIncompatibleAgent(t *testing.T) {
+	l := newGRPCLab(t, testPolicy)
+	newer := &pb.BuildInfo{Version: "v9", Protocol: wire.Protocol + 1, MinProtocol: wire.Protocol + 1}
+	stream, err := l.c.WatchAgent(as("t-web-agent"), &pb.WatchAgentRequest{Workload: "default/web", Ports: []uint32{8080}, Build: newer})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	wantRefusal(t, "WatchAgent of a newer agent", err, codes.FailedPrecondition,
+		"the traffic manager speaks protocol 1, but the agent of default/web needs at least protocol 2: upgrade the traffic manager")
+	ok := &pb.BuildInfo{Protocol: wire.Protocol, MinProtocol: wire.MinProtocol}
+	stream, err = l.c.WatchAgent(as("t-web-agent"), &pb.WatchAgentRequest{Workload: "default/web", Ports: []uint32{8080}, Build: ok})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if err != nil {
+		t.Fatalf("WatchAgent of a compatible agent: %v", err)
+	}
+}

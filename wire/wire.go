@@ -83,6 +83,7 @@ const (
 	UpgradeManager = "upgrade the traffic manager"
 	DaemonName     = "the tether daemon"
 	UpgradeDaemon  = "upgrade tether on this laptop and restart its daemon (`sudo tether quit --stop-daemon`, then `sudo tether connect`)"
+	UpgradeAgent   = "upgrade the agent beside the workload"
 	CLIName        = "this tether command"
 	UpgradeCLI     = "upgrade the tether command to the daemon's version"
 )

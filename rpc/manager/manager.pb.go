@@ -1934,7 +1934,10 @@ type WatchAgentRequest struct {
 	Workload string `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
 	// The workload ports the agent serves (at least one). A replace
 	// intercept created while the agent watches covers them.
-	Ports         []uint32 `protobuf:"varint,2,rep,packed,name=ports,proto3" json:"ports,omitempty"`
+	Ports []uint32 `protobuf:"varint,2,rep,packed,name=ports,proto3" json:"ports,omitempty"`
+	// The agent's build and wire protocol; the manager refuses an agent
+	// whose protocol it cannot work with (absent: protocol 1).
+	Build         *BuildInfo `protobuf:"bytes,3,opt,name=build,proto3" json:"build,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1979,6 +1982,13 @@ func (x *WatchAgentRequest) GetWorkload() string {
 func (x *WatchAgentRequest) GetPorts() []uint32 {
 	if x != nil {
 		return x.Ports
+	}
+	return nil
+}
+
+func (x *WatchAgentRequest) GetBuild() *BuildInfo {
+	if x != nil {
+		return x.Build
 	}
 	return nil
 }
@@ -2251,10 +2261,11 @@ const file_manager_manager_proto_rawDesc = "" +
 	"intercepts\x12-\n" +
 	"\x12intercepts_changed\x18\x02 \x01(\bR\x11interceptsChanged\x12/\n" +
 	"\x04dial\x18\x03 \x01(\v2\x1b.tether.manager.InboundDialR\x04dial\x12\x16\n" +
-	"\x06notice\x18\x04 \x01(\tR\x06notice\"E\n" +
+	"\x06notice\x18\x04 \x01(\tR\x06notice\"v\n" +
 	"\x11WatchAgentRequest\x12\x1a\n" +
 	"\bworkload\x18\x01 \x01(\tR\bworkload\x12\x14\n" +
-	"\x05ports\x18\x02 \x03(\rR\x05ports\"L\n" +
+	"\x05ports\x18\x02 \x03(\rR\x05ports\x12/\n" +
+	"\x05build\x18\x03 \x01(\v2\x19.tether.manager.BuildInfoR\x05build\"L\n" +
 	"\vAgentRoutes\x12=\n" +
 	"\n" +
 	"intercepts\x18\x01 \x03(\v2\x1d.tether.manager.InterceptInfoR\n" +
@@ -2376,40 +2387,41 @@ var file_manager_manager_proto_depIdxs = []int32{
 	20, // 15: tether.manager.RevokeInterceptResponse.intercept:type_name -> tether.manager.InterceptInfo
 	20, // 16: tether.manager.SessionEvent.intercepts:type_name -> tether.manager.InterceptInfo
 	29, // 17: tether.manager.SessionEvent.dial:type_name -> tether.manager.InboundDial
-	20, // 18: tether.manager.AgentRoutes.intercepts:type_name -> tether.manager.InterceptInfo
-	4,  // 19: tether.manager.Manager.Arrive:input_type -> tether.manager.ArriveRequest
-	8,  // 20: tether.manager.Manager.Depart:input_type -> tether.manager.DepartRequest
-	11, // 21: tether.manager.Manager.Report:input_type -> tether.manager.ReportRequest
-	14, // 22: tether.manager.Manager.Sessions:input_type -> tether.manager.SessionsRequest
-	6,  // 23: tether.manager.Manager.Resolve:input_type -> tether.manager.ResolveRequest
-	21, // 24: tether.manager.Manager.CreateIntercept:input_type -> tether.manager.CreateInterceptRequest
-	22, // 25: tether.manager.Manager.RemoveIntercept:input_type -> tether.manager.RemoveInterceptRequest
-	24, // 26: tether.manager.Manager.ListIntercepts:input_type -> tether.manager.ListInterceptsRequest
-	26, // 27: tether.manager.Manager.RevokeIntercept:input_type -> tether.manager.RevokeInterceptRequest
-	28, // 28: tether.manager.Manager.WatchSession:input_type -> tether.manager.WatchSessionRequest
-	18, // 29: tether.manager.Manager.InboundTunnel:input_type -> tether.manager.Frame
-	31, // 30: tether.manager.Manager.WatchAgent:input_type -> tether.manager.WatchAgentRequest
-	18, // 31: tether.manager.Manager.AgentTunnel:input_type -> tether.manager.Frame
-	18, // 32: tether.manager.Manager.Tunnel:input_type -> tether.manager.Frame
-	5,  // 33: tether.manager.Manager.Arrive:output_type -> tether.manager.ArriveResponse
-	9,  // 34: tether.manager.Manager.Depart:output_type -> tether.manager.DepartResponse
-	13, // 35: tether.manager.Manager.Report:output_type -> tether.manager.ReportResponse
-	15, // 36: tether.manager.Manager.Sessions:output_type -> tether.manager.SessionsResponse
-	7,  // 37: tether.manager.Manager.Resolve:output_type -> tether.manager.ResolveResponse
-	20, // 38: tether.manager.Manager.CreateIntercept:output_type -> tether.manager.InterceptInfo
-	23, // 39: tether.manager.Manager.RemoveIntercept:output_type -> tether.manager.RemoveInterceptResponse
-	25, // 40: tether.manager.Manager.ListIntercepts:output_type -> tether.manager.ListInterceptsResponse
-	27, // 41: tether.manager.Manager.RevokeIntercept:output_type -> tether.manager.RevokeInterceptResponse
-	30, // 42: tether.manager.Manager.WatchSession:output_type -> tether.manager.SessionEvent
-	18, // 43: tether.manager.Manager.InboundTunnel:output_type -> tether.manager.Frame
-	32, // 44: tether.manager.Manager.WatchAgent:output_type -> tether.manager.AgentRoutes
-	18, // 45: tether.manager.Manager.AgentTunnel:output_type -> tether.manager.Frame
-	18, // 46: tether.manager.Manager.Tunnel:output_type -> tether.manager.Frame
-	33, // [33:47] is the sub-list for method output_type
-	19, // [19:33] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	33, // 18: tether.manager.WatchAgentRequest.build:type_name -> tether.manager.BuildInfo
+	20, // 19: tether.manager.AgentRoutes.intercepts:type_name -> tether.manager.InterceptInfo
+	4,  // 20: tether.manager.Manager.Arrive:input_type -> tether.manager.ArriveRequest
+	8,  // 21: tether.manager.Manager.Depart:input_type -> tether.manager.DepartRequest
+	11, // 22: tether.manager.Manager.Report:input_type -> tether.manager.ReportRequest
+	14, // 23: tether.manager.Manager.Sessions:input_type -> tether.manager.SessionsRequest
+	6,  // 24: tether.manager.Manager.Resolve:input_type -> tether.manager.ResolveRequest
+	21, // 25: tether.manager.Manager.CreateIntercept:input_type -> tether.manager.CreateInterceptRequest
+	22, // 26: tether.manager.Manager.RemoveIntercept:input_type -> tether.manager.RemoveInterceptRequest
+	24, // 27: tether.manager.Manager.ListIntercepts:input_type -> tether.manager.ListInterceptsRequest
+	26, // 28: tether.manager.Manager.RevokeIntercept:input_type -> tether.manager.RevokeInterceptRequest
+	28, // 29: tether.manager.Manager.WatchSession:input_type -> tether.manager.WatchSessionRequest
+	18, // 30: tether.manager.Manager.InboundTunnel:input_type -> tether.manager.Frame
+	31, // 31: tether.manager.Manager.WatchAgent:input_type -> tether.manager.WatchAgentRequest
+	18, // 32: tether.manager.Manager.AgentTunnel:input_type -> tether.manager.Frame
+	18, // 33: tether.manager.Manager.Tunnel:input_type -> tether.manager.Frame
+	5,  // 34: tether.manager.Manager.Arrive:output_type -> tether.manager.ArriveResponse
+	9,  // 35: tether.manager.Manager.Depart:output_type -> tether.manager.DepartResponse
+	13, // 36: tether.manager.Manager.Report:output_type -> tether.manager.ReportResponse
+	15, // 37: tether.manager.Manager.Sessions:output_type -> tether.manager.SessionsResponse
+	7,  // 38: tether.manager.Manager.Resolve:output_type -> tether.manager.ResolveResponse
+	20, // 39: tether.manager.Manager.CreateIntercept:output_type -> tether.manager.InterceptInfo
+	23, // 40: tether.manager.Manager.RemoveIntercept:output_type -> tether.manager.RemoveInterceptResponse
+	25, // 41: tether.manager.Manager.ListIntercepts:output_type -> tether.manager.ListInterceptsResponse
+	27, // 42: tether.manager.Manager.RevokeIntercept:output_type -> tether.manager.RevokeInterceptResponse
+	30, // 43: tether.manager.Manager.WatchSession:output_type -> tether.manager.SessionEvent
+	18, // 44: tether.manager.Manager.InboundTunnel:output_type -> tether.manager.Frame
+	32, // 45: tether.manager.Manager.WatchAgent:output_type -> tether.manager.AgentRoutes
+	18, // 46: tether.manager.Manager.AgentTunnel:output_type -> tether.manager.Frame
+	18, // 47: tether.manager.Manager.Tunnel:output_type -> tether.manager.Frame
+	34, // [34:48] is the sub-list for method output_type
+	20, // [20:34] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_manager_manager_proto_init() }
