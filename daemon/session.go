@@ -275,6 +275,15 @@ func (s *session) rearrive(ctx context.Context) {
 	defer s.arriveMu.Unlock()
 	old := s.creds.Load()
 	resp, err := s.arrive(ctx, false)
+	var incompatible *wire.IncompatibleError
+	if errors.As(err, &incompatible) {
+		// The manager was replaced by one this daemon cannot work with:
+		// the routes stay as the user accepted them, and status says why
+		// nothing gets through.
+		s.log.Error("the traffic manager after reconnecting is incompatible", "error", err)
+		s.notice(fmt.Sprintf("the traffic manager after reconnecting: %v", err))
+		return
+	}
 	if err != nil {
 		// The link dropped again; the next Ready retries.
 		s.log.Warn("re-arrive failed", "error", err)
