@@ -30,6 +30,7 @@ import (
 	pb "github.com/tether-dev/tether/rpc/daemon"
 	pbm "github.com/tether-dev/tether/rpc/manager"
 	"github.com/tether-dev/tether/tunnel"
+	"github.com/tether-dev/tether/wire"
 )
 
 // DefaultSocketGroup is the group that may use the control socket besides
@@ -71,13 +72,10 @@ type Config struct {
 // build is this daemon's build, reported to the manager and the CLI.
 var build = buildinfo.Read()
 
-// MDNoActivity is the metadata key of CLI calls made with --no-activity.
-const MDNoActivity = "tether-no-activity"
-
 // noteCLI counts every control call as activity unless the CLI said
 // --no-activity.
 func (d *Daemon) noteCLI(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get(MDNoActivity)) == 0 {
+	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get(wire.MDNoActivity)) == 0 {
 		d.tracker.NoteCLI(strings.ToLower(path.Base(info.FullMethod)))
 		d.metrics.activity[activity.CLI].Inc()
 	}

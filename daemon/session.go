@@ -22,7 +22,6 @@ import (
 
 	"github.com/tether-dev/tether/activity"
 	"github.com/tether-dev/tether/internal/buildinfo"
-	"github.com/tether-dev/tether/manager"
 	"github.com/tether-dev/tether/platform"
 	pbm "github.com/tether-dev/tether/rpc/manager"
 	"github.com/tether-dev/tether/tunnel"
@@ -387,7 +386,7 @@ func (s *session) opener() vif.Opener {
 // withCreds adds the session's id and secret, once it has them, to a call.
 func (s *session) withCreds(ctx context.Context) context.Context {
 	if c := s.creds.Load(); c != nil {
-		ctx = metadata.AppendToOutgoingContext(ctx, manager.MDSession, c.id, manager.MDSecret, c.secret)
+		ctx = metadata.AppendToOutgoingContext(ctx, wire.MDSession, c.id, wire.MDSecret, c.secret)
 	}
 	return ctx
 }

@@ -29,13 +29,6 @@ import (
 	"github.com/tether-dev/tether/wire"
 )
 
-// Metadata keys that carry the session credentials on every call after
-// Arrive.
-const (
-	MDSession = "tether-session"
-	MDSecret  = "tether-secret"
-)
-
 // build is this manager's build, reported to daemons at Arrive.
 var build = buildinfo.Read()
 
@@ -292,7 +285,7 @@ func (s *Server) identify(ctx context.Context, claimed string) (Identity, error)
 		return Identity{User: claimed}, nil
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	tok := bearer(first(md, tunnel.MDAuthorization))
+	tok := bearer(first(md, wire.MDAuthorization))
 	if tok == "" {
 		s.log.Warn("call without a bearer token refused")
 		return Identity{}, status.Error(codes.Unauthenticated, "the traffic manager requires a token: pass --token-file or set TETHER_TOKEN")
@@ -453,7 +446,7 @@ func (s *Server) authenticate(ctx context.Context) (*session, error) {
 		return nil, err
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	id, secret := first(md, MDSession), first(md, MDSecret)
+	id, secret := first(md, wire.MDSession), first(md, wire.MDSecret)
 	if id == "" || secret == "" {
 		s.log.Warn("call without session credentials refused")
 		return nil, status.Error(codes.Unauthenticated, "no session: call Arrive first")

@@ -27,7 +27,7 @@ func newTestServer(t *testing.T) *Server {
 }
 
 func withCreds(id, secret string) context.Context {
-	return metadata.NewIncomingContext(context.Background(), metadata.Pairs(MDSession, id, MDSecret, secret))
+	return metadata.NewIncomingContext(context.Background(), metadata.Pairs(wire.MDSession, id, wire.MDSecret, secret))
 }
 
 func TestArriveResume(t *testing.T) {

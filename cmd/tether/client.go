@@ -17,6 +17,7 @@ import (
 
 	"github.com/tether-dev/tether/daemon"
 	pb "github.com/tether-dev/tether/rpc/daemon"
+	"github.com/tether-dev/tether/wire"
 )
 
 // callDaemon runs fn against the daemon, turning "nobody listens" into an
@@ -30,7 +31,7 @@ func callDaemon(ctx context.Context, g *globals, timeout time.Duration, fn func(
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if g.noActivity {
-		ctx = metadata.AppendToOutgoingContext(ctx, daemon.MDNoActivity, "1")
+		ctx = metadata.AppendToOutgoingContext(ctx, wire.MDNoActivity, "1")
 	}
 	resp, err := fn(ctx, pb.NewDaemonClient(cc))
 	if msg := status.Convert(err).Message(); status.Code(err) == codes.Unavailable && strings.Contains(msg, g.socket) {
@@ -82,7 +83,7 @@ func newConnectCmd(g *globals) *cobra.Command {
 				if uid := os.Getenv("SUDO_UID"); uid != "" {
 					// `sudo tether connect`: the session belongs to the user
 					// who ran sudo (the daemon believes this from root only).
-					ctx = metadata.AppendToOutgoingContext(ctx, daemon.MDForUID, uid)
+					ctx = metadata.AppendToOutgoingContext(ctx, wire.MDForUID, uid)
 				}
 				return c.Connect(ctx, req)
 			})

@@ -12,9 +12,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/tether-dev/tether/daemon"
 	pb "github.com/tether-dev/tether/rpc/daemon"
 	pbm "github.com/tether-dev/tether/rpc/manager"
+	"github.com/tether-dev/tether/wire"
 )
 
 // fakeDaemon answers Status and List on a unix socket and counts the
@@ -25,7 +25,7 @@ type fakeDaemon struct {
 }
 
 func (f *fakeDaemon) note(ctx context.Context) {
-	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get(daemon.MDNoActivity)) == 0 {
+	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get(wire.MDNoActivity)) == 0 {
 		f.activity.Add(1)
 	}
 }
