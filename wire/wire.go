@@ -1,6 +1,8 @@
 // Package wire is what the daemon, the agent, the manager and the CLI must
 // agree on beyond the .proto files: the protocol version and the rule that
-// decides whether two sides can work together. It imports nothing of
+// decides whether two sides can work together (this file), the gRPC
+// metadata keys (metadata.go) and which names go to the cluster's DNS
+// (dns.go). It imports nothing of
 // Tether, so every side can import it without dragging in another's
 // dependencies (STYLE.md, "The wire contract has its own package").
 package wire
