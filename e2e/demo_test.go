@@ -66,16 +66,12 @@ func TestStoryCleansUpOnCancel(t *testing.T) {
 // storyLeftovers lists the story's namespaces, directories and processes.
 func storyLeftovers(t *testing.T) string {
 	t.Helper()
-	ns, err := exec.Command("ip", "netns", "list").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// `ip netns add` names live in /run/netns; reading it avoids `ip
+	// netns list`, which stumbles over other tests' namespaces being
+	// deleted.
 	var out []string
-	for _, line := range strings.Split(string(ns), "\n") {
-		if strings.HasPrefix(line, "story-") {
-			out = append(out, line)
-		}
-	}
+	ns, _ := filepath.Glob("/run/netns/story-*")
+	out = append(out, ns...)
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "tether-story-*"))
 	out = append(out, dirs...)
 	// Every process of the story runs with a socket or a log in its
