@@ -15,10 +15,14 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tether-dev/tether/internal/buildinfo"
 	"github.com/tether-dev/tether/manager/conflict"
 	pb "github.com/tether-dev/tether/rpc/manager"
 	"github.com/tether-dev/tether/tunnel"
 )
+
+// build is this agent's build, sent to the manager.
+var build = buildinfo.Read()
 
 const (
 	// cooldown is how long an intercept whose flow did not open gets no
@@ -236,7 +240,7 @@ func (a *Agent) watch(ctx context.Context) {
 func (a *Agent) watchOnce(ctx context.Context) (bool, error) {
 	// The port declared here is one a replace intercept created while the
 	// agent watches covers; the manager sends only intercepts that cover it.
-	stream, err := a.mgr.WatchAgent(ctx, &pb.WatchAgentRequest{Workload: a.cfg.Workload, Ports: []uint32{uint32(a.cfg.Port)}})
+	stream, err := a.mgr.WatchAgent(ctx, &pb.WatchAgentRequest{Workload: a.cfg.Workload, Ports: []uint32{uint32(a.cfg.Port)}, Build: build.Proto()})
 	if err != nil {
 		return false, fmt.Errorf("watch routes: %w", err)
 	}

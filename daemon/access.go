@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/tether-dev/tether/rpc/daemon"
+	"github.com/tether-dev/tether/wire"
 )
 
 // Who may use the daemon.
@@ -38,7 +39,7 @@ import (
 //
 // The owner is set by a successful Connect that finds the session without
 // owner: the caller's uid when it is not root; for root, the uid in
-// MDForUID (the CLI sends SUDO_UID, so `sudo tether connect` makes the
+// wire.MDForUID (the CLI sends SUDO_UID, so `sudo tether connect` makes the
 // user who ran sudo the owner), and no owner without it. The owner is
 // forgotten when the session ends (quit, ended by the manager): the next
 // session belongs to whoever connects it. It lives beside the session
@@ -48,11 +49,6 @@ import (
 //
 // Where the platform gives no peer credentials (see peerUID) the socket's
 // permissions are the only check.
-
-// MDForUID is the metadata key in which root's `tether connect` names the
-// user it acts for (SUDO_UID). The daemon believes it only from root and
-// its own uid.
-const MDForUID = "tether-for-uid"
 
 // peerInfo is the AuthInfo of a control connection: the peer's uid.
 type peerInfo struct {
@@ -138,13 +134,13 @@ func (o *owner) claimLocked(cur *session, uid uint32) bool {
 }
 
 // claimant is who becomes the owner when caller connects: caller, or for
-// a privileged caller the user it acts for (MDForUID); false for nobody.
+// a privileged caller the user it acts for (wire.MDForUID); false for nobody.
 func claimant(ctx context.Context, caller uint32) (uint32, bool) {
 	if !privileged(caller) {
 		return caller, true
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get(MDForUID); len(v) > 0 {
+	if v := md.Get(wire.MDForUID); len(v) > 0 {
 		if uid, err := strconv.ParseUint(v[0], 10, 32); err == nil && !privileged(uint32(uid)) {
 			return uint32(uid), true
 		}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/tether-dev/tether/rpc/daemon"
+	"github.com/tether-dev/tether/wire"
 )
 
 // uids no test runs as (privileged also allows the daemon's own uid).
@@ -61,7 +62,7 @@ func TestCheckRule(t *testing.T) {
 
 func TestClaimant(t *testing.T) {
 	md := func(v string) context.Context {
-		return metadata.NewIncomingContext(context.Background(), metadata.Pairs(MDForUID, v))
+		return metadata.NewIncomingContext(context.Background(), metadata.Pairs(wire.MDForUID, v))
 	}
 	for _, tc := range []struct {
 		name   string
@@ -136,7 +137,7 @@ func TestAuthorize(t *testing.T) {
 	step("bob connects a new session", as(bob), connect, startSession, true)
 	step("now alice may not", as(alice), statusCall, noop, false)
 	step("root quits", as(0), quit, endSession, true)
-	sudo := metadata.NewIncomingContext(as(0), metadata.Pairs(MDForUID, strconv.Itoa(alice)))
+	sudo := metadata.NewIncomingContext(as(0), metadata.Pairs(wire.MDForUID, strconv.Itoa(alice)))
 	step("sudo tether connect by alice", sudo, connect, startSession, true)
 	step("bob may not look", as(bob), statusCall, noop, false)
 	step("alice may", as(alice), statusCall, noop, true)

@@ -25,10 +25,12 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tether-dev/tether/activity"
+	"github.com/tether-dev/tether/internal/buildinfo"
 	"github.com/tether-dev/tether/platform"
 	pb "github.com/tether-dev/tether/rpc/daemon"
 	pbm "github.com/tether-dev/tether/rpc/manager"
 	"github.com/tether-dev/tether/tunnel"
+	"github.com/tether-dev/tether/wire"
 )
 
 // DefaultSocketGroup is the group that may use the control socket besides
@@ -67,13 +69,13 @@ type Config struct {
 	resumeDelay func(n int) time.Duration
 }
 
-// MDNoActivity is the metadata key of CLI calls made with --no-activity.
-const MDNoActivity = "tether-no-activity"
+// build is this daemon's build, reported to the manager and the CLI.
+var build = buildinfo.Read()
 
 // noteCLI counts every control call as activity unless the CLI said
 // --no-activity.
 func (d *Daemon) noteCLI(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get(MDNoActivity)) == 0 {
+	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get(wire.MDNoActivity)) == 0 {
 		d.tracker.NoteCLI(strings.ToLower(path.Base(info.FullMethod)))
 		d.metrics.activity[activity.CLI].Inc()
 	}
@@ -500,6 +502,7 @@ func (d *Daemon) statusLocked() *pb.StatusResponse {
 		case d.pending != nil:
 			resp.Manager, resp.Link = d.pending.manager, "connecting"
 		}
+		resp.DaemonBuild = build.Proto()
 		return resp
 	}
 	st := s.vif.Stats()
@@ -522,6 +525,7 @@ func (d *Daemon) statusLocked() *pb.StatusResponse {
 			ActivityEvents: snap.Events, InboundFlows: s.inboundFlows.Load(),
 		},
 	}
+	resp.DaemonBuild, resp.ManagerBuild = build.Proto(), s.managerBuild.Load()
 	resp.Intercepts, resp.Notices = s.interceptStatus()
 	if s.dnsAddr.IsValid() {
 		resp.Dns, resp.DnsDomains, resp.DnsConfig = s.dnsAddr.String(), s.dnsRes.domains, s.dnsNote

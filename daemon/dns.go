@@ -9,8 +9,8 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
-	"github.com/tether-dev/tether/manager"
 	pbm "github.com/tether-dev/tether/rpc/manager"
+	"github.com/tether-dev/tether/wire"
 )
 
 // The daemon answers DNS for the cluster's domains at an address routed
@@ -82,7 +82,7 @@ func (r *dnsResolver) answer(ctx context.Context, query []byte) []byte {
 		return reply(dnsmessage.RCodeFormatError, nil, nil)
 	}
 	q := qs[0]
-	if q.Class != dnsmessage.ClassINET || !manager.InDomains(q.Name.String(), r.domains) {
+	if q.Class != dnsmessage.ClassINET || !wire.InDomains(q.Name.String(), r.domains) {
 		// Not ours: the host's resolver only sends the cluster's domains.
 		return reply(dnsmessage.RCodeRefused, &q, nil)
 	}

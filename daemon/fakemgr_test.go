@@ -26,10 +26,12 @@ type fakeManager struct {
 	addr string
 
 	arrivals atomic.Int32
+	departs  atomic.Int32
 
-	mu      sync.Mutex // guards subnets and refuse
+	mu      sync.Mutex // guards subnets, refuse and build
 	subnets []string
-	refuse  error // Arrive's answer when set
+	refuse  error          // Arrive's answer when set
+	build   *pbm.BuildInfo // the manager's build Arrive reports
 }
 
 func newFakeManager(t testing.TB, subnets ...string) *fakeManager {
@@ -52,6 +54,17 @@ func (m *fakeManager) advertise(subnets ...string) {
 	m.subnets = subnets
 }
 
+func (m *fakeManager) setBuild(b *pbm.BuildInfo) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.build = b
+}
+
+func (m *fakeManager) Depart(context.Context, *pbm.DepartRequest) (*pbm.DepartResponse, error) {
+	m.departs.Add(1)
+	return &pbm.DepartResponse{}, nil
+}
+
 func (m *fakeManager) refuseWith(err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -65,7 +78,7 @@ func (m *fakeManager) Arrive(context.Context, *pbm.ArriveRequest) (*pbm.ArriveRe
 	if m.refuse != nil {
 		return nil, m.refuse
 	}
-	return &pbm.ArriveResponse{SessionId: "s1", SessionSecret: "secret", Resumed: true, Subnets: slices.Clone(m.subnets)}, nil
+	return &pbm.ArriveResponse{SessionId: "s1", SessionSecret: "secret", Resumed: true, Subnets: slices.Clone(m.subnets), ManagerBuild: m.build}, nil
 }
 
 // routedSession is a session with the fake manager and a fake router,

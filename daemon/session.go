@@ -21,11 +21,12 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tether-dev/tether/activity"
-	"github.com/tether-dev/tether/manager"
+	"github.com/tether-dev/tether/internal/buildinfo"
 	"github.com/tether-dev/tether/platform"
 	pbm "github.com/tether-dev/tether/rpc/manager"
 	"github.com/tether-dev/tether/tunnel"
 	"github.com/tether-dev/tether/vif"
+	"github.com/tether-dev/tether/wire"
 )
 
 // Timeouts of the calls the daemon makes itself.
@@ -62,6 +63,9 @@ type session struct {
 	// view is the manager's view from the last report.
 	view     atomic.Pointer[pbm.SessionView]
 	userName atomic.Pointer[string] // as the manager identified the user
+	// managerBuild is the manager's build from the last Arrive (nil from a
+	// manager older than build info).
+	managerBuild atomic.Pointer[pbm.BuildInfo]
 	// onEnded is called (in its own goroutine) when the manager has ended
 	// the session.
 	onEnded func(s *session, reason string)
@@ -135,7 +139,14 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 		return nil, fmt.Errorf("traffic manager address %q: %w", cfg.manager, err)
 	}
 	resp, err := s.arrive(ctx, cfg.byCLI)
-	if err != nil {
+	var incompatible *wire.IncompatibleError
+	switch {
+	case errors.As(err, &incompatible):
+		s.close(true) // the manager opened a session this daemon cannot use
+		return nil, err
+	case status.Code(err) == codes.FailedPrecondition:
+		return nil, fmt.Errorf("the traffic manager at %s refused: %s", cfg.manager, status.Convert(err).Message())
+	case err != nil:
 		code := status.Code(err)
 		err = fmt.Errorf("cannot reach the traffic manager at %s: %s", cfg.manager, status.Convert(err).Message())
 		if ctx.Err() == nil && (code == codes.Unavailable || code == codes.DeadlineExceeded) {
@@ -184,7 +195,7 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 }
 
 func (s *session) arrive(ctx context.Context, byCLI bool) (*pbm.ArriveResponse, error) {
-	req := &pbm.ArriveRequest{User: s.user, Host: s.host, DaemonInstance: s.instance, Version: manager.Version, ByCli: byCLI}
+	req := &pbm.ArriveRequest{User: s.user, Host: s.host, DaemonInstance: s.instance, Version: build.Version, ByCli: byCLI, Build: build.Proto()}
 	if c := s.creds.Load(); c != nil {
 		req.ResumeSessionId, req.ResumeSessionSecret = c.id, c.secret
 	}
@@ -197,6 +208,11 @@ func (s *session) arrive(ctx context.Context, byCLI bool) (*pbm.ArriveResponse, 
 	c := creds{id: resp.SessionId, secret: resp.SessionSecret}
 	s.creds.Store(&c)
 	s.userName.Store(&resp.User)
+	s.managerBuild.Store(resp.ManagerBuild)
+	// After storing the credentials, so that the caller can depart.
+	if _, err := wire.Check(build.Side(wire.DaemonName, wire.UpgradeDaemon), buildinfo.FromProto(resp.ManagerBuild).Side(wire.ManagerName, wire.UpgradeManager)); err != nil {
+		return nil, err
+	}
 	if s.saveCreds != nil {
 		s.saveCreds(s.addr, c)
 	}
@@ -258,6 +274,15 @@ func (s *session) rearrive(ctx context.Context) {
 	defer s.arriveMu.Unlock()
 	old := s.creds.Load()
 	resp, err := s.arrive(ctx, false)
+	var incompatible *wire.IncompatibleError
+	if errors.As(err, &incompatible) {
+		// The manager was replaced by one this daemon cannot work with:
+		// the routes stay as the user accepted them, and status says why
+		// nothing gets through.
+		s.log.Error("the traffic manager after reconnecting is incompatible", "error", err)
+		s.notice(fmt.Sprintf("the traffic manager after reconnecting: %v", err))
+		return
+	}
 	if err != nil {
 		// The link dropped again; the next Ready retries.
 		s.log.Warn("re-arrive failed", "error", err)
@@ -361,7 +386,7 @@ func (s *session) opener() vif.Opener {
 // withCreds adds the session's id and secret, once it has them, to a call.
 func (s *session) withCreds(ctx context.Context) context.Context {
 	if c := s.creds.Load(); c != nil {
-		ctx = metadata.AppendToOutgoingContext(ctx, manager.MDSession, c.id, manager.MDSecret, c.secret)
+		ctx = metadata.AppendToOutgoingContext(ctx, wire.MDSession, c.id, wire.MDSecret, c.secret)
 	}
 	return ctx
 }

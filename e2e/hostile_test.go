@@ -19,8 +19,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tether-dev/tether/internal/netlab"
-	"github.com/tether-dev/tether/manager"
 	pb "github.com/tether-dev/tether/rpc/manager"
+	"github.com/tether-dev/tether/wire"
 )
 
 // secretPort is a private server on alice's loopback that no intercept of
@@ -85,7 +85,7 @@ func (tm *team) hostileClient(ns string) *hostile {
 func (h *hostile) with(token string, session ...string) context.Context {
 	kv := []string{"authorization", "Bearer " + token}
 	if len(session) == 2 {
-		kv = append(kv, manager.MDSession, session[0], manager.MDSecret, session[1])
+		kv = append(kv, wire.MDSession, session[0], wire.MDSecret, session[1])
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	h.t.Cleanup(cancel)

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/tether-dev/tether/rpc/manager"
+	"github.com/tether-dev/tether/wire"
 )
 
 // DefaultDNSDomains are resolved through the manager unless configured.
@@ -30,26 +31,13 @@ func newResolver(server string) *net.Resolver {
 	}}
 }
 
-// InDomains reports whether name is one of domains or below one, ignoring
-// case and trailing dots. The daemon uses it to pick the queries it sends.
-func InDomains(name string, domains []string) bool {
-	name = strings.ToLower(strings.TrimSuffix(name, "."))
-	for _, d := range domains {
-		d = strings.ToLower(strings.TrimSuffix(d, "."))
-		if name == d || strings.HasSuffix(name, "."+d) {
-			return true
-		}
-	}
-	return false
-}
-
 // Resolve implements pb.ManagerServer. Only names in the DNS domains are
 // looked up: the manager is not an open resolver.
 func (s *Server) Resolve(ctx context.Context, req *pb.ResolveRequest) (*pb.ResolveResponse, error) {
 	if _, err := s.authenticate(ctx); err != nil {
 		return nil, err
 	}
-	if !InDomains(req.Name, s.dnsDomains) {
+	if !wire.InDomains(req.Name, s.dnsDomains) {
 		return nil, status.Errorf(codes.PermissionDenied, "%s is outside the cluster DNS domains %v", req.Name, s.dnsDomains)
 	}
 	network := "ip4"

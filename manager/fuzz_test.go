@@ -21,7 +21,7 @@ import (
 
 	"github.com/tether-dev/tether/internal/netlab"
 	pb "github.com/tether-dev/tether/rpc/manager"
-	"github.com/tether-dev/tether/tunnel"
+	"github.com/tether-dev/tether/wire"
 )
 
 // fuzzCalls are the unary RPCs the fuzzer calls: a new RPC is one row.
@@ -81,15 +81,15 @@ type fuzzCaller struct {
 func (c *fuzzCaller) ctx(ctx context.Context) context.Context {
 	md := metadata.MD{}
 	if c.token != "" {
-		md.Set(tunnel.MDAuthorization, "Bearer "+c.token)
+		md.Set(wire.MDAuthorization, "Bearer "+c.token)
 	}
 	if c.session {
 		secret := c.secret
 		if c.badSecret {
 			secret += "x"
 		}
-		md.Set(MDSession, c.id)
-		md.Set(MDSecret, secret)
+		md.Set(wire.MDSession, c.id)
+		md.Set(wire.MDSecret, secret)
 	}
 	return metadata.NewOutgoingContext(ctx, md)
 }

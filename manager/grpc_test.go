@@ -12,6 +12,7 @@ import (
 
 	pb "github.com/tether-dev/tether/rpc/manager"
 	"github.com/tether-dev/tether/tunnel"
+	"github.com/tether-dev/tether/wire"
 )
 
 // grpcManager is a manager behind a real gRPC server on loopback, with one
@@ -68,5 +69,5 @@ func (m *grpcManager) arrive(t testing.TB, user string) context.Context {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return metadata.AppendToOutgoingContext(context.Background(), MDSession, resp.SessionId, MDSecret, resp.SessionSecret)
+	return metadata.AppendToOutgoingContext(context.Background(), wire.MDSession, resp.SessionId, wire.MDSecret, resp.SessionSecret)
 }

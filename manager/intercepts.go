@@ -14,9 +14,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tether-dev/tether/internal/buildinfo"
 	"github.com/tether-dev/tether/manager/conflict"
 	"github.com/tether-dev/tether/manager/rbac"
 	pb "github.com/tether-dev/tether/rpc/manager"
+	"github.com/tether-dev/tether/wire"
 )
 
 // Intercept states.
@@ -101,6 +103,7 @@ func (s *Server) CreateIntercept(ctx context.Context, req *pb.CreateInterceptReq
 		}
 		idle, blocks := s.idle(x.owner, now)
 		if x.owner == sess || blocks {
+			s.metrics.conflicts.WithLabelValues(conflictRefused).Inc()
 			return nil, status.Error(codes.FailedPrecondition, s.blockedMessage(spec, x, ex, why, idle, now))
 		}
 		olds = append(olds, x)
@@ -112,6 +115,7 @@ func (s *Server) CreateIntercept(ctx context.Context, req *pb.CreateInterceptReq
 	s.intercepts[x.id] = x
 	for i, old := range olds {
 		old.state, old.message = StateConflict, superseded[i]
+		s.metrics.conflicts.WithLabelValues(conflictSuperseded).Inc()
 		s.log.Info("intercept superseded", "intercept", old.id, "owner", old.owner.user, "by", x.id, "user", sess.user)
 		notify(old.owner.changed)
 	}
@@ -221,6 +225,12 @@ func (s *Server) ListIntercepts(ctx context.Context, _ *pb.ListInterceptsRequest
 	for _, x := range s.sortedInterceptsLocked() {
 		resp.Intercepts = append(resp.Intercepts, s.infoLocked(x, now))
 	}
+	for w, watchers := range s.agents {
+		if len(watchers) > 0 {
+			resp.Workloads = append(resp.Workloads, w)
+		}
+	}
+	slices.Sort(resp.Workloads)
 	return resp, nil
 }
 
@@ -231,6 +241,7 @@ func (s *Server) RevokeIntercept(ctx context.Context, req *pb.RevokeInterceptReq
 		return nil, err
 	}
 	if s.authz == nil {
+		s.metrics.revokes.WithLabelValues("refused").Inc()
 		return nil, status.Error(codes.PermissionDenied, "revoke is disabled: the traffic manager has no rbac.policyFile")
 	}
 	ok, reason, err := rbac.CanRevoke(ctx, s.authz, rbac.Subject{User: sess.user, Groups: sess.groups}, s.namespace)
@@ -239,6 +250,7 @@ func (s *Server) RevokeIntercept(ctx context.Context, req *pb.RevokeInterceptReq
 	}
 	if !ok {
 		s.log.Warn("revoke refused", "by", sess.user, "intercept", req.Id, "reason", reason)
+		s.metrics.revokes.WithLabelValues("refused").Inc()
 		return nil, status.Errorf(codes.PermissionDenied, "revoke refused: %s", reason)
 	}
 	now := s.now()
@@ -253,6 +265,7 @@ func (s *Server) RevokeIntercept(ctx context.Context, req *pb.RevokeInterceptReq
 	// its watcher reads the notices under s.mu, after this.
 	s.removeInterceptLocked(x, now)
 	s.noticeLocked(x.owner, fmt.Sprintf("intercept %q (%s) revoked by %s at %s", x.spec.Name, x.id, sess.user, now.UTC().Format(time.RFC3339)))
+	s.metrics.revokes.WithLabelValues("done").Inc()
 	s.log.Info("intercept revoked", "by", sess.user, "intercept", x.id, "name", x.spec.Name, "owner", x.owner.user, "host", x.owner.host, "workload", x.spec.Workload)
 	return &pb.RevokeInterceptResponse{Intercept: info}, nil
 }
@@ -266,6 +279,7 @@ func (s *Server) removeInterceptLocked(x *intercept, now time.Time) {
 			continue
 		}
 		c.state = StateActive
+		s.metrics.conflicts.WithLabelValues(conflictRestored).Inc()
 		c.message = fmt.Sprintf("restored at %s: the intercept that superseded it ended", now.UTC().Format(time.RFC3339))
 		s.log.Info("intercept restored", "intercept", c.id, "owner", c.owner.user)
 		notify(c.owner.changed)
@@ -449,6 +463,11 @@ func (s *Server) WatchAgent(req *pb.WatchAgentRequest, stream grpc.ServerStreami
 	id, err := s.authenticateAgent(stream.Context(), "WatchAgent")
 	if err != nil {
 		return err
+	}
+	agent := buildinfo.FromProto(req.Build).Side("the agent of "+req.Workload, wire.UpgradeAgent)
+	if _, err := wire.Check(build.Side(wire.ManagerName, wire.UpgradeManager), agent); err != nil {
+		s.log.Warn("agent refused: incompatible protocol", "workload", req.Workload, "agent_version", req.GetBuild().GetVersion(), "error", err)
+		return status.Error(codes.FailedPrecondition, err.Error())
 	}
 	if err := conflict.CheckWorkload(req.Workload); err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())

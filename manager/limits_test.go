@@ -19,6 +19,7 @@ import (
 	"github.com/tether-dev/tether/internal/netlab"
 	pb "github.com/tether-dev/tether/rpc/manager"
 	"github.com/tether-dev/tether/tunnel"
+	"github.com/tether-dev/tether/wire"
 )
 
 // refusedFor asserts err is a ResourceExhausted that names key.
@@ -84,7 +85,7 @@ func TestSessionsPerUserCountsTheTokensIdentity(t *testing.T) {
 	}
 	defer s.Shutdown()
 	as := func(token string) context.Context {
-		return metadata.NewIncomingContext(context.Background(), metadata.Pairs(tunnel.MDAuthorization, "Bearer "+token))
+		return metadata.NewIncomingContext(context.Background(), metadata.Pairs(wire.MDAuthorization, "Bearer "+token))
 	}
 	for i, claim := range []string{"alice", "root"} {
 		if _, err := s.Arrive(as("tok-alice"), &pb.ArriveRequest{User: claim}); err != nil {

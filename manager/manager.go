@@ -22,20 +22,15 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tether-dev/tether/activity"
+	"github.com/tether-dev/tether/internal/buildinfo"
 	"github.com/tether-dev/tether/manager/rbac"
 	pb "github.com/tether-dev/tether/rpc/manager"
 	"github.com/tether-dev/tether/tunnel"
+	"github.com/tether-dev/tether/wire"
 )
 
-// Metadata keys that carry the session credentials on every call after
-// Arrive.
-const (
-	MDSession = "tether-session"
-	MDSecret  = "tether-secret"
-)
-
-// Version is reported to daemons.
-const Version = "0.1.0"
+// build is this manager's build, reported to daemons at Arrive.
+var build = buildinfo.Read()
 
 // Config configures the manager.
 type Config struct {
@@ -290,7 +285,7 @@ func (s *Server) identify(ctx context.Context, claimed string) (Identity, error)
 		return Identity{User: claimed}, nil
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	tok := bearer(first(md, tunnel.MDAuthorization))
+	tok := bearer(first(md, wire.MDAuthorization))
 	if tok == "" {
 		s.log.Warn("call without a bearer token refused")
 		return Identity{}, status.Error(codes.Unauthenticated, "the traffic manager requires a token: pass --token-file or set TETHER_TOKEN")
@@ -308,12 +303,16 @@ func (s *Server) Arrive(ctx context.Context, req *pb.ArriveRequest) (*pb.ArriveR
 	if err := s.refuseAgent(ctx, "Arrive"); err != nil {
 		return nil, err
 	}
+	if _, err := wire.Check(build.Side(wire.ManagerName, wire.UpgradeManager), buildinfo.FromProto(req.Build).Side(wire.DaemonName, wire.UpgradeDaemon)); err != nil {
+		s.log.Warn("daemon refused: incompatible protocol", "user", req.User, "host", req.Host, "daemon_version", req.GetBuild().GetVersion(), "error", err)
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
 	subnets := make([]string, len(s.subnets))
 	for i, p := range s.subnets {
 		subnets[i] = p.String()
 	}
 	resp := &pb.ArriveResponse{
-		Subnets: subnets, ManagerVersion: Version,
+		Subnets: subnets, ManagerVersion: build.Version, ManagerBuild: build.Proto(),
 		ConnectionTtlMs:        s.rules.ConnectionTTL.Milliseconds(),
 		InactiveBlockTimeoutMs: s.rules.InactiveBlockTimeout.Milliseconds(),
 		ReportIntervalMs:       s.rules.ReportInterval.Milliseconds(),
@@ -447,7 +446,7 @@ func (s *Server) authenticate(ctx context.Context) (*session, error) {
 		return nil, err
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	id, secret := first(md, MDSession), first(md, MDSecret)
+	id, secret := first(md, wire.MDSession), first(md, wire.MDSecret)
 	if id == "" || secret == "" {
 		s.log.Warn("call without session credentials refused")
 		return nil, status.Error(codes.Unauthenticated, "no session: call Arrive first")

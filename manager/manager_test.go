@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/tether-dev/tether/rpc/manager"
+	"github.com/tether-dev/tether/wire"
 )
 
 func newTestServer(t *testing.T) *Server {
@@ -26,7 +27,7 @@ func newTestServer(t *testing.T) *Server {
 }
 
 func withCreds(id, secret string) context.Context {
-	return metadata.NewIncomingContext(context.Background(), metadata.Pairs(MDSession, id, MDSecret, secret))
+	return metadata.NewIncomingContext(context.Background(), metadata.Pairs(wire.MDSession, id, wire.MDSecret, secret))
 }
 
 func TestArriveResume(t *testing.T) {
@@ -161,5 +162,62 @@ func TestReportViewAndActivity(t *testing.T) {
 	list, err := s.Sessions(ctx, &pb.SessionsRequest{})
 	if err != nil || len(list.Sessions) != 1 || list.Sessions[0].User != "alice" {
 		t.Fatalf("sessions: %v, %v", list, err)
+	}
+}
+
+// TestArriveRefusesIncompatibleDaemon: a daemon whose protocol the
+// manager cannot work with is refused at Arrive, and the refusal says
+// which side to upgrade; an older build without build info is protocol 1.
+func TestArriveRefusesIncompatibleDaemon(t *testing.T) {
+	s := newTestServer(t)
+	for _, tc := range []struct {
+		name    string
+		build   *pb.BuildInfo
+		wantErr string
+	}{
+		{name: "same protocol", build: &pb.BuildInfo{Protocol: wire.Protocol, MinProtocol: wire.MinProtocol}},
+		{name: "no build info", build: nil},
+		{name: "daemon needs a newer manager", build: &pb.BuildInfo{Version: "v9", Protocol: wire.Protocol + 1, MinProtocol: wire.Protocol + 1},
+			wantErr: "the traffic manager speaks protocol 1, but the tether daemon needs at least protocol 2: upgrade the traffic manager"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := s.Arrive(context.Background(), &pb.ArriveRequest{User: "alice", DaemonInstance: "d-" + tc.name, Build: tc.build})
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b := resp.ManagerBuild; b.GetProtocol() != wire.Protocol || b.GetVersion() == "" {
+					t.Fatalf("manager build %v", b)
+				}
+				return
+			}
+			if status.Code(err) != codes.FailedPrecondition || status.Convert(err).Message() != tc.wantErr {
+				t.Fatalf("Arrive: %v, want FailedPrecondition %q", err, tc.wantErr)
+			}
+		})
+	}
+	if n := len(s.sessions); n != 2 {
+		t.Fatalf("%d sessions, want 2: the refused daemon must not get one", n)
+	}
+}
+
+// TestWatchAgentRefusesIncompatibleAgent: an agent whose protocol the
+// manager cannot work with is refused, naming the side to upgrade.
+func TestWatchAgentRefusesIncompatibleAgent(t *testing.T) {
+	l := newGRPCLab(t, testPolicy)
+	newer := &pb.BuildInfo{Version: "v9", Protocol: wire.Protocol + 1, MinProtocol: wire.Protocol + 1}
+	stream, err := l.c.WatchAgent(as("t-web-agent"), &pb.WatchAgentRequest{Workload: "default/web", Ports: []uint32{8080}, Build: newer})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	wantRefusal(t, "WatchAgent of a newer agent", err, codes.FailedPrecondition,
+		"the traffic manager speaks protocol 1, but the agent of default/web needs at least protocol 2: upgrade the traffic manager")
+	ok := &pb.BuildInfo{Protocol: wire.Protocol, MinProtocol: wire.MinProtocol}
+	stream, err = l.c.WatchAgent(as("t-web-agent"), &pb.WatchAgentRequest{Workload: "default/web", Ports: []uint32{8080}, Build: ok})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if err != nil {
+		t.Fatalf("WatchAgent of a compatible agent: %v", err)
 	}
 }

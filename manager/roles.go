@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tether-dev/tether/manager/rbac"
-	"github.com/tether-dev/tether/tunnel"
+	"github.com/tether-dev/tether/wire"
 )
 
 // Roles. With auth.tokenFile, an identity in AgentGroup is an agent and
@@ -26,7 +26,7 @@ func (s *Server) refuseAgent(ctx context.Context, method string) error {
 		return nil
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	id, ok := s.tokens[bearer(first(md, tunnel.MDAuthorization))]
+	id, ok := s.tokens[bearer(first(md, wire.MDAuthorization))]
 	if !ok || !id.Agent() {
 		return nil
 	}

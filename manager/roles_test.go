@@ -15,6 +15,7 @@ import (
 
 	"github.com/tether-dev/tether/manager/rbac"
 	pb "github.com/tether-dev/tether/rpc/manager"
+	"github.com/tether-dev/tether/wire"
 )
 
 // grpcLab is a manager with testTokens behind a real gRPC server, so that
@@ -44,7 +45,7 @@ func newGRPCLab(t *testing.T, policy string) *grpcLab {
 func as(token string, session ...string) context.Context {
 	kv := []string{"authorization", "Bearer " + token}
 	if len(session) == 2 {
-		kv = append(kv, MDSession, session[0], MDSecret, session[1])
+		kv = append(kv, wire.MDSession, session[0], wire.MDSecret, session[1])
 	}
 	return metadata.AppendToOutgoingContext(context.Background(), kv...)
 }

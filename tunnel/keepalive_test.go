@@ -18,6 +18,7 @@ import (
 	"github.com/tether-dev/tether/manager"
 	pb "github.com/tether-dev/tether/rpc/manager"
 	"github.com/tether-dev/tether/tunnel"
+	"github.com/tether-dev/tether/wire"
 )
 
 // freezingProxy forwards one TCP connection on loopback until freeze,
@@ -123,7 +124,7 @@ func TestKeepaliveEndsStreamsOfDeadClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := metadata.AppendToOutgoingContext(context.Background(), manager.MDSession, resp.SessionId, manager.MDSecret, resp.SessionSecret)
+	ctx := metadata.AppendToOutgoingContext(context.Background(), wire.MDSession, resp.SessionId, wire.MDSecret, resp.SessionSecret)
 	client := tunnel.NewClient(cc, 2*time.Second)
 	defer client.Close()
 

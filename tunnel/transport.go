@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/tether-dev/tether/wire"
 )
 
 // Tuning of the gRPC transport that carries flows. Both ends use the same
@@ -58,9 +60,6 @@ func ClientTLS(caPEM []byte) (credentials.TransportCredentials, error) {
 	return credentials.NewTLS(cfg), nil
 }
 
-// MDAuthorization is the metadata key of the bearer token ("Bearer TOKEN").
-const MDAuthorization = "authorization"
-
 // WithBearer sends token on every call over the link, nothing when it is
 // empty. Plaintext links may carry it: TLS is the operator's choice.
 func WithBearer(token string) grpc.DialOption {
@@ -73,7 +72,7 @@ func WithBearer(token string) grpc.DialOption {
 type bearer string
 
 func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{MDAuthorization: "Bearer " + string(b)}, nil
+	return map[string]string{wire.MDAuthorization: "Bearer " + string(b)}, nil
 }
 
 func (bearer) RequireTransportSecurity() bool { return false }

@@ -22,6 +22,7 @@ import (
 	"github.com/tether-dev/tether/manager"
 	pb "github.com/tether-dev/tether/rpc/manager"
 	"github.com/tether-dev/tether/tunnel"
+	"github.com/tether-dev/tether/wire"
 )
 
 // harness is a manager on loopback and a tunnel client with a session.
@@ -71,7 +72,7 @@ func newHarnessTimeouts(t testing.TB, dialTimeout, openTimeout time.Duration, su
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := metadata.AppendToOutgoingContext(context.Background(), manager.MDSession, resp.SessionId, manager.MDSecret, resp.SessionSecret)
+	ctx := metadata.AppendToOutgoingContext(context.Background(), wire.MDSession, resp.SessionId, wire.MDSecret, resp.SessionSecret)
 	t.Cleanup(func() {
 		h.client.Close()
 		cc.Close()
@@ -269,7 +270,7 @@ func TestSessionCredentialsRequired(t *testing.T) {
 	h := newHarness(t)
 	for name, ctx := range map[string]context.Context{
 		"none":         context.Background(),
-		"wrong secret": metadata.AppendToOutgoingContext(context.Background(), manager.MDSession, "x", manager.MDSecret, "y"),
+		"wrong secret": metadata.AppendToOutgoingContext(context.Background(), wire.MDSession, "x", wire.MDSecret, "y"),
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := h.client.Open(ctx, pb.Protocol_TCP, netip.MustParseAddrPort("127.0.0.1:1"), netip.MustParseAddrPort(echoServer(t)))

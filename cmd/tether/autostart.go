@@ -21,6 +21,7 @@ import (
 	"github.com/tether-dev/tether/daemon"
 	"github.com/tether-dev/tether/platform"
 	pb "github.com/tether-dev/tether/rpc/daemon"
+	"github.com/tether-dev/tether/wire"
 )
 
 // Starting the daemon for `tether connect` and stopping it for `tether quit
@@ -196,7 +197,7 @@ func daemonAnswers(ctx context.Context, socket string) bool {
 	defer cc.Close()
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	ctx = metadata.AppendToOutgoingContext(ctx, daemon.MDNoActivity, "1")
+	ctx = metadata.AppendToOutgoingContext(ctx, wire.MDNoActivity, "1")
 	_, err = pb.NewDaemonClient(cc).Status(ctx, &pb.StatusRequest{})
 	return err == nil
 }
@@ -238,7 +239,7 @@ func stopDaemon(ctx context.Context, g *globals) error {
 	defer cc.Close()
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	sctx = metadata.AppendToOutgoingContext(sctx, daemon.MDNoActivity, "1")
+	sctx = metadata.AppendToOutgoingContext(sctx, wire.MDNoActivity, "1")
 	// Unavailable: the daemon closed the connection while stopping, or
 	// was gone already.
 	if _, err := pb.NewDaemonClient(cc).Shutdown(sctx, &pb.ShutdownRequest{}); err != nil && status.Code(err) != codes.Unavailable {

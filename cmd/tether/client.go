@@ -17,6 +17,7 @@ import (
 
 	"github.com/tether-dev/tether/daemon"
 	pb "github.com/tether-dev/tether/rpc/daemon"
+	"github.com/tether-dev/tether/wire"
 )
 
 // callDaemon runs fn against the daemon, turning "nobody listens" into an
@@ -30,7 +31,7 @@ func callDaemon(ctx context.Context, g *globals, timeout time.Duration, fn func(
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if g.noActivity {
-		ctx = metadata.AppendToOutgoingContext(ctx, daemon.MDNoActivity, "1")
+		ctx = metadata.AppendToOutgoingContext(ctx, wire.MDNoActivity, "1")
 	}
 	resp, err := fn(ctx, pb.NewDaemonClient(cc))
 	if msg := status.Convert(err).Message(); status.Code(err) == codes.Unavailable && strings.Contains(msg, g.socket) {
@@ -66,11 +67,23 @@ func newConnectCmd(g *globals) *cobra.Command {
 			if err := ensureDaemon(cmd.Context(), g, cmd.ErrOrStderr()); err != nil {
 				return err
 			}
+			// The check itself is not activity: the connect after it is.
+			quiet := *g
+			quiet.noActivity = true
+			st, err := callDaemon(cmd.Context(), &quiet, 10*time.Second, func(ctx context.Context, c pb.DaemonClient) (*pb.StatusResponse, error) {
+				return c.Status(ctx, &pb.StatusRequest{})
+			})
+			if err != nil {
+				return err
+			}
+			if err := checkDaemonProtocol(st); err != nil {
+				return err
+			}
 			resp, err := callDaemon(cmd.Context(), g, 30*time.Second, func(ctx context.Context, c pb.DaemonClient) (*pb.StatusResponse, error) {
 				if uid := os.Getenv("SUDO_UID"); uid != "" {
 					// `sudo tether connect`: the session belongs to the user
 					// who ran sudo (the daemon believes this from root only).
-					ctx = metadata.AppendToOutgoingContext(ctx, daemon.MDForUID, uid)
+					ctx = metadata.AppendToOutgoingContext(ctx, wire.MDForUID, uid)
 				}
 				return c.Connect(ctx, req)
 			})
@@ -78,6 +91,9 @@ func newConnectCmd(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Connected to %s: routing %s through %s\n", resp.Manager, strings.Join(resp.Subnets, ", "), resp.Device)
+			for _, n := range versionNotes(resp) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "tether: note: %s\n", n)
+			}
 			return nil
 		},
 	}
@@ -169,6 +185,9 @@ type statusJSON struct {
 	Resuming          bool    `json:"resuming"`
 	ResumeAttempts    uint32  `json:"resume_attempts,omitempty"`
 	NextResumeSeconds float64 `json:"next_resume_seconds,omitempty"`
+	// VersionNotes name a daemon or manager whose protocol differs from
+	// the client's, and which side to upgrade.
+	VersionNotes []string `json:"version_notes"`
 }
 
 type lastActivityJSON struct {
@@ -215,6 +234,7 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 	out.Resuming, out.ResumeAttempts, out.NextResumeSeconds = r.Resuming, r.ResumeAttempts, r.NextResumeSeconds
 	out.Intercepts, out.Notices = []interceptJSON{}, append([]string{}, r.Notices...)
 	out.DNS, out.DNSDomains, out.DNSConfig = r.Dns, append([]string{}, r.DnsDomains...), r.DnsConfig
+	out.VersionNotes = append([]string{}, versionNotes(r)...)
 	for _, li := range r.Intercepts {
 		x := toInterceptJSON(li.Info)
 		x.LocalPort, x.PortMap = li.LocalPort, li.PortMap
@@ -235,6 +255,11 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 func ms(v int64) float64 { return float64(v) / 1000 }
 
 func printStatus(w io.Writer, r *pb.StatusResponse) {
+	defer func() {
+		for _, n := range versionNotes(r) {
+			fmt.Fprintf(w, "  Version:  %s\n", n)
+		}
+	}()
 	if !r.Connected {
 		switch {
 		case r.Resuming && r.ResumeAttempts > 0:

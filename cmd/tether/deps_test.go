@@ -19,9 +19,15 @@ func TestDependencyDirection(t *testing.T) {
 		// The agent is a forwarder: no TUN, no netstack, no daemon, no OS
 		// configuration; of the manager only its conflict rules.
 		"agent": {"gvisor.dev/gvisor", "golang.zx2c4.com/wireguard", mod + "vif", mod + "daemon", mod + "platform", mod + "activity"},
+		// The daemon talks to the manager through rpc and wire only.
+		"daemon": {mod + "agent"},
+		// The wire contract is imported by every side and imports none.
+		"wire": {"google.golang.org/grpc", mod + "rpc", mod + "manager", mod + "daemon", mod + "agent", mod + "tunnel", mod + "internal"},
 	}
 	// exact names forbidden without their subpackages.
-	exact := map[string][]string{"agent": {mod + "manager"}}
+	// The daemon and the agent share the manager's conflict rules, and
+	// the wire contract, never the manager itself.
+	exact := map[string][]string{"agent": {mod + "manager"}, "daemon": {mod + "manager"}}
 	for pkg, bad := range forbidden {
 		out, err := exec.Command("go", "list", "-deps", "../../"+pkg).Output()
 		if err != nil {

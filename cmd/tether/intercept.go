@@ -83,6 +83,7 @@ func newInterceptCmd(g *globals) *cobra.Command {
 	for _, name := range []string{"workload", "to"} {
 		cmd.MarkFlagRequired(name)
 	}
+	cmd.RegisterFlagCompletionFunc("workload", completeFromDaemon(g, workloads))
 	return cmd
 }
 
@@ -134,9 +135,10 @@ func otherPortsText(info *pbm.InterceptInfo, portMap map[uint32]uint32, to uint3
 
 func newLeaveCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:   "leave NAME",
-		Short: "End one of your intercepts",
-		Args:  cobra.ExactArgs(1),
+		Use:               "leave NAME",
+		Short:             "End one of your intercepts",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeFirstArg(g, myInterceptNames),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return call(cmd, g, 30*time.Second, func(ctx context.Context, c pb.DaemonClient) error {
 				_, err := c.Leave(ctx, &pb.LeaveRequest{Name: args[0]})
@@ -148,9 +150,10 @@ func newLeaveCmd(g *globals) *cobra.Command {
 
 func newRevokeCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:   "revoke ID",
-		Short: "End anyone's intercept (needs get and update on the traffic-manager configmap)",
-		Args:  cobra.ExactArgs(1),
+		Use:               "revoke ID",
+		Short:             "End anyone's intercept (needs get and update on the traffic-manager configmap)",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeFirstArg(g, interceptIDs),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var resp *pbm.RevokeInterceptResponse
 			err := call(cmd, g, 30*time.Second, func(ctx context.Context, c pb.DaemonClient) (err error) {

@@ -23,12 +23,21 @@ type globals struct {
 
 func newRoot() *cobra.Command {
 	g := &globals{}
+	var showVersion bool
 	root := &cobra.Command{
 		Use:           "tether",
 		Short:         "Reach a cluster network from your laptop",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if showVersion {
+				return runVersion(cmd.Context(), g, cmd.OutOrStdout(), false)
+			}
+			return cmd.Help()
+		},
 	}
+	root.Flags().BoolVar(&showVersion, "version", false, "show the versions of this client, the daemon and the traffic manager (as `tether version`)")
 	socket := os.Getenv("TETHER_SOCKET")
 	if socket == "" {
 		socket = daemon.DefaultSocket
@@ -41,7 +50,7 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.pprofAddr, "pprof", "", "serve Go's profiler on this address (daemon and manager), e.g. 127.0.0.1:6060")
 	root.AddCommand(
 		newLogsCmd(g), newConfigCmd(),
-		newDaemonCmd(g), newConnectCmd(g), newStatusCmd(g), newQuitCmd(g), newSessionsCmd(g), newInterceptCmd(g), newLeaveCmd(g), newListCmd(g), newRevokeCmd(g), newManagerCmd(g), newAgentCmd(g),
+		newDaemonCmd(g), newConnectCmd(g), newStatusCmd(g), newQuitCmd(g), newSessionsCmd(g), newInterceptCmd(g), newLeaveCmd(g), newListCmd(g), newRevokeCmd(g), newManagerCmd(g), newAgentCmd(g), newVersionCmd(g),
 	)
 	return root
 }

@@ -666,8 +666,12 @@ type StatusResponse struct {
 	Resuming          bool    `protobuf:"varint,18,opt,name=resuming,proto3" json:"resuming,omitempty"`
 	ResumeAttempts    uint32  `protobuf:"varint,19,opt,name=resume_attempts,json=resumeAttempts,proto3" json:"resume_attempts,omitempty"`
 	NextResumeSeconds float64 `protobuf:"fixed64,20,opt,name=next_resume_seconds,json=nextResumeSeconds,proto3" json:"next_resume_seconds,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The daemon's build, and the manager's as it said at Arrive (absent
+	// when not connected).
+	DaemonBuild   *manager.BuildInfo `protobuf:"bytes,21,opt,name=daemon_build,json=daemonBuild,proto3" json:"daemon_build,omitempty"`
+	ManagerBuild  *manager.BuildInfo `protobuf:"bytes,22,opt,name=manager_build,json=managerBuild,proto3" json:"manager_build,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -840,6 +844,20 @@ func (x *StatusResponse) GetNextResumeSeconds() float64 {
 	return 0
 }
 
+func (x *StatusResponse) GetDaemonBuild() *manager.BuildInfo {
+	if x != nil {
+		return x.DaemonBuild
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetManagerBuild() *manager.BuildInfo {
+	if x != nil {
+		return x.ManagerBuild
+	}
+	return nil
+}
+
 var File_daemon_daemon_proto protoreflect.FileDescriptor
 
 const file_daemon_daemon_proto_rawDesc = "" +
@@ -891,7 +909,7 @@ const file_daemon_daemon_proto_rawDesc = "" +
 	"\bActivity\x12(\n" +
 	"\x10last_seconds_ago\x18\x01 \x01(\x01R\x0elastSecondsAgo\x12\x1f\n" +
 	"\vlast_reason\x18\x02 \x01(\tR\n" +
-	"lastReason\"\xbf\x05\n" +
+	"lastReason\"\xbd\x06\n" +
 	"\x0eStatusResponse\x12\x1c\n" +
 	"\tconnected\x18\x01 \x01(\bR\tconnected\x12\x18\n" +
 	"\amanager\x18\x02 \x01(\tR\amanager\x12\x18\n" +
@@ -918,7 +936,9 @@ const file_daemon_daemon_proto_rawDesc = "" +
 	"dns_config\x18\x11 \x01(\tR\tdnsConfig\x12\x1a\n" +
 	"\bresuming\x18\x12 \x01(\bR\bresuming\x12'\n" +
 	"\x0fresume_attempts\x18\x13 \x01(\rR\x0eresumeAttempts\x12.\n" +
-	"\x13next_resume_seconds\x18\x14 \x01(\x01R\x11nextResumeSeconds2\xba\x05\n" +
+	"\x13next_resume_seconds\x18\x14 \x01(\x01R\x11nextResumeSeconds\x12<\n" +
+	"\fdaemon_build\x18\x15 \x01(\v2\x19.tether.manager.BuildInfoR\vdaemonBuild\x12>\n" +
+	"\rmanager_build\x18\x16 \x01(\v2\x19.tether.manager.BuildInfoR\fmanagerBuild2\xba\x05\n" +
 	"\x06Daemon\x12G\n" +
 	"\aConnect\x12\x1d.tether.daemon.ConnectRequest\x1a\x1d.tether.daemon.StatusResponse\x12E\n" +
 	"\x06Status\x12\x1c.tether.daemon.StatusRequest\x1a\x1d.tether.daemon.StatusResponse\x12A\n" +
@@ -961,12 +981,13 @@ var file_daemon_daemon_proto_goTypes = []any{
 	(*manager.InterceptSpec)(nil),           // 14: tether.manager.InterceptSpec
 	(*manager.InterceptInfo)(nil),           // 15: tether.manager.InterceptInfo
 	(*manager.SessionView)(nil),             // 16: tether.manager.SessionView
-	(*manager.SessionsRequest)(nil),         // 17: tether.manager.SessionsRequest
-	(*manager.ListInterceptsRequest)(nil),   // 18: tether.manager.ListInterceptsRequest
-	(*manager.RevokeInterceptRequest)(nil),  // 19: tether.manager.RevokeInterceptRequest
-	(*manager.SessionsResponse)(nil),        // 20: tether.manager.SessionsResponse
-	(*manager.ListInterceptsResponse)(nil),  // 21: tether.manager.ListInterceptsResponse
-	(*manager.RevokeInterceptResponse)(nil), // 22: tether.manager.RevokeInterceptResponse
+	(*manager.BuildInfo)(nil),               // 17: tether.manager.BuildInfo
+	(*manager.SessionsRequest)(nil),         // 18: tether.manager.SessionsRequest
+	(*manager.ListInterceptsRequest)(nil),   // 19: tether.manager.ListInterceptsRequest
+	(*manager.RevokeInterceptRequest)(nil),  // 20: tether.manager.RevokeInterceptRequest
+	(*manager.SessionsResponse)(nil),        // 21: tether.manager.SessionsResponse
+	(*manager.ListInterceptsResponse)(nil),  // 22: tether.manager.ListInterceptsResponse
+	(*manager.RevokeInterceptResponse)(nil), // 23: tether.manager.RevokeInterceptResponse
 }
 var file_daemon_daemon_proto_depIdxs = []int32{
 	14, // 0: tether.daemon.InterceptRequest.spec:type_name -> tether.manager.InterceptSpec
@@ -977,29 +998,31 @@ var file_daemon_daemon_proto_depIdxs = []int32{
 	10, // 5: tether.daemon.StatusResponse.activity:type_name -> tether.daemon.Activity
 	16, // 6: tether.daemon.StatusResponse.manager_view:type_name -> tether.manager.SessionView
 	3,  // 7: tether.daemon.StatusResponse.intercepts:type_name -> tether.daemon.LocalIntercept
-	4,  // 8: tether.daemon.Daemon.Connect:input_type -> tether.daemon.ConnectRequest
-	5,  // 9: tether.daemon.Daemon.Status:input_type -> tether.daemon.StatusRequest
-	6,  // 10: tether.daemon.Daemon.Quit:input_type -> tether.daemon.QuitRequest
-	17, // 11: tether.daemon.Daemon.Sessions:input_type -> tether.manager.SessionsRequest
-	0,  // 12: tether.daemon.Daemon.Intercept:input_type -> tether.daemon.InterceptRequest
-	1,  // 13: tether.daemon.Daemon.Leave:input_type -> tether.daemon.LeaveRequest
-	18, // 14: tether.daemon.Daemon.List:input_type -> tether.manager.ListInterceptsRequest
-	19, // 15: tether.daemon.Daemon.Revoke:input_type -> tether.manager.RevokeInterceptRequest
-	7,  // 16: tether.daemon.Daemon.Shutdown:input_type -> tether.daemon.ShutdownRequest
-	11, // 17: tether.daemon.Daemon.Connect:output_type -> tether.daemon.StatusResponse
-	11, // 18: tether.daemon.Daemon.Status:output_type -> tether.daemon.StatusResponse
-	11, // 19: tether.daemon.Daemon.Quit:output_type -> tether.daemon.StatusResponse
-	20, // 20: tether.daemon.Daemon.Sessions:output_type -> tether.manager.SessionsResponse
-	15, // 21: tether.daemon.Daemon.Intercept:output_type -> tether.manager.InterceptInfo
-	2,  // 22: tether.daemon.Daemon.Leave:output_type -> tether.daemon.LeaveResponse
-	21, // 23: tether.daemon.Daemon.List:output_type -> tether.manager.ListInterceptsResponse
-	22, // 24: tether.daemon.Daemon.Revoke:output_type -> tether.manager.RevokeInterceptResponse
-	8,  // 25: tether.daemon.Daemon.Shutdown:output_type -> tether.daemon.ShutdownResponse
-	17, // [17:26] is the sub-list for method output_type
-	8,  // [8:17] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	17, // 8: tether.daemon.StatusResponse.daemon_build:type_name -> tether.manager.BuildInfo
+	17, // 9: tether.daemon.StatusResponse.manager_build:type_name -> tether.manager.BuildInfo
+	4,  // 10: tether.daemon.Daemon.Connect:input_type -> tether.daemon.ConnectRequest
+	5,  // 11: tether.daemon.Daemon.Status:input_type -> tether.daemon.StatusRequest
+	6,  // 12: tether.daemon.Daemon.Quit:input_type -> tether.daemon.QuitRequest
+	18, // 13: tether.daemon.Daemon.Sessions:input_type -> tether.manager.SessionsRequest
+	0,  // 14: tether.daemon.Daemon.Intercept:input_type -> tether.daemon.InterceptRequest
+	1,  // 15: tether.daemon.Daemon.Leave:input_type -> tether.daemon.LeaveRequest
+	19, // 16: tether.daemon.Daemon.List:input_type -> tether.manager.ListInterceptsRequest
+	20, // 17: tether.daemon.Daemon.Revoke:input_type -> tether.manager.RevokeInterceptRequest
+	7,  // 18: tether.daemon.Daemon.Shutdown:input_type -> tether.daemon.ShutdownRequest
+	11, // 19: tether.daemon.Daemon.Connect:output_type -> tether.daemon.StatusResponse
+	11, // 20: tether.daemon.Daemon.Status:output_type -> tether.daemon.StatusResponse
+	11, // 21: tether.daemon.Daemon.Quit:output_type -> tether.daemon.StatusResponse
+	21, // 22: tether.daemon.Daemon.Sessions:output_type -> tether.manager.SessionsResponse
+	15, // 23: tether.daemon.Daemon.Intercept:output_type -> tether.manager.InterceptInfo
+	2,  // 24: tether.daemon.Daemon.Leave:output_type -> tether.daemon.LeaveResponse
+	22, // 25: tether.daemon.Daemon.List:output_type -> tether.manager.ListInterceptsResponse
+	23, // 26: tether.daemon.Daemon.Revoke:output_type -> tether.manager.RevokeInterceptResponse
+	8,  // 27: tether.daemon.Daemon.Shutdown:output_type -> tether.daemon.ShutdownResponse
+	19, // [19:28] is the sub-list for method output_type
+	10, // [10:19] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_daemon_daemon_proto_init() }

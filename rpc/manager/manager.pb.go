@@ -262,7 +262,10 @@ type ArriveRequest struct {
 	ResumeSessionSecret string `protobuf:"bytes,6,opt,name=resume_session_secret,json=resumeSessionSecret,proto3" json:"resume_session_secret,omitempty"`
 	// Set when a person ran `tether connect`; a daemon that reconnects or
 	// restarts by itself leaves it unset, so that is not activity.
-	ByCli         bool `protobuf:"varint,7,opt,name=by_cli,json=byCli,proto3" json:"by_cli,omitempty"`
+	ByCli bool `protobuf:"varint,7,opt,name=by_cli,json=byCli,proto3" json:"by_cli,omitempty"`
+	// The daemon's build and wire protocol; the manager refuses a daemon
+	// whose protocol it cannot work with (absent: protocol 1).
+	Build         *BuildInfo `protobuf:"bytes,8,opt,name=build,proto3" json:"build,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -346,6 +349,13 @@ func (x *ArriveRequest) GetByCli() bool {
 	return false
 }
 
+func (x *ArriveRequest) GetBuild() *BuildInfo {
+	if x != nil {
+		return x.Build
+	}
+	return nil
+}
+
 type ArriveResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
@@ -365,7 +375,10 @@ type ArriveResponse struct {
 	// DNS domains the daemon resolves through the manager ("cluster.local").
 	DnsDomains []string `protobuf:"bytes,10,rep,name=dns_domains,json=dnsDomains,proto3" json:"dns_domains,omitempty"`
 	// Search domains for short names ("default.svc.cluster.local").
-	DnsSearch     []string `protobuf:"bytes,11,rep,name=dns_search,json=dnsSearch,proto3" json:"dns_search,omitempty"`
+	DnsSearch []string `protobuf:"bytes,11,rep,name=dns_search,json=dnsSearch,proto3" json:"dns_search,omitempty"`
+	// The manager's build and wire protocol; the daemon refuses a manager
+	// whose protocol it cannot work with (absent: protocol 1).
+	ManagerBuild  *BuildInfo `protobuf:"bytes,12,opt,name=manager_build,json=managerBuild,proto3" json:"manager_build,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -473,6 +486,13 @@ func (x *ArriveResponse) GetDnsDomains() []string {
 func (x *ArriveResponse) GetDnsSearch() []string {
 	if x != nil {
 		return x.DnsSearch
+	}
+	return nil
+}
+
+func (x *ArriveResponse) GetManagerBuild() *BuildInfo {
+	if x != nil {
+		return x.ManagerBuild
 	}
 	return nil
 }
@@ -1587,8 +1607,11 @@ func (*ListInterceptsRequest) Descriptor() ([]byte, []int) {
 }
 
 type ListInterceptsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Intercepts    []*InterceptInfo       `protobuf:"bytes,1,rep,name=intercepts,proto3" json:"intercepts,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Intercepts []*InterceptInfo       `protobuf:"bytes,1,rep,name=intercepts,proto3" json:"intercepts,omitempty"`
+	// Workloads ("NAMESPACE/NAME") an agent serves now, sorted: what can be
+	// intercepted (shell completion of --workload).
+	Workloads     []string `protobuf:"bytes,2,rep,name=workloads,proto3" json:"workloads,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1626,6 +1649,13 @@ func (*ListInterceptsResponse) Descriptor() ([]byte, []int) {
 func (x *ListInterceptsResponse) GetIntercepts() []*InterceptInfo {
 	if x != nil {
 		return x.Intercepts
+	}
+	return nil
+}
+
+func (x *ListInterceptsResponse) GetWorkloads() []string {
+	if x != nil {
+		return x.Workloads
 	}
 	return nil
 }
@@ -1904,7 +1934,10 @@ type WatchAgentRequest struct {
 	Workload string `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
 	// The workload ports the agent serves (at least one). A replace
 	// intercept created while the agent watches covers them.
-	Ports         []uint32 `protobuf:"varint,2,rep,packed,name=ports,proto3" json:"ports,omitempty"`
+	Ports []uint32 `protobuf:"varint,2,rep,packed,name=ports,proto3" json:"ports,omitempty"`
+	// The agent's build and wire protocol; the manager refuses an agent
+	// whose protocol it cannot work with (absent: protocol 1).
+	Build         *BuildInfo `protobuf:"bytes,3,opt,name=build,proto3" json:"build,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1949,6 +1982,13 @@ func (x *WatchAgentRequest) GetWorkload() string {
 func (x *WatchAgentRequest) GetPorts() []uint32 {
 	if x != nil {
 		return x.Ports
+	}
+	return nil
+}
+
+func (x *WatchAgentRequest) GetBuild() *BuildInfo {
+	if x != nil {
+		return x.Build
 	}
 	return nil
 }
@@ -1998,11 +2038,108 @@ func (x *AgentRoutes) GetIntercepts() []*InterceptInfo {
 	return nil
 }
 
+// BuildInfo describes one binary (internal/buildinfo) and the wire protocol
+// it speaks (package wire).
+type BuildInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The module version: "v1.2.3", "(devel)".
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// VCS commit, its time (RFC 3339) and whether the tree had changes.
+	Revision  string `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	Time      string `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	Modified  bool   `protobuf:"varint,4,opt,name=modified,proto3" json:"modified,omitempty"`
+	GoVersion string `protobuf:"bytes,5,opt,name=go_version,json=goVersion,proto3" json:"go_version,omitempty"`
+	// The protocol it speaks and the oldest it still works with.
+	Protocol      uint32 `protobuf:"varint,6,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	MinProtocol   uint32 `protobuf:"varint,7,opt,name=min_protocol,json=minProtocol,proto3" json:"min_protocol,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildInfo) Reset() {
+	*x = BuildInfo{}
+	mi := &file_manager_manager_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildInfo) ProtoMessage() {}
+
+func (x *BuildInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildInfo.ProtoReflect.Descriptor instead.
+func (*BuildInfo) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *BuildInfo) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *BuildInfo) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+func (x *BuildInfo) GetTime() string {
+	if x != nil {
+		return x.Time
+	}
+	return ""
+}
+
+func (x *BuildInfo) GetModified() bool {
+	if x != nil {
+		return x.Modified
+	}
+	return false
+}
+
+func (x *BuildInfo) GetGoVersion() string {
+	if x != nil {
+		return x.GoVersion
+	}
+	return ""
+}
+
+func (x *BuildInfo) GetProtocol() uint32 {
+	if x != nil {
+		return x.Protocol
+	}
+	return 0
+}
+
+func (x *BuildInfo) GetMinProtocol() uint32 {
+	if x != nil {
+		return x.MinProtocol
+	}
+	return 0
+}
+
 var File_manager_manager_proto protoreflect.FileDescriptor
 
 const file_manager_manager_proto_rawDesc = "" +
 	"\n" +
-	"\x15manager/manager.proto\x12\x0etether.manager\"\xf1\x01\n" +
+	"\x15manager/manager.proto\x12\x0etether.manager\"\xa2\x02\n" +
 	"\rArriveRequest\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12'\n" +
@@ -2010,7 +2147,8 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\aversion\x18\x04 \x01(\tR\aversion\x12*\n" +
 	"\x11resume_session_id\x18\x05 \x01(\tR\x0fresumeSessionId\x122\n" +
 	"\x15resume_session_secret\x18\x06 \x01(\tR\x13resumeSessionSecret\x12\x15\n" +
-	"\x06by_cli\x18\a \x01(\bR\x05byCli\"\x9c\x03\n" +
+	"\x06by_cli\x18\a \x01(\bR\x05byCli\x12/\n" +
+	"\x05build\x18\b \x01(\v2\x19.tether.manager.BuildInfoR\x05build\"\xdc\x03\n" +
 	"\x0eArriveResponse\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12%\n" +
@@ -2026,7 +2164,8 @@ const file_manager_manager_proto_rawDesc = "" +
 	" \x03(\tR\n" +
 	"dnsDomains\x12\x1d\n" +
 	"\n" +
-	"dns_search\x18\v \x03(\tR\tdnsSearch\"<\n" +
+	"dns_search\x18\v \x03(\tR\tdnsSearch\x12>\n" +
+	"\rmanager_build\x18\f \x01(\v2\x19.tether.manager.BuildInfoR\fmanagerBuild\"<\n" +
 	"\x0eResolveRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06family\x18\x02 \x01(\rR\x06family\"L\n" +
@@ -2100,11 +2239,12 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\x16RemoveInterceptRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x19\n" +
 	"\x17RemoveInterceptResponse\"\x17\n" +
-	"\x15ListInterceptsRequest\"W\n" +
+	"\x15ListInterceptsRequest\"u\n" +
 	"\x16ListInterceptsResponse\x12=\n" +
 	"\n" +
 	"intercepts\x18\x01 \x03(\v2\x1d.tether.manager.InterceptInfoR\n" +
-	"intercepts\"(\n" +
+	"intercepts\x12\x1c\n" +
+	"\tworkloads\x18\x02 \x03(\tR\tworkloads\"(\n" +
 	"\x16RevokeInterceptRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"V\n" +
 	"\x17RevokeInterceptResponse\x12;\n" +
@@ -2121,14 +2261,24 @@ const file_manager_manager_proto_rawDesc = "" +
 	"intercepts\x12-\n" +
 	"\x12intercepts_changed\x18\x02 \x01(\bR\x11interceptsChanged\x12/\n" +
 	"\x04dial\x18\x03 \x01(\v2\x1b.tether.manager.InboundDialR\x04dial\x12\x16\n" +
-	"\x06notice\x18\x04 \x01(\tR\x06notice\"E\n" +
+	"\x06notice\x18\x04 \x01(\tR\x06notice\"v\n" +
 	"\x11WatchAgentRequest\x12\x1a\n" +
 	"\bworkload\x18\x01 \x01(\tR\bworkload\x12\x14\n" +
-	"\x05ports\x18\x02 \x03(\rR\x05ports\"L\n" +
+	"\x05ports\x18\x02 \x03(\rR\x05ports\x12/\n" +
+	"\x05build\x18\x03 \x01(\v2\x19.tether.manager.BuildInfoR\x05build\"L\n" +
 	"\vAgentRoutes\x12=\n" +
 	"\n" +
 	"intercepts\x18\x01 \x03(\v2\x1d.tether.manager.InterceptInfoR\n" +
-	"intercepts*6\n" +
+	"intercepts\"\xcf\x01\n" +
+	"\tBuildInfo\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\tR\brevision\x12\x12\n" +
+	"\x04time\x18\x03 \x01(\tR\x04time\x12\x1a\n" +
+	"\bmodified\x18\x04 \x01(\bR\bmodified\x12\x1d\n" +
+	"\n" +
+	"go_version\x18\x05 \x01(\tR\tgoVersion\x12\x1a\n" +
+	"\bprotocol\x18\x06 \x01(\rR\bprotocol\x12!\n" +
+	"\fmin_protocol\x18\a \x01(\rR\vminProtocol*6\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\a\n" +
 	"\x03TCP\x10\x01\x12\a\n" +
@@ -2180,7 +2330,7 @@ func file_manager_manager_proto_rawDescGZIP() []byte {
 }
 
 var file_manager_manager_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_manager_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_manager_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_manager_manager_proto_goTypes = []any{
 	(Protocol)(0),                   // 0: tether.manager.Protocol
 	(OpenStatus)(0),                 // 1: tether.manager.OpenStatus
@@ -2215,59 +2365,63 @@ var file_manager_manager_proto_goTypes = []any{
 	(*SessionEvent)(nil),            // 30: tether.manager.SessionEvent
 	(*WatchAgentRequest)(nil),       // 31: tether.manager.WatchAgentRequest
 	(*AgentRoutes)(nil),             // 32: tether.manager.AgentRoutes
-	nil,                             // 33: tether.manager.InterceptSpec.HeadersEntry
+	(*BuildInfo)(nil),               // 33: tether.manager.BuildInfo
+	nil,                             // 34: tether.manager.InterceptSpec.HeadersEntry
 }
 var file_manager_manager_proto_depIdxs = []int32{
-	10, // 0: tether.manager.ReportRequest.activity:type_name -> tether.manager.Activity
-	12, // 1: tether.manager.ReportResponse.session:type_name -> tether.manager.SessionView
-	12, // 2: tether.manager.SessionsResponse.sessions:type_name -> tether.manager.SessionView
-	0,  // 3: tether.manager.OpenFlow.protocol:type_name -> tether.manager.Protocol
-	1,  // 4: tether.manager.Opened.status:type_name -> tether.manager.OpenStatus
-	2,  // 5: tether.manager.Frame.control:type_name -> tether.manager.Control
-	16, // 6: tether.manager.Frame.open:type_name -> tether.manager.OpenFlow
-	17, // 7: tether.manager.Frame.opened:type_name -> tether.manager.Opened
-	3,  // 8: tether.manager.InterceptSpec.kind:type_name -> tether.manager.InterceptKind
-	33, // 9: tether.manager.InterceptSpec.headers:type_name -> tether.manager.InterceptSpec.HeadersEntry
-	19, // 10: tether.manager.InterceptInfo.spec:type_name -> tether.manager.InterceptSpec
-	19, // 11: tether.manager.CreateInterceptRequest.spec:type_name -> tether.manager.InterceptSpec
-	20, // 12: tether.manager.ListInterceptsResponse.intercepts:type_name -> tether.manager.InterceptInfo
-	20, // 13: tether.manager.RevokeInterceptResponse.intercept:type_name -> tether.manager.InterceptInfo
-	20, // 14: tether.manager.SessionEvent.intercepts:type_name -> tether.manager.InterceptInfo
-	29, // 15: tether.manager.SessionEvent.dial:type_name -> tether.manager.InboundDial
-	20, // 16: tether.manager.AgentRoutes.intercepts:type_name -> tether.manager.InterceptInfo
-	4,  // 17: tether.manager.Manager.Arrive:input_type -> tether.manager.ArriveRequest
-	8,  // 18: tether.manager.Manager.Depart:input_type -> tether.manager.DepartRequest
-	11, // 19: tether.manager.Manager.Report:input_type -> tether.manager.ReportRequest
-	14, // 20: tether.manager.Manager.Sessions:input_type -> tether.manager.SessionsRequest
-	6,  // 21: tether.manager.Manager.Resolve:input_type -> tether.manager.ResolveRequest
-	21, // 22: tether.manager.Manager.CreateIntercept:input_type -> tether.manager.CreateInterceptRequest
-	22, // 23: tether.manager.Manager.RemoveIntercept:input_type -> tether.manager.RemoveInterceptRequest
-	24, // 24: tether.manager.Manager.ListIntercepts:input_type -> tether.manager.ListInterceptsRequest
-	26, // 25: tether.manager.Manager.RevokeIntercept:input_type -> tether.manager.RevokeInterceptRequest
-	28, // 26: tether.manager.Manager.WatchSession:input_type -> tether.manager.WatchSessionRequest
-	18, // 27: tether.manager.Manager.InboundTunnel:input_type -> tether.manager.Frame
-	31, // 28: tether.manager.Manager.WatchAgent:input_type -> tether.manager.WatchAgentRequest
-	18, // 29: tether.manager.Manager.AgentTunnel:input_type -> tether.manager.Frame
-	18, // 30: tether.manager.Manager.Tunnel:input_type -> tether.manager.Frame
-	5,  // 31: tether.manager.Manager.Arrive:output_type -> tether.manager.ArriveResponse
-	9,  // 32: tether.manager.Manager.Depart:output_type -> tether.manager.DepartResponse
-	13, // 33: tether.manager.Manager.Report:output_type -> tether.manager.ReportResponse
-	15, // 34: tether.manager.Manager.Sessions:output_type -> tether.manager.SessionsResponse
-	7,  // 35: tether.manager.Manager.Resolve:output_type -> tether.manager.ResolveResponse
-	20, // 36: tether.manager.Manager.CreateIntercept:output_type -> tether.manager.InterceptInfo
-	23, // 37: tether.manager.Manager.RemoveIntercept:output_type -> tether.manager.RemoveInterceptResponse
-	25, // 38: tether.manager.Manager.ListIntercepts:output_type -> tether.manager.ListInterceptsResponse
-	27, // 39: tether.manager.Manager.RevokeIntercept:output_type -> tether.manager.RevokeInterceptResponse
-	30, // 40: tether.manager.Manager.WatchSession:output_type -> tether.manager.SessionEvent
-	18, // 41: tether.manager.Manager.InboundTunnel:output_type -> tether.manager.Frame
-	32, // 42: tether.manager.Manager.WatchAgent:output_type -> tether.manager.AgentRoutes
-	18, // 43: tether.manager.Manager.AgentTunnel:output_type -> tether.manager.Frame
-	18, // 44: tether.manager.Manager.Tunnel:output_type -> tether.manager.Frame
-	31, // [31:45] is the sub-list for method output_type
-	17, // [17:31] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	33, // 0: tether.manager.ArriveRequest.build:type_name -> tether.manager.BuildInfo
+	33, // 1: tether.manager.ArriveResponse.manager_build:type_name -> tether.manager.BuildInfo
+	10, // 2: tether.manager.ReportRequest.activity:type_name -> tether.manager.Activity
+	12, // 3: tether.manager.ReportResponse.session:type_name -> tether.manager.SessionView
+	12, // 4: tether.manager.SessionsResponse.sessions:type_name -> tether.manager.SessionView
+	0,  // 5: tether.manager.OpenFlow.protocol:type_name -> tether.manager.Protocol
+	1,  // 6: tether.manager.Opened.status:type_name -> tether.manager.OpenStatus
+	2,  // 7: tether.manager.Frame.control:type_name -> tether.manager.Control
+	16, // 8: tether.manager.Frame.open:type_name -> tether.manager.OpenFlow
+	17, // 9: tether.manager.Frame.opened:type_name -> tether.manager.Opened
+	3,  // 10: tether.manager.InterceptSpec.kind:type_name -> tether.manager.InterceptKind
+	34, // 11: tether.manager.InterceptSpec.headers:type_name -> tether.manager.InterceptSpec.HeadersEntry
+	19, // 12: tether.manager.InterceptInfo.spec:type_name -> tether.manager.InterceptSpec
+	19, // 13: tether.manager.CreateInterceptRequest.spec:type_name -> tether.manager.InterceptSpec
+	20, // 14: tether.manager.ListInterceptsResponse.intercepts:type_name -> tether.manager.InterceptInfo
+	20, // 15: tether.manager.RevokeInterceptResponse.intercept:type_name -> tether.manager.InterceptInfo
+	20, // 16: tether.manager.SessionEvent.intercepts:type_name -> tether.manager.InterceptInfo
+	29, // 17: tether.manager.SessionEvent.dial:type_name -> tether.manager.InboundDial
+	33, // 18: tether.manager.WatchAgentRequest.build:type_name -> tether.manager.BuildInfo
+	20, // 19: tether.manager.AgentRoutes.intercepts:type_name -> tether.manager.InterceptInfo
+	4,  // 20: tether.manager.Manager.Arrive:input_type -> tether.manager.ArriveRequest
+	8,  // 21: tether.manager.Manager.Depart:input_type -> tether.manager.DepartRequest
+	11, // 22: tether.manager.Manager.Report:input_type -> tether.manager.ReportRequest
+	14, // 23: tether.manager.Manager.Sessions:input_type -> tether.manager.SessionsRequest
+	6,  // 24: tether.manager.Manager.Resolve:input_type -> tether.manager.ResolveRequest
+	21, // 25: tether.manager.Manager.CreateIntercept:input_type -> tether.manager.CreateInterceptRequest
+	22, // 26: tether.manager.Manager.RemoveIntercept:input_type -> tether.manager.RemoveInterceptRequest
+	24, // 27: tether.manager.Manager.ListIntercepts:input_type -> tether.manager.ListInterceptsRequest
+	26, // 28: tether.manager.Manager.RevokeIntercept:input_type -> tether.manager.RevokeInterceptRequest
+	28, // 29: tether.manager.Manager.WatchSession:input_type -> tether.manager.WatchSessionRequest
+	18, // 30: tether.manager.Manager.InboundTunnel:input_type -> tether.manager.Frame
+	31, // 31: tether.manager.Manager.WatchAgent:input_type -> tether.manager.WatchAgentRequest
+	18, // 32: tether.manager.Manager.AgentTunnel:input_type -> tether.manager.Frame
+	18, // 33: tether.manager.Manager.Tunnel:input_type -> tether.manager.Frame
+	5,  // 34: tether.manager.Manager.Arrive:output_type -> tether.manager.ArriveResponse
+	9,  // 35: tether.manager.Manager.Depart:output_type -> tether.manager.DepartResponse
+	13, // 36: tether.manager.Manager.Report:output_type -> tether.manager.ReportResponse
+	15, // 37: tether.manager.Manager.Sessions:output_type -> tether.manager.SessionsResponse
+	7,  // 38: tether.manager.Manager.Resolve:output_type -> tether.manager.ResolveResponse
+	20, // 39: tether.manager.Manager.CreateIntercept:output_type -> tether.manager.InterceptInfo
+	23, // 40: tether.manager.Manager.RemoveIntercept:output_type -> tether.manager.RemoveInterceptResponse
+	25, // 41: tether.manager.Manager.ListIntercepts:output_type -> tether.manager.ListInterceptsResponse
+	27, // 42: tether.manager.Manager.RevokeIntercept:output_type -> tether.manager.RevokeInterceptResponse
+	30, // 43: tether.manager.Manager.WatchSession:output_type -> tether.manager.SessionEvent
+	18, // 44: tether.manager.Manager.InboundTunnel:output_type -> tether.manager.Frame
+	32, // 45: tether.manager.Manager.WatchAgent:output_type -> tether.manager.AgentRoutes
+	18, // 46: tether.manager.Manager.AgentTunnel:output_type -> tether.manager.Frame
+	18, // 47: tether.manager.Manager.Tunnel:output_type -> tether.manager.Frame
+	34, // [34:48] is the sub-list for method output_type
+	20, // [20:34] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_manager_manager_proto_init() }
@@ -2281,7 +2435,7 @@ func file_manager_manager_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manager_manager_proto_rawDesc), len(file_manager_manager_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
