@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // The docs tests read the Markdown of the repository as a user would: they
@@ -290,6 +291,32 @@ func TestDocHelpers(t *testing.T) {
 	} {
 		if got := slug(h); got != want {
 			t.Errorf("slug(%q) = %q, want %q", h, got, want)
+		}
+	}
+}
+
+// TestConfigKeysDocumented: every configuration key of every role has a row
+// in the tables of docs/operations.md, so a new key cannot go unexplained.
+func TestConfigKeysDocumented(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot, "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		first, _, _ := strings.Cut(strings.TrimPrefix(line, "| "), " |")
+		for _, m := range codeSpan.FindAllStringSubmatch(first, -1) {
+			rows[m[1]] = true
+		}
+	}
+	for _, r := range configRoles() {
+		for key := range r.flags(pflag.NewFlagSet(r.name, pflag.ContinueOnError)) {
+			if !rows[key] {
+				t.Errorf("%s key %s has no row in docs/operations.md", r.name, key)
+			}
 		}
 	}
 }
