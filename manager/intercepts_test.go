@@ -46,7 +46,7 @@ func newInterceptServer(t *testing.T) (*Server, *lockedClock, map[string]context
 	t.Cleanup(s.Shutdown)
 	users := map[string]context.Context{}
 	for _, u := range []string{"alice", "bob"} {
-		resp, err := s.Arrive(context.Background(), &pb.ArriveRequest{User: u, Host: u + "-laptop", DaemonInstance: "d-" + u})
+		resp, err := s.Arrive(context.Background(), &pb.ArriveRequest{User: u, Host: u + "-laptop", DaemonInstance: "d-" + u, ByCli: true})
 		if err != nil {
 			t.Fatal(err)
 		}
