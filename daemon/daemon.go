@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tether-dev/tether/activity"
+	"github.com/tether-dev/tether/internal/clock"
 	"github.com/tether-dev/tether/platform"
 	pb "github.com/tether-dev/tether/rpc/daemon"
 	pbm "github.com/tether-dev/tether/rpc/manager"
@@ -105,7 +106,7 @@ func New(cfg Config) (*Daemon, error) {
 		cfg.NewRouter = platform.NewRouter
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Log.With("component", "daemon"), instance: rand.Text()[:12],
-		tracker: activity.NewTracker(nil, cfg.IgnoreTCPPorts), metrics: newMetrics()}
+		tracker: activity.NewTracker(clock.Boot, cfg.IgnoreTCPPorts), metrics: newMetrics()}
 	d.removeStale()
 	ln, err := listenSocket(cfg.Socket, cfg.SocketGroup, d.log)
 	if err != nil {
@@ -154,8 +155,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.bg.Wait()
 	d.mu.Lock()
 	if d.sess != nil {
-		// The session outlives the daemon: a restarted daemon resumes it.
+		// The session outlives the daemon: a restarted daemon resumes it,
+		// knowing when it was last used.
 		err = errors.Join(err, d.sess.close(false))
+		d.saveActivity(d.tracker.Snapshot(), time.Duration(d.sess.ttl.Load()))
 		d.sess = nil
 		d.clearState()
 	}
@@ -192,6 +195,12 @@ func (d *Daemon) connect(ctx context.Context, req *pb.ConnectRequest, byCLI bool
 	if c, ok := d.loadCreds(); ok && c.Manager == req.Manager {
 		resume = &creds{id: c.ID, secret: c.Secret}
 		if !byCLI {
+			if why := d.restoreActivity(); why != "" {
+				d.log.Warn("not resuming the cached session", "reason", why)
+				d.clearCreds()
+				d.reason = why
+				return nil, status.Error(codes.FailedPrecondition, why)
+			}
 			// A daemon resuming by itself reuses what connect was given.
 			user, req.Token, req.Tls, req.CaPem = c.User, c.Token, c.TLS, c.CAPEM
 		}
@@ -204,7 +213,7 @@ func (d *Daemon) connect(ctx context.Context, req *pb.ConnectRequest, byCLI bool
 		manager: req.Manager, allowConf: req.AllowConflictingSubnets,
 		user: user, host: host, instance: d.instance, byCLI: byCLI, resume: resume, token: req.Token, tls: tlsCreds,
 		tunName: d.cfg.TUNName, mtu: d.cfg.MTU, dnsAddress: d.cfg.DNSAddress, newRouter: d.cfg.NewRouter, log: d.cfg.Log,
-		tracker: d.tracker, metrics: d.metrics, onEnded: d.sessionEnded,
+		tracker: d.tracker, metrics: d.metrics, onEnded: d.sessionEnded, saveActivity: d.saveActivity,
 		saveCreds: func(mgr string, c creds) {
 			// All a restarted daemon needs to resume as connect asked:
 			// without the token and TLS settings it would resume in
@@ -213,12 +222,23 @@ func (d *Daemon) connect(ctx context.Context, req *pb.ConnectRequest, byCLI bool
 				Token: req.Token, TLS: req.Tls, CAPEM: req.CaPem})
 		},
 	})
+	var ended *endedError
+	if errors.As(err, &ended) {
+		// Final: the cache goes, and only a new connect starts a session.
+		d.log.Warn("the traffic manager ended the session", "reason", ended.reason)
+		d.clearCreds()
+		d.reason = ended.reason
+		return nil, status.Error(codes.FailedPrecondition, ended.reason)
+	}
 	if err != nil {
 		d.reason = err.Error()
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	d.sess, d.reason = sess, ""
 	d.saveState(sess.vif.Name())
+	// Recorded at once: a daemon killed before its first report still
+	// knows when it was last used.
+	d.saveActivity(d.tracker.Snapshot(), time.Duration(sess.ttl.Load()))
 	return d.statusLocked(), nil
 }
 
@@ -290,7 +310,7 @@ func (d *Daemon) statusLocked() *pb.StatusResponse {
 	st := s.vif.Stats()
 	snap := d.tracker.Snapshot()
 	act := &pb.Activity{LastSecondsAgo: -1}
-	if snap.Events > 0 {
+	if snap.Known {
 		act.LastSecondsAgo, act.LastReason = snap.IdleFor.Seconds(), snap.Reason
 	}
 	resp := &pb.StatusResponse{
@@ -419,10 +439,12 @@ func (d *Daemon) loadCreds() (cachedCreds, bool) {
 	return c, true
 }
 
-// clearCreds forgets the session: its cache and its owner.
+// clearCreds forgets the session: its cache, its owner and its activity
+// record.
 func (d *Daemon) clearCreds() {
 	os.Remove(d.credsPath())
 	os.Remove(d.ownerPath())
+	os.Remove(d.activityPath())
 }
 
 // listenSocket listens on path unless another daemon answers there. The
