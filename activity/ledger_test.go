@@ -1,6 +1,8 @@
 package activity
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -91,4 +93,186 @@ func TestLedgerStatesAndTTL(t *testing.T) {
 // counter is a report with activity data.
 func counter(inst string, events uint64, idleFor time.Duration) Report {
 	return Report{Instance: inst, HasActivity: true, Events: events, IdleFor: idleFor}
+}
+
+// laptop is a daemon (tracker and reporter) and the manager's ledger of its
+// session, with clocks the test moves: boot counts suspend, mono (what Go's
+// runtime timers follow) stops in it, and the manager's clock. Its methods
+// do what Reporter.Run does on a signal and on its timer.
+type laptop struct {
+	t          *testing.T
+	boot, mono time.Duration
+	mgr        time.Time
+	clock      Clock // what the tracker reads: boot, or mono on a platform without a boot clock
+	tracker    *Tracker
+	rep        *Reporter
+	instance   string
+	instances  int
+	ledger     *Ledger
+	timerAt    time.Duration // mono reading when Run's timer fires
+	linkDown   bool
+}
+
+const (
+	simInterval = 30 * time.Second
+	simBlock    = 10 * time.Minute
+	simTTL      = 24 * time.Hour
+)
+
+// newLaptop connects: a CLI command, then the arrival.
+func newLaptop(t *testing.T, stopsInSuspend bool) *laptop {
+	l := &laptop{t: t, boot: time.Hour, mono: time.Hour, mgr: t0}
+	l.clock = func() time.Duration { return l.boot }
+	if stopsInSuspend {
+		l.clock = func() time.Duration { return l.mono }
+	}
+	l.startDaemon(nil)
+	l.tracker.NoteCLI("connect")
+	<-l.tracker.Changed() // Run's first report goes out at once anyway
+	l.ledger = NewLedger(l.mgr, l.instance)
+	l.fire()
+	return l
+}
+
+func (l *laptop) startDaemon(restore *Snapshot) {
+	l.instances++
+	l.instance = fmt.Sprintf("d%d", l.instances)
+	l.tracker = NewTracker(l.clock, nil)
+	if restore != nil {
+		l.tracker.Restore(restore.At, restore.Reason)
+	}
+	l.rep = NewReporter(l.tracker, simInterval, l.deliver)
+}
+
+func (l *laptop) deliver(_ context.Context, s Snapshot) {
+	if l.linkDown {
+		return
+	}
+	l.ledger.Apply(l.mgr, Report{Instance: l.instance, HasActivity: true, Events: s.Events, IdleFor: s.IdleFor, IdleKnown: s.Known}, simInterval)
+}
+
+// fire is Run's timer: a report, then the next in one interval.
+func (l *laptop) fire() {
+	l.rep.report(context.Background())
+	l.timerAt = l.mono + simInterval
+}
+
+// use is a CLI command, and what Run does with its signal.
+func (l *laptop) use() {
+	l.tracker.NoteCLI("status")
+	select {
+	case <-l.tracker.Changed():
+	default:
+		return
+	}
+	if w := l.rep.wait(); w > 0 {
+		l.timerAt = l.mono + w
+		return
+	}
+	l.rep.reportFresh(context.Background())
+	l.timerAt = l.mono + simInterval
+}
+
+// run lets d pass awake: every clock moves, the timer fires when due.
+func (l *laptop) run(d time.Duration) {
+	end := l.mono + d
+	for l.timerAt <= end {
+		step := l.timerAt - l.mono
+		l.boot, l.mono, l.mgr = l.boot+step, l.mono+step, l.mgr.Add(step)
+		l.fire()
+	}
+	step := end - l.mono
+	l.boot, l.mono, l.mgr = l.boot+step, end, l.mgr.Add(step)
+}
+
+// sleep suspends the laptop for d: mono and the timers stand still.
+func (l *laptop) sleep(d time.Duration) { l.boot, l.mgr = l.boot+d, l.mgr.Add(d) }
+
+// reconnect is a silent re-arrival of the same daemon (link back).
+func (l *laptop) reconnect() { l.ledger.Arrived(l.mgr, l.instance, false) }
+
+// restartManager loses the ledger; the daemon re-arrives by itself.
+func (l *laptop) restartManager() { l.ledger = NewUnknownLedger(l.mgr, l.instance) }
+
+// restartDaemon starts a new daemon process on the same boot: it restores
+// the last activity (the daemon's record), re-arrives and reports at once.
+func (l *laptop) restartDaemon() {
+	snap := l.tracker.Snapshot()
+	l.startDaemon(&snap)
+	l.ledger.Arrived(l.mgr, l.instance, false)
+	l.fire()
+}
+
+func (l *laptop) state() State { return l.ledger.State(l.mgr, simBlock, simInterval) }
+
+func expect(want State) func(*laptop) {
+	return func(l *laptop) {
+		l.t.Helper()
+		if got := l.state(); got != want {
+			l.t.Fatalf("state %v, want %v", got, want)
+		}
+	}
+}
+
+// TestActivityNeverWrong: sleep, TTL-final and restarts, through the
+// reporter into the ledger.
+func TestActivityNeverWrong(t *testing.T) {
+	do := func(fs ...func(*laptop)) []func(*laptop) { return fs }
+	use := func(l *laptop) { l.use() }
+	run := func(d time.Duration) func(*laptop) { return func(l *laptop) { l.run(d) } }
+	sleep := func(d time.Duration) func(*laptop) { return func(l *laptop) { l.sleep(d) } }
+	reconnect := func(l *laptop) { l.reconnect() }
+	restartManager := func(l *laptop) { l.restartManager() }
+	restartDaemon := func(l *laptop) { l.restartDaemon() }
+	for _, tc := range []struct {
+		name           string
+		stopsInSuspend bool // the daemon's clock is Go's monotonic one
+		steps          []func(*laptop)
+		want           State
+		expired        bool
+		minIdle        time.Duration // the manager's idle time at least
+	}{
+		{"sleep: an event waiting in the rate-limit window is dated before the night", false,
+			do(use, run(time.Second), use, sleep(12*time.Hour), run(simInterval)), Idle, false, 12 * time.Hour},
+		{"sleep on a clock that stops in suspend: the gap rule dates it before the night", true,
+			do(use, run(time.Second), use, sleep(12*time.Hour), run(simInterval)), Idle, false, 11 * time.Hour},
+		{"sleep, link dropped: the reconnect at wake is no report to date after", false,
+			do(use, run(time.Second), use, sleep(12*time.Hour), reconnect, run(simInterval)), Idle, false, 11 * time.Hour},
+		{"back from the night: new activity is ACTIVE at once", false,
+			do(run(40*time.Second), use, run(5*time.Second), sleep(12*time.Hour), use), Active, false, 0},
+		{"TTL-final: asleep past the TTL, woken with an event pending, reconnected", false,
+			do(use, run(time.Second), use, sleep(25*time.Hour), reconnect, run(simInterval), func(l *laptop) {
+				if s := l.tracker.Snapshot(); s.IdleFor <= simTTL {
+					t.Fatalf("the daemon's own idle time %v: it would resume silently", s.IdleFor)
+				}
+			}), Idle, true, simTTL},
+		{"manager restart: UNKNOWN until the first report dates the last activity", false,
+			do(use, run(15*time.Minute), restartManager, expect(Unknown), run(simInterval)), Idle, false, 15 * time.Minute},
+		{"manager restart: UNKNOWN is no reason to end the session", false,
+			do(restartManager, run(simTTL/2)), Idle, false, 12 * time.Hour},
+		{"daemon restart: the restored last activity is not new activity", false,
+			do(use, run(15*time.Minute), restartDaemon, run(simInterval)), Idle, false, 15 * time.Minute},
+		{"daemon and manager restart: the restored reading dates the session", false,
+			do(use, run(15*time.Minute), restartManager, restartDaemon, run(simInterval)), Idle, false, 15 * time.Minute},
+		{"daemon restart without a record, then a manager restart: UNKNOWN, ended a TTL later", false,
+			do(use, run(time.Minute), func(l *laptop) { l.startDaemon(nil); l.ledger.Arrived(l.mgr, l.instance, false); l.fire() },
+				restartManager, run(time.Hour), expect(Unknown), run(simTTL)), Unknown, true, simTTL},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLaptop(t, tc.stopsInSuspend)
+			l.t = t
+			for _, step := range tc.steps {
+				step(l)
+			}
+			if got := l.state(); got != tc.want {
+				t.Fatalf("state %v, want %v", got, tc.want)
+			}
+			if got := l.ledger.Expired(l.mgr, simTTL); got != tc.expired {
+				t.Fatalf("expired %v, want %v", got, tc.expired)
+			}
+			if idle, _ := l.ledger.Idle(l.mgr); idle < tc.minIdle {
+				t.Fatalf("manager's idle %v, want at least %v", idle, tc.minIdle)
+			}
+		})
+	}
 }

@@ -14,7 +14,13 @@ import (
 //
 // The rate-limit window is measured on the tracker's clock, which counts
 // suspend: the first activity after a night asleep goes out at once, not
-// after what is left of a window that began before the night.
+// after what is left of a window that began before the night. The manager
+// dates activity no later than one interval after the previous report when
+// reports were further apart (Ledger), so that fresh activity after such a
+// gap is not dated before it, the reporter first repeats its previous
+// report (the counter as it was: liveness only) and then reports the new
+// events. Only new activity that signalled at once does this: events that
+// waited in the window may be from before the gap.
 //
 // An idle reporter wakes once per interval, never more often.
 type Reporter struct {
@@ -23,10 +29,14 @@ type Reporter struct {
 	send     func(context.Context, Snapshot)
 
 	// Run's goroutine only: what the last report with new events carried
-	// and when (a reading of the tracker's clock).
+	// and when, and the last report and when (readings of the tracker's
+	// clock).
 	sentEvents   uint64
 	sentActivity bool
 	lastActivity time.Duration
+	sent         bool
+	last         Snapshot
+	lastSent     time.Duration
 }
 
 // NewReporter returns a Reporter that calls send with each report. send
@@ -54,7 +64,7 @@ func (r *Reporter) Run(ctx context.Context) {
 				timer.Reset(wait)
 				continue
 			}
-			r.report(ctx)
+			r.reportFresh(ctx)
 			timer.Reset(r.interval)
 		}
 	}
@@ -69,13 +79,30 @@ func (r *Reporter) wait() time.Duration {
 	return r.interval - (r.tracker.clock() - r.lastActivity)
 }
 
+// reportFresh reports activity that signalled at once (it happened just
+// now), first repeating the previous report when it is more than an
+// interval old, so the manager does not date the new events before the gap.
+func (r *Reporter) reportFresh(ctx context.Context) {
+	if now := r.tracker.clock(); r.sent && now-r.lastSent > r.interval {
+		again := r.last
+		if again.Known {
+			again.IdleFor = max(now-again.At, 0)
+		}
+		r.send(ctx, again)
+		r.lastSent = now
+	}
+	r.report(ctx)
+}
+
 // report sends one report.
 func (r *Reporter) report(ctx context.Context) {
 	// Armed before the snapshot: an event after it signals again.
 	r.tracker.Arm()
 	snap := r.tracker.Snapshot()
 	r.send(ctx, snap)
+	now := r.tracker.clock()
+	r.sent, r.last, r.lastSent = true, snap, now
 	if snap.Events > r.sentEvents {
-		r.sentEvents, r.sentActivity, r.lastActivity = snap.Events, true, r.tracker.clock()
+		r.sentEvents, r.sentActivity, r.lastActivity = snap.Events, true, now
 	}
 }
