@@ -224,6 +224,7 @@ func TestActivityNeverWrong(t *testing.T) {
 	reconnect := func(l *laptop) { l.reconnect() }
 	restartManager := func(l *laptop) { l.restartManager() }
 	restartDaemon := func(l *laptop) { l.restartDaemon() }
+	linkDown := func(l *laptop) { l.linkDown = true }
 	for _, tc := range []struct {
 		name           string
 		stopsInSuspend bool // the daemon's clock is Go's monotonic one
@@ -248,10 +249,14 @@ func TestActivityNeverWrong(t *testing.T) {
 			}), Idle, true, simTTL},
 		{"manager restart: UNKNOWN until the first report dates the last activity", false,
 			do(use, run(15*time.Minute), restartManager, expect(Unknown), run(simInterval)), Idle, false, 15 * time.Minute},
-		{"manager restart: UNKNOWN is no reason to end the session", false,
-			do(restartManager, run(simTTL/2)), Idle, false, 12 * time.Hour},
-		{"daemon restart: the restored last activity is not new activity", false,
-			do(use, run(15*time.Minute), restartDaemon, run(simInterval)), Idle, false, 15 * time.Minute},
+		{"manager restart, no report yet: UNKNOWN, neither ACTIVE nor ended", false,
+			do(use, run(time.Hour), linkDown, restartManager, run(time.Minute)), Unknown, false, time.Minute},
+		{"daemon restart: it knows its true idle time, which is no new activity", false,
+			do(use, run(15*time.Minute), restartDaemon, run(simInterval), func(l *laptop) {
+				if s := l.tracker.Snapshot(); !s.Known || s.IdleFor < 15*time.Minute || s.Reason != "cli status" {
+					t.Fatalf("restarted daemon's snapshot %+v: want its last activity 15m ago", s)
+				}
+			}), Idle, false, 15 * time.Minute},
 		{"daemon and manager restart: the restored reading dates the session", false,
 			do(use, run(15*time.Minute), restartManager, restartDaemon, run(simInterval)), Idle, false, 15 * time.Minute},
 		{"daemon restart without a record, then a manager restart: UNKNOWN, ended a TTL later", false,
