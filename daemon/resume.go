@@ -55,7 +55,7 @@ func (d *Daemon) loadActivity() (activityRecord, bool) {
 // before it. It returns why not, or "".
 func (d *Daemon) restoreActivity() string {
 	rec, ok := d.loadActivity()
-	why := resumeRefusal(rec, ok, ok && clock.SameBoot(rec.BootID, rec.BootedAt), d.tracker.Snapshot(), clock.Boot())
+	why := resumeRefusal(rec, ok, ok && clock.SameBoot(rec.BootID, rec.BootedAt), clock.Boot())
 	if why == "" && d.tracker.Snapshot().Events == 0 {
 		d.tracker.Restore(time.Duration(rec.AtMs)*time.Millisecond, rec.Reason)
 	}
@@ -63,23 +63,21 @@ func (d *Daemon) restoreActivity() string {
 }
 
 // resumeRefusal says why a daemon must not resume a session by itself, or
-// "" when it may: only when it knows its idle time (activity since it
-// started, snap; or a record from this boot) and that is within the TTL.
+// "" when it may: only when its record (from this boot, now being a
+// reading of the same clock) says the session was used within the TTL.
 // Not knowing is no licence: nothing that is not real activity may keep a
-// session alive, and a session the TTL ended is final.
-func resumeRefusal(rec activityRecord, ok, sameBoot bool, snap activity.Snapshot, now time.Duration) string {
+// session alive, and a session the TTL ended is final. Commands run since
+// this daemon started (a `tether status`) are no licence either: only a
+// connect starts a session.
+func resumeRefusal(rec activityRecord, ok, sameBoot bool, now time.Duration) string {
 	const hint = "; `tether connect` starts a new session"
-	var idle time.Duration
 	switch {
 	case !ok:
 		return "the previous session was not resumed: its last activity is not recorded" + hint
-	case snap.Events > 0:
-		idle = snap.IdleFor
 	case !sameBoot || rec.AtMs > now.Milliseconds():
 		return "the previous session was not resumed: the machine restarted since, so its idle time is unknown" + hint
-	default:
-		idle = now - time.Duration(rec.AtMs)*time.Millisecond
 	}
+	idle := now - time.Duration(rec.AtMs)*time.Millisecond
 	if ttl := time.Duration(rec.TTLMs) * time.Millisecond; ttl > 0 && idle > ttl {
 		return ttlEnded(ttl, idle)
 	}

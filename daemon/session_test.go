@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/tether-dev/tether/activity"
 )
 
 func TestParseSubnets(t *testing.T) {
@@ -61,19 +59,17 @@ func TestResumeRefusal(t *testing.T) {
 		name     string
 		rec      activityRecord
 		ok, same bool
-		snap     activity.Snapshot
 		now      time.Duration // boot clock
 		want     string        // in the refusal; "" for a resume
 	}{
-		{"same boot, idle within the TTL", rec, true, true, activity.Snapshot{}, 20 * time.Hour, ""},
-		{"same boot, idle beyond the TTL (slept through it)", rec, true, true, activity.Snapshot{}, 35 * time.Hour, "inactive for 24h0m0s (grpc.connectionTTL), last activity 25h0m0s ago"},
-		{"no record", activityRecord{}, false, false, activity.Snapshot{}, time.Hour, "not recorded"},
-		{"another boot: the reading means nothing", rec, true, false, activity.Snapshot{}, 11 * time.Hour, "machine restarted"},
-		{"reading from the future (another boot)", rec, true, true, activity.Snapshot{}, 9 * time.Hour, "machine restarted"},
-		{"activity since this daemon started", rec, true, false, activity.Snapshot{Events: 1, Known: true, IdleFor: time.Minute}, time.Hour, ""},
+		{"same boot, idle within the TTL", rec, true, true, 20 * time.Hour, ""},
+		{"same boot, idle beyond the TTL (slept through it)", rec, true, true, 35 * time.Hour, "inactive for 24h0m0s (grpc.connectionTTL), last activity 25h0m0s ago"},
+		{"no record", activityRecord{}, false, false, time.Hour, "not recorded"},
+		{"another boot: the reading means nothing", rec, true, false, 11 * time.Hour, "machine restarted"},
+		{"reading from the future (another boot)", rec, true, true, 9 * time.Hour, "machine restarted"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := resumeRefusal(tc.rec, tc.ok, tc.same, tc.snap, tc.now)
+			got := resumeRefusal(tc.rec, tc.ok, tc.same, tc.now)
 			if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
 				t.Fatalf("refusal %q, want %q", got, tc.want)
 			}
