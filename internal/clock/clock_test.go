@@ -22,3 +22,10 @@ func TestSameBoot(t *testing.T) {
 		t.Fatal("another boot taken for this one")
 	}
 }
+
+// Boot is read on every new flow (the activity tracker).
+func TestBootAllocatesNothing(t *testing.T) {
+	if n := testing.AllocsPerRun(100, func() { Boot() }); n != 0 {
+		t.Fatalf("Boot allocates %v per call", n)
+	}
+}
