@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -297,4 +298,44 @@ func (e *env) waitReason(want string) map[string]any {
 func (e *env) managerLogged(msg string) bool {
 	b, _ := os.ReadFile(filepath.Join(e.dir, "manager.log"))
 	return strings.Contains(string(b), msg)
+}
+
+// TestManagerRestartChangesNoActivity: a restarted manager takes an idle
+// session's activity from the daemon's report, not from the restart: it is
+// never ACTIVE, and IDLE with its true idle time once reported.
+func TestManagerRestartChangesNoActivity(t *testing.T) {
+	rules := []string{"--connection-ttl", "60s", "--report-interval", "1s", "--inactive-block-timeout", "3s"}
+	e := newEnv(t, envOptions{mgrArgs: rules})
+	before := e.status()["session_id"]
+	time.Sleep(5 * time.Second) // idle for longer than the block timeout
+	if err := e.mgr.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.startManager(rules...)
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		if time.Now().After(deadline) {
+			t.Fatal("no dated report reached the restarted manager within 15s")
+		}
+		time.Sleep(200 * time.Millisecond)
+		id := e.status()["session_id"]
+		out, err := e.tether("--no-activity", "sessions", "--json")
+		if err != nil || id == before {
+			continue // not re-arrived yet
+		}
+		var list []map[string]any
+		if err := json.Unmarshal([]byte(out), &list); err != nil || len(list) != 1 || list[0]["session_id"] != id {
+			t.Fatalf("sessions: %v\n%s", err, out)
+		}
+		switch s := list[0]; s["state"] {
+		case "UNKNOWN":
+			continue // no report yet
+		case "IDLE":
+			if idle, _ := s["idle_seconds"].(float64); idle < 5 {
+				t.Fatalf("idle %vs after 5s without activity: %v", idle, s)
+			}
+			return
+		default:
+			t.Fatalf("the restart changed the session's activity: %v", s)
+		}
+	}
 }
