@@ -101,6 +101,8 @@ type Daemon struct {
 	connMu sync.Mutex
 	// cacheMu serialises changes to the session cache file.
 	cacheMu sync.Mutex
+	// activityMu serialises writes of the activity record (resume.go).
+	activityMu sync.Mutex
 
 	// mu guards the fields below; it is never held across a call to the
 	// manager but by Quit's depart.

@@ -36,7 +36,15 @@ func (d *Daemon) saveActivity(snap activity.Snapshot, ttl time.Duration) {
 	}
 	rec := activityRecord{BootID: clock.BootID(), BootedAt: clock.BootedAt(), AtMs: snap.At.Milliseconds(), Reason: snap.Reason, TTLMs: ttl.Milliseconds()}
 	b, _ := json.Marshal(rec)
-	if err := os.WriteFile(d.activityPath(), b, 0o600); err != nil {
+	// The reporter and connect both write; a rename keeps the file whole.
+	d.activityMu.Lock()
+	defer d.activityMu.Unlock()
+	tmp := d.activityPath() + ".tmp"
+	err := os.WriteFile(tmp, b, 0o600)
+	if err == nil {
+		err = os.Rename(tmp, d.activityPath())
+	}
+	if err != nil {
 		d.log.Warn("cannot record the last activity; a restarted daemon will not resume by itself", "error", err)
 	}
 }
