@@ -333,6 +333,9 @@ func (s *Server) Arrive(ctx context.Context, req *pb.ArriveRequest) (*pb.ArriveR
 	}
 	if req.ResumeSessionId != "" {
 		if sess := s.sessions[req.ResumeSessionId]; sess != nil && sess.secretMatches(req.ResumeSessionSecret) {
+			if err := s.sameUser(ctx, sess); err != nil {
+				return nil, err
+			}
 			sess.ledger.Arrived(now, req.DaemonInstance, req.ByCli)
 			resp.SessionId, resp.SessionSecret, resp.Resumed, resp.User = sess.id, req.ResumeSessionSecret, true, sess.user
 			s.log.Info("session resumed", "session", sess.id, "user", sess.user, "host", sess.host, "by_cli", req.ByCli)
@@ -508,7 +511,29 @@ func (s *Server) authenticate(ctx context.Context) (*session, error) {
 		s.log.Warn("wrong session secret refused", "session", id)
 		return nil, status.Errorf(codes.Unauthenticated, "wrong secret for session %s", id)
 	}
+	if err := s.sameUser(ctx, sess); err != nil {
+		return nil, err
+	}
 	return sess, nil
+}
+
+// sameUser refuses a call on sess whose bearer token is not its user's:
+// a session's id and secret are no credential on their own, so a leaked
+// pair does not let another user act as its owner. Development mode has
+// no tokens to compare.
+func (s *Server) sameUser(ctx context.Context, sess *session) error {
+	if s.tokens == nil {
+		return nil
+	}
+	who, err := s.identify(ctx, "")
+	if err != nil {
+		return err
+	}
+	if who.User != sess.user {
+		s.log.Warn("session used with another user's token refused", "session", sess.id, "owner", sess.user, "token_user", who.User)
+		return status.Errorf(codes.PermissionDenied, "session %s belongs to user %s; this token is %s", sess.id, sess.user, who.describe())
+	}
+	return nil
 }
 
 func (sess *session) secretMatches(secret string) bool {
