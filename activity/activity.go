@@ -37,46 +37,65 @@ func (k Kind) String() string {
 // over TCP is a lookup, not a person.
 var DefaultIgnoreTCPPorts = []uint16{53}
 
-// Clock is the monotonic clock the tracker reads; tests inject one.
-type Clock interface {
-	Now() time.Time
+// Clock reads a clock that keeps counting while the machine is suspended:
+// the time since some fixed point, never a wall-clock time. The daemon
+// passes internal/clock.Boot; tests inject one that can jump.
+type Clock func() time.Duration
+
+// processClock is Go's monotonic clock since the process started: it stops
+// during suspend, so it is only the fallback of tests and tools.
+func processClock() Clock {
+	start := time.Now()
+	return func() time.Duration { return time.Since(start) }
 }
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
 
 // Tracker records activity. Note is safe for concurrent use and allocates
 // nothing: it is on the path of every new flow.
 type Tracker struct {
 	clock   Clock
-	start   time.Time // monotonic reference; durations since it never jump with the wall clock
 	ignore  []uint16
 	changed chan struct{} // signalled (non-blocking) on the first event after Arm, for the reporter
 	armed   atomic.Bool
 
 	// mu guards noted (the events so far) and last, kind, dst and cmd:
-	// the most recent event.
-	mu    sync.Mutex
-	noted uint64
-	last  time.Duration // since start; valid when noted > 0
-	kind  Kind
-	dst   netip.AddrPort
-	cmd   string
+	// the most recent event, or one restored from an earlier process.
+	mu       sync.Mutex
+	noted    uint64
+	known    bool          // last is valid: noted > 0, or Restore
+	last     time.Duration // clock reading of the last activity
+	kind     Kind
+	dst      netip.AddrPort
+	cmd      string
+	restored string // the reason of a restored activity
 }
 
-// NewTracker returns a Tracker; clock nil means the system's monotonic
-// clock, ignore nil means DefaultIgnoreTCPPorts.
+// NewTracker returns a Tracker; clock nil means Go's monotonic clock since
+// the tracker started (which stops during suspend), ignore nil means
+// DefaultIgnoreTCPPorts.
 func NewTracker(clock Clock, ignoreTCPPorts []uint16) *Tracker {
 	if clock == nil {
-		clock = systemClock{}
+		clock = processClock()
 	}
 	if ignoreTCPPorts == nil {
 		ignoreTCPPorts = DefaultIgnoreTCPPorts
 	}
-	t := &Tracker{clock: clock, start: clock.Now(), ignore: slices.Clone(ignoreTCPPorts), changed: make(chan struct{}, 1)}
+	t := &Tracker{clock: clock, ignore: slices.Clone(ignoreTCPPorts), changed: make(chan struct{}, 1)}
 	t.Arm()
 	return t
+}
+
+// Restore dates the last activity at clock reading at, taken by an earlier
+// daemon process on this boot, without counting an event: a restarted
+// daemon then tells its true idle time, and a manager that lost its
+// records (restarted too) learns it from the first report. The caller
+// makes sure at belongs to this boot. Events noted already win.
+func (t *Tracker) Restore(at time.Duration, reason string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.noted > 0 || at > t.clock() {
+		return
+	}
+	t.known, t.last, t.kind, t.restored = true, at, 0, reason
 }
 
 // Counts reports whether an event of kind to dst is activity.
@@ -104,10 +123,11 @@ func (t *Tracker) NoteFlow(kind Kind, dst netip.AddrPort) bool {
 func (t *Tracker) NoteCLI(command string) { t.note(CLI, netip.AddrPort{}, command) }
 
 func (t *Tracker) note(kind Kind, dst netip.AddrPort, cmd string) {
-	now := t.clock.Now().Sub(t.start)
+	now := t.clock()
 	t.mu.Lock()
 	t.last, t.kind, t.dst, t.cmd = now, kind, dst, cmd
 	t.noted++
+	t.known = true
 	t.mu.Unlock()
 	// Only the first event after Arm signals: a busy daemon does not wake
 	// the reporter on every new connection (it reports them on its timer).
@@ -121,26 +141,32 @@ func (t *Tracker) note(kind Kind, dst netip.AddrPort, cmd string) {
 
 // Snapshot is the tracker's state at one moment.
 type Snapshot struct {
-	Events  uint64        // activity events since the tracker started
-	IdleFor time.Duration // since the last event; 0 when Events is 0
-	Reason  string        // "tcp 198.18.2.2:8080", "cli status"; empty when Events is 0
+	Events uint64 // activity events since the tracker started
+	// Known: IdleFor, At and Reason describe a real activity, one of
+	// these events or one restored from an earlier process (Events 0).
+	Known   bool
+	IdleFor time.Duration // since the last activity, on the clock; 0 unless Known
+	At      time.Duration // the clock reading of the last activity; 0 unless Known
+	Reason  string        // "tcp 198.18.2.2:8080", "cli status"; empty unless Known
 }
 
 // Snapshot returns the current state.
 func (t *Tracker) Snapshot() Snapshot {
-	now := t.clock.Now().Sub(t.start)
+	now := t.clock()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	n := t.noted
-	if n == 0 {
-		return Snapshot{}
+	s := Snapshot{Events: t.noted}
+	if !t.known {
+		return s
 	}
-	s := Snapshot{Events: n, IdleFor: max(now-t.last, 0)}
+	s.Known, s.IdleFor, s.At = true, max(now-t.last, 0), t.last
 	switch t.kind {
 	case TCPTunnel:
 		s.Reason = "tcp " + t.dst.String()
 	case CLI:
 		s.Reason = "cli " + t.cmd
+	default:
+		s.Reason = t.restored
 	}
 	return s
 }

@@ -8,7 +8,10 @@
 // connections, inbound flows an intercepted pod starts, and the daemon's own
 // traffic.
 //
-// The Tracker counts activity events and remembers the monotonic time of the
-// last one; the manager never sees a wall-clock time from the client, only
-// "idle for D" and the counter (see Ledger for the manager's rule).
+// The Tracker counts activity events and remembers when the last one was,
+// on a Clock that keeps counting while the machine is suspended (the daemon
+// passes internal/clock.Boot: Go's monotonic clock stops in suspend, and a
+// night's sleep would look like seconds). The manager never sees a
+// wall-clock time from the client, only "idle for D" and the counter (see
+// Ledger for the manager's rule, and its UNKNOWN state after a restart).
 package activity

@@ -12,11 +12,31 @@ import (
 // Heartbeats are liveness only: they carry the same counter, which the
 // manager does not take as activity.
 //
+// The rate-limit window is measured on the tracker's clock, which counts
+// suspend: the first activity after a night asleep goes out at once, not
+// after what is left of a window that began before the night. The manager
+// dates activity no later than one interval after the previous report when
+// reports were further apart (Ledger), so that fresh activity after such a
+// gap is not dated before it, the reporter first repeats its previous
+// report (the counter as it was: liveness only) and then reports the new
+// events. Only new activity that signalled at once does this: events that
+// waited in the window may be from before the gap.
+//
 // An idle reporter wakes once per interval, never more often.
 type Reporter struct {
 	tracker  *Tracker
 	interval time.Duration
 	send     func(context.Context, Snapshot)
+
+	// Run's goroutine only: what the last report with new events carried
+	// and when, and the last report and when (readings of the tracker's
+	// clock).
+	sentEvents   uint64
+	sentActivity bool
+	lastActivity time.Duration
+	sent         bool
+	last         Snapshot
+	lastSent     time.Duration
 }
 
 // NewReporter returns a Reporter that calls send with each report. send
@@ -27,37 +47,62 @@ func NewReporter(t *Tracker, interval time.Duration, send func(context.Context, 
 
 // Run reports until ctx ends. The first report goes out at once.
 func (r *Reporter) Run(ctx context.Context) {
-	var (
-		lastActivity time.Time // when a report last carried new events
-		sentEvents   uint64
-	)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	report := func() {
-		// Armed before the snapshot: an event after it signals again.
-		r.tracker.Arm()
-		snap := r.tracker.Snapshot()
-		r.send(ctx, snap)
-		if snap.Events > sentEvents {
-			sentEvents, lastActivity = snap.Events, time.Now()
-		}
-		timer.Reset(r.interval)
-	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
-			report()
+			r.report(ctx)
+			timer.Reset(r.interval)
 		case <-r.tracker.Changed():
-			if wait := r.interval - time.Since(lastActivity); wait > 0 {
+			if wait := r.wait(); wait > 0 {
 				// Rate-limited: the pending events go out when the
 				// interval since the last activity report is over, and
 				// until then more events need not wake us (unarmed).
 				timer.Reset(wait)
 				continue
 			}
-			report()
+			r.reportFresh(ctx)
+			timer.Reset(r.interval)
 		}
+	}
+}
+
+// wait is how long activity signalled now waits for its report; zero or
+// less means at once.
+func (r *Reporter) wait() time.Duration {
+	if !r.sentActivity {
+		return 0
+	}
+	return r.interval - (r.tracker.clock() - r.lastActivity)
+}
+
+// reportFresh reports activity that signalled at once (it happened just
+// now), first repeating the previous report when it is more than an
+// interval old, so the manager does not date the new events before the gap.
+func (r *Reporter) reportFresh(ctx context.Context) {
+	if now := r.tracker.clock(); r.sent && now-r.lastSent > r.interval {
+		again := r.last
+		if again.Known {
+			again.IdleFor = max(now-again.At, 0)
+		}
+		r.send(ctx, again)
+		r.lastSent = now
+	}
+	r.report(ctx)
+}
+
+// report sends one report.
+func (r *Reporter) report(ctx context.Context) {
+	// Armed before the snapshot: an event after it signals again.
+	r.tracker.Arm()
+	snap := r.tracker.Snapshot()
+	r.send(ctx, snap)
+	now := r.tracker.clock()
+	r.sent, r.last, r.lastSent = true, snap, now
+	if snap.Events > r.sentEvents {
+		r.sentEvents, r.sentActivity, r.lastActivity = snap.Events, true, now
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tether-dev/tether/internal/clock"
 	"github.com/tether-dev/tether/platform"
 	pb "github.com/tether-dev/tether/rpc/daemon"
 	pbm "github.com/tether-dev/tether/rpc/manager"
@@ -158,11 +159,17 @@ func TestStatusDuringSlowConnect(t *testing.T) {
 	}
 }
 
-// writeCache leaves a session cache as a daemon that stopped leaves it.
+// writeCache leaves a session cache as a daemon that stopped leaves it,
+// with its activity record: used just now, on this boot.
 func writeCache(t *testing.T, socket, mgr string) {
 	t.Helper()
 	b, _ := json.Marshal(cachedCreds{Manager: mgr, ID: "s1", Secret: "secret", User: "alice"})
 	if err := os.WriteFile(socket+".session", b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = json.Marshal(activityRecord{BootID: clock.BootID(), BootedAt: clock.BootedAt(), AtMs: clock.Boot().Milliseconds(),
+		Reason: "cli connect", TTLMs: (24 * time.Hour).Milliseconds()})
+	if err := os.WriteFile(socket+".activity", b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -246,5 +253,51 @@ func TestConnectRefusesRogueRoutes(t *testing.T) {
 	}
 	if st, _ := d.Status(context.Background(), &pb.StatusRequest{}); st.Connected || !strings.Contains(st.Reason, "0.0.0.0/1") {
 		t.Fatalf("status after the refusal: %v", st)
+	}
+}
+
+// TestResumeTTLIsFinal: a cached session the TTL ended is not resumed, and
+// the cache goes: when the manager says so (NotFound), and, without asking
+// it, when the daemon's own recorded idle time is beyond the TTL.
+func TestResumeTTLIsFinal(t *testing.T) {
+	const managerSays = "session ended by the traffic manager: inactive for 24h0m0s (grpc.connectionTTL)"
+	for _, tc := range []struct {
+		name     string
+		idle     time.Duration // since the recorded last activity
+		ttl      time.Duration // as recorded at arrive
+		arrivals int32
+		reason   string
+	}{
+		{"the manager ended it", time.Minute, 24 * time.Hour, 1, managerSays},
+		{"idle beyond the TTL: the daemon knows by itself", 2 * time.Minute, time.Minute, 0, "session ended: inactive for 1m0s (grpc.connectionTTL), last activity 2m0s ago"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newFakeManager(t)
+			m.refuseWith(status.Error(codes.NotFound, managerSays))
+			socket := filepath.Join(t.TempDir(), "daemon.sock")
+			writeCache(t, socket, m.addr)
+			now := clock.Boot()
+			if now < tc.idle {
+				t.Skipf("booted %v ago: a record %v old cannot be of this boot", now, tc.idle)
+			}
+			b, _ := json.Marshal(activityRecord{BootID: clock.BootID(), BootedAt: clock.BootedAt(), AtMs: (now - tc.idle).Milliseconds(),
+				Reason: "cli connect", TTLMs: tc.ttl.Milliseconds()})
+			if err := os.WriteFile(socket+".activity", b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, c := runDaemon(t, Config{Socket: socket, resumeDelay: func(int) time.Duration { return 20 * time.Millisecond }})
+			st := waitStatus(t, c, "the ending", func(st *pb.StatusResponse) bool { return !st.Resuming && st.Reason != "" })
+			if st.Connected || !strings.Contains(st.Reason, tc.reason) {
+				t.Fatalf("status: %v, want the reason %q", st, tc.reason)
+			}
+			if n := m.arrivals.Load(); n != tc.arrivals {
+				t.Fatalf("%d arrivals, want %d", n, tc.arrivals)
+			}
+			for _, f := range []string{".session", ".activity"} {
+				if _, err := os.Stat(socket + f); !errors.Is(err, os.ErrNotExist) {
+					t.Fatalf("%s kept: %v", f, err)
+				}
+			}
+		})
 	}
 }

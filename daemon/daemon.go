@@ -26,6 +26,7 @@ import (
 
 	"github.com/tether-dev/tether/activity"
 	"github.com/tether-dev/tether/internal/buildinfo"
+	"github.com/tether-dev/tether/internal/clock"
 	"github.com/tether-dev/tether/platform"
 	pb "github.com/tether-dev/tether/rpc/daemon"
 	pbm "github.com/tether-dev/tether/rpc/manager"
@@ -102,6 +103,8 @@ type Daemon struct {
 	connMu sync.Mutex
 	// cacheMu serialises changes to the session cache file.
 	cacheMu sync.Mutex
+	// activityMu serialises writes of the activity record (resume.go).
+	activityMu sync.Mutex
 
 	// mu guards the fields below; it is never held across a call to the
 	// manager but by Quit's depart.
@@ -142,7 +145,7 @@ func New(cfg Config) (*Daemon, error) {
 		cfg.NewRouter = platform.NewRouter
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Log.With("component", "daemon"), instance: rand.Text()[:12],
-		tracker: activity.NewTracker(nil, cfg.IgnoreTCPPorts), metrics: newMetrics()}
+		tracker: activity.NewTracker(clock.Boot, cfg.IgnoreTCPPorts), metrics: newMetrics()}
 	d.removeStale()
 	ln, err := listenSocket(cfg.Socket, cfg.SocketGroup, d.log)
 	if err != nil {
@@ -205,8 +208,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer d.connMu.Unlock()
 	d.mu.Lock()
 	if d.sess != nil {
-		// The session outlives the daemon: a restarted daemon resumes it.
+		// The session outlives the daemon: a restarted daemon resumes it,
+		// knowing when it was last used.
 		err = errors.Join(err, d.sess.close(false))
+		d.saveActivity(d.tracker.Snapshot(), time.Duration(d.sess.ttl.Load()))
 		d.sess = nil
 		d.clearState()
 	}
@@ -337,6 +342,9 @@ func (d *Daemon) connect(ctx context.Context, req *pb.ConnectRequest, byCLI bool
 	}
 	d.sess, d.reason = sess, ""
 	d.saveState(sess.vif.Name())
+	// Recorded at once: a daemon killed before its first report still
+	// knows when it was last used.
+	d.saveActivity(d.tracker.Snapshot(), time.Duration(sess.ttl.Load()))
 	// Installing the session and giving it its owner are one step under
 	// owner.mu: no call ever sees the session without its owner.
 	if byCLI {
@@ -388,6 +396,13 @@ func (d *Daemon) startSession(ctx context.Context, req *pb.ConnectRequest, byCLI
 	if c, ok := d.loadCreds(); ok && c.Manager == req.Manager {
 		resume, targets = &creds{id: c.ID, secret: c.Secret}, fromCached(c.Intercepts)
 		if !byCLI {
+			if why := d.restoreActivity(); why != "" {
+				// Final: the cache goes, and only a new connect starts
+				// a session.
+				d.log.Warn("not resuming the cached session", "reason", why)
+				d.clearCreds()
+				return nil, errors.New(why)
+			}
 			// A daemon resuming by itself reuses what connect was given.
 			user, req.Token, req.Tls, req.CaPem = c.User, c.Token, c.TLS, c.CAPEM
 		}
@@ -400,11 +415,11 @@ func (d *Daemon) startSession(ctx context.Context, req *pb.ConnectRequest, byCLI
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	return startSession(ctx, sessionConfig{
+	sess, err := startSession(ctx, sessionConfig{
 		manager: req.Manager, allowConf: req.AllowConflictingSubnets, floor: d.floor(),
 		user: user, host: host, instance: d.instance, byCLI: byCLI, resume: resume, token: req.Token, tls: tlsCreds,
 		tunName: d.cfg.TUNName, mtu: d.cfg.MTU, dnsAddress: d.cfg.DNSAddress, newRouter: d.cfg.NewRouter, log: d.cfg.Log,
-		tracker: d.tracker, metrics: d.metrics, onEnded: d.sessionEnded,
+		tracker: d.tracker, metrics: d.metrics, onEnded: d.sessionEnded, saveActivity: d.saveActivity,
 		targets: targets, saveTargets: d.saveTargets,
 		saveCreds: func(mgr string, c creds) {
 			// All a restarted daemon needs to resume as connect asked:
@@ -414,6 +429,14 @@ func (d *Daemon) startSession(ctx context.Context, req *pb.ConnectRequest, byCLI
 				Token: req.Token, TLS: req.Tls, CAPEM: req.CaPem})
 		},
 	})
+	var ended *endedError
+	if errors.As(err, &ended) {
+		// Final: the cache goes, and only a new connect starts a session.
+		d.log.Warn("the traffic manager ended the session", "reason", ended.reason)
+		d.clearCreds()
+		return nil, ended
+	}
+	return sess, err
 }
 
 // Status implements pb.DaemonServer.
@@ -508,7 +531,7 @@ func (d *Daemon) statusLocked() *pb.StatusResponse {
 	st := s.vif.Stats()
 	snap := d.tracker.Snapshot()
 	act := &pb.Activity{LastSecondsAgo: -1}
-	if snap.Events > 0 {
+	if snap.Known {
 		act.LastSecondsAgo, act.LastReason = snap.IdleFor.Seconds(), snap.Reason
 	}
 	resp := &pb.StatusResponse{
@@ -645,12 +668,14 @@ func (d *Daemon) loadCreds() (cachedCreds, bool) {
 	return c, true
 }
 
-// clearCreds forgets the session: its cache and its owner.
+// clearCreds forgets the session: its cache, its owner and its activity
+// record.
 func (d *Daemon) clearCreds() {
 	d.cacheMu.Lock()
 	defer d.cacheMu.Unlock()
 	os.Remove(d.credsPath())
 	os.Remove(d.ownerPath())
+	os.Remove(d.activityPath())
 }
 
 // listenSocket listens on path unless another daemon answers there. The

@@ -9,7 +9,13 @@
 //	not connected ────┤                          ├──▶ connected (link ready) ◀──▶ connected (link reconnecting)
 //	      ▲    ▲      └─start, cache─▶ resuming ─┘            │
 //	      │    └── Quit, refusal ──────┘ (retries while unreachable)
-//	      └───────────────────────── Quit, daemon stop ───────┘
+//	      └──────────── Quit, daemon stop, TTL ended ─────────┘
+//
+// A session grpc.connectionTTL ended is final (resume.go): the manager's
+// NotFound, from Arrive or Report, ends it here; a daemon idle beyond the
+// TTL by its own clock (which counts suspend) does not re-arrive, and a
+// restarted one resumes only when its activity record, from this boot,
+// says it was used within the TTL. Each such refusal drops the cache.
 //
 // Connecting and resuming hold only Daemon.connMu: status and the other
 // control calls answer meanwhile, and Quit cancels them.
@@ -18,5 +24,6 @@
 // gRPC connection retries with exponential backoff and jitter (at most
 // tunnel.MaxBackoff apart). When it is back the daemon calls Arrive again with the
 // session's credentials: the manager resumes the session if it still knows
-// it and opens a new one otherwise (a restarted manager).
+// it and opens a new one otherwise (a restarted manager), whose activity is
+// unknown until the next report dates it.
 package daemon

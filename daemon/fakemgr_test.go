@@ -11,10 +11,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
+	"github.com/tether-dev/tether/activity"
 	"github.com/tether-dev/tether/platform"
 	pbm "github.com/tether-dev/tether/rpc/manager"
 )
@@ -91,7 +95,7 @@ func routedSession(t testing.TB, m *fakeManager, subnets ...string) (*session, *
 	}
 	t.Cleanup(func() { cc.Close() })
 	r := &platform.FakeRouter{}
-	s := &session{addr: m.addr, log: slog.New(slog.DiscardHandler), cc: cc, router: r,
+	s := &session{addr: m.addr, log: slog.New(slog.DiscardHandler), cc: cc, router: r, tracker: activity.NewTracker(nil, nil),
 		floor: routeFloor{v4: DefaultMinPrefixLength, v6: DefaultMinPrefixLengthIPv6},
 		// The host's own networks are not this test's business.
 		allowConflicts: true}
@@ -200,4 +204,46 @@ func TestSubnetsRace(t *testing.T) {
 		}
 	}
 	wg.Wait()
+}
+
+// TestRearriveTTLIsFinal: a running daemon whose link comes back does not
+// re-arrive silently into a session the TTL ended: not when the manager
+// says it ended it (NotFound), and not when its own idle time, on the
+// clock that counts suspend, is beyond the TTL (it does not even ask).
+func TestRearriveTTLIsFinal(t *testing.T) {
+	const managerSays = "session ended by the traffic manager: inactive for 1m0s (grpc.connectionTTL)"
+	for _, tc := range []struct {
+		name     string
+		idle     time.Duration
+		arrivals int32
+		reason   string
+	}{
+		{"the manager ended it", 10 * time.Second, 1, managerSays},
+		{"idle beyond the TTL", 2 * time.Minute, 0, "session ended: inactive for 1m0s (grpc.connectionTTL), last activity 2m0s ago"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newFakeManager(t, "198.18.2.0/24")
+			m.refuseWith(status.Error(codes.NotFound, managerSays))
+			s, _ := routedSession(t, m, "198.18.2.0/24")
+			var now time.Duration
+			s.tracker = activity.NewTracker(func() time.Duration { return now }, nil)
+			s.tracker.NoteCLI("connect")
+			now = tc.idle
+			s.ttl.Store(int64(time.Minute))
+			ended := make(chan string, 1)
+			s.onEnded = func(_ *session, reason string) { ended <- reason }
+			s.rearrive(context.Background())
+			select {
+			case got := <-ended:
+				if !strings.HasPrefix(got, tc.reason) {
+					t.Fatalf("ended with %q, want %q", got, tc.reason)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the session did not end")
+			}
+			if n := m.arrivals.Load(); n != tc.arrivals {
+				t.Fatalf("%d arrivals, want %d", n, tc.arrivals)
+			}
+		})
+	}
 }

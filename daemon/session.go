@@ -74,6 +74,13 @@ type session struct {
 	// saveTargets persists the intercepts' targets; persistMu orders it.
 	saveTargets func(id string, ts map[string]target)
 	persistMu   sync.Mutex
+
+	// ttl is grpc.connectionTTL (ns) from the last Arrive; saveActivity
+	// records the last activity and it beside the cache, and savedAt
+	// (the reporter's goroutine only) is the activity it saved last.
+	ttl          atomic.Int64
+	saveActivity func(activity.Snapshot, time.Duration)
+	savedAt      time.Duration
 	// The cluster DNS server on the VIF; dnsAddr is invalid when there is
 	// none. dnsUndo reverts the host's DNS settings.
 	dnsAddr netip.AddrPort
@@ -115,14 +122,17 @@ type sessionConfig struct {
 	// the cache; saveTargets persists them after a change.
 	targets     map[string]target
 	saveTargets func(id string, ts map[string]target)
-	log         *slog.Logger
+	// saveActivity records the last activity and the TTL (resume.go).
+	saveActivity func(activity.Snapshot, time.Duration)
+	log          *slog.Logger
 }
 
 // startSession connects to the manager, opens the session, and brings up
 // the VIF and its routes. On failure it undoes what it did.
 func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error) {
 	s := &session{addr: cfg.manager, log: cfg.log.With("manager", cfg.manager), instance: cfg.instance, user: cfg.user, host: cfg.host,
-		tracker: cfg.tracker, metrics: cfg.metrics, onEnded: cfg.onEnded, saveCreds: cfg.saveCreds, saveTargets: cfg.saveTargets, floor: cfg.floor, allowConflicts: cfg.allowConf}
+		tracker: cfg.tracker, metrics: cfg.metrics, onEnded: cfg.onEnded, saveCreds: cfg.saveCreds, saveTargets: cfg.saveTargets, floor: cfg.floor, allowConflicts: cfg.allowConf,
+		saveActivity: cfg.saveActivity}
 	if cfg.resume != nil {
 		s.creds.Store(cfg.resume)
 	}
@@ -139,6 +149,9 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 		return nil, fmt.Errorf("traffic manager address %q: %w", cfg.manager, err)
 	}
 	resp, err := s.arrive(ctx, cfg.byCLI)
+	if reason, ok := endedByManager(err); ok {
+		return nil, &endedError{reason}
+	}
 	var incompatible *wire.IncompatibleError
 	switch {
 	case errors.As(err, &incompatible):
@@ -207,6 +220,7 @@ func (s *session) arrive(ctx context.Context, byCLI bool) (*pbm.ArriveResponse, 
 	}
 	c := creds{id: resp.SessionId, secret: resp.SessionSecret}
 	s.creds.Store(&c)
+	s.ttl.Store(int64(time.Duration(resp.ConnectionTtlMs) * time.Millisecond))
 	s.userName.Store(&resp.User)
 	s.managerBuild.Store(resp.ManagerBuild)
 	// After storing the credentials, so that the caller can depart.
@@ -221,18 +235,23 @@ func (s *session) arrive(ctx context.Context, byCLI bool) (*pbm.ArriveResponse, 
 
 // report sends one activity report and acts on the answer.
 func (s *session) report(ctx context.Context, snap activity.Snapshot) {
-	req := &pbm.ReportRequest{DaemonInstance: s.instance, Activity: &pbm.Activity{Events: snap.Events, IdleForMs: snap.IdleFor.Milliseconds()}}
+	req := &pbm.ReportRequest{DaemonInstance: s.instance, Activity: &pbm.Activity{Events: snap.Events, IdleForMs: snap.IdleFor.Milliseconds(), IdleKnown: snap.Known}}
+	if snap.Known && snap.At != s.savedAt && s.saveActivity != nil {
+		s.saveActivity(snap, time.Duration(s.ttl.Load()))
+		s.savedAt = snap.At
+	}
 	ctx, cancel := context.WithTimeout(ctx, arriveTimeout)
 	defer cancel()
 	resp, err := pbm.NewManagerClient(s.cc).Report(ctx, req)
+	if reason, ok := endedByManager(err); ok {
+		// The manager ended the session (TTL): end it here, like quit.
+		s.log.Warn("the traffic manager ended the session", "reason", reason)
+		go s.onEnded(s, reason)
+		return
+	}
 	switch status.Code(err) {
 	case codes.OK:
 		s.view.Store(resp.Session)
-	case codes.NotFound:
-		// The manager ended the session (TTL): end it here, like quit.
-		reason := status.Convert(err).Message()
-		s.log.Warn("the traffic manager ended the session", "reason", reason)
-		go s.onEnded(s, reason)
 	case codes.Unauthenticated:
 		// A restarted manager that does not know us.
 		s.rearrive(ctx)
@@ -272,8 +291,18 @@ func (s *session) supervise(ctx context.Context) {
 func (s *session) rearrive(ctx context.Context) {
 	s.arriveMu.Lock()
 	defer s.arriveMu.Unlock()
+	if reason := s.beyondTTL(); reason != "" {
+		s.log.Warn("not resuming: inactive for longer than the TTL", "reason", reason)
+		go s.onEnded(s, reason)
+		return
+	}
 	old := s.creds.Load()
 	resp, err := s.arrive(ctx, false)
+	if reason, ok := endedByManager(err); ok {
+		s.log.Warn("the traffic manager ended the session", "reason", reason)
+		go s.onEnded(s, reason)
+		return
+	}
 	var incompatible *wire.IncompatibleError
 	if errors.As(err, &incompatible) {
 		// The manager was replaced by one this daemon cannot work with:
@@ -365,6 +394,18 @@ func (s *session) checkedSubnets(advertised []string) ([]netip.Prefix, error) {
 type unreachableError struct{ error }
 
 func (e unreachableError) Unwrap() error { return e.error }
+
+// beyondTTL says why the session must not be resumed silently when the
+// daemon's own idle time, on its clock that counts suspend, exceeds the
+// TTL: the manager has ended it or would, and may have forgotten (it
+// remembers endings for one TTL, and nothing after a restart).
+func (s *session) beyondTTL() string {
+	snap, ttl := s.tracker.Snapshot(), time.Duration(s.ttl.Load())
+	if !snap.Known || ttl <= 0 || snap.IdleFor <= ttl {
+		return ""
+	}
+	return ttlEnded(ttl, snap.IdleFor)
+}
 
 // opener adapts the tunnel client to the VIF.
 func (s *session) opener() vif.Opener {

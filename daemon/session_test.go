@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseSubnets(t *testing.T) {
@@ -48,5 +49,30 @@ func TestCheckManagerOutside(t *testing.T) {
 		if (err == nil) != tc.ok {
 			t.Errorf("%s: err = %v, want ok=%v", tc.addr, err, tc.ok)
 		}
+	}
+}
+
+func TestResumeRefusal(t *testing.T) {
+	const ttl = 24 * time.Hour
+	rec := activityRecord{AtMs: (10 * time.Hour).Milliseconds(), TTLMs: ttl.Milliseconds()}
+	for _, tc := range []struct {
+		name     string
+		rec      activityRecord
+		ok, same bool
+		now      time.Duration // boot clock
+		want     string        // in the refusal; "" for a resume
+	}{
+		{"same boot, idle within the TTL", rec, true, true, 20 * time.Hour, ""},
+		{"same boot, idle beyond the TTL (slept through it)", rec, true, true, 35 * time.Hour, "inactive for 24h0m0s (grpc.connectionTTL), last activity 25h0m0s ago"},
+		{"no record", activityRecord{}, false, false, time.Hour, "not recorded"},
+		{"another boot: the reading means nothing", rec, true, false, 11 * time.Hour, "machine restarted"},
+		{"reading from the future (another boot)", rec, true, true, 9 * time.Hour, "machine restarted"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := resumeRefusal(tc.rec, tc.ok, tc.same, tc.now)
+			if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+				t.Fatalf("refusal %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

@@ -107,8 +107,12 @@ func (s *Server) CreateIntercept(ctx context.Context, req *pb.CreateInterceptReq
 			return nil, status.Error(codes.FailedPrecondition, s.blockedMessage(spec, x, ex, why, idle, now))
 		}
 		olds = append(olds, x)
-		superseded = append(superseded, fmt.Sprintf("superseded by intercept %q (%s) of %s@%s: you were inactive for %s, longer than intercept.inactiveBlockTimeout (%s); a request both match: %s",
-			spec.Name, id, sess.user, sess.host, idle.Round(time.Second), s.rules.InactiveBlockTimeout, exampleText(ex, why)))
+		inactive := fmt.Sprintf("you were inactive for %s, longer than intercept.inactiveBlockTimeout (%s)", idle.Round(time.Second), s.rules.InactiveBlockTimeout)
+		if _, known := x.owner.ledger.Idle(now); !known {
+			inactive = "the traffic manager restarted and no report of yours has dated your last activity yet"
+		}
+		superseded = append(superseded, fmt.Sprintf("superseded by intercept %q (%s) of %s@%s: %s; a request both match: %s",
+			spec.Name, id, sess.user, sess.host, inactive, exampleText(ex, why)))
 	}
 	s.seq++
 	x := &intercept{id: id, seq: s.seq, spec: spec, c: ci, owner: sess, state: StateActive, ports: ports}

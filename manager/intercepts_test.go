@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/tether-dev/tether/activity"
 	"github.com/tether-dev/tether/manager/rbac"
 	pb "github.com/tether-dev/tether/rpc/manager"
 )
@@ -118,7 +119,7 @@ func newPolicyServer(t *testing.T, policy string, users ...string) (*Server, *lo
 	t.Cleanup(s.Shutdown)
 	ctxs := map[string]context.Context{}
 	for _, u := range users {
-		resp, err := s.Arrive(withToken(context.Background(), "t-"+u), &pb.ArriveRequest{User: u, Host: u + "-laptop", DaemonInstance: "d-" + u})
+		resp, err := s.Arrive(withToken(context.Background(), "t-"+u), &pb.ArriveRequest{User: u, Host: u + "-laptop", DaemonInstance: "d-" + u, ByCli: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -260,5 +261,27 @@ func TestInterceptsEndWithSessionAndRevoke(t *testing.T) {
 	s.Expire(clk.Now())
 	if n := len(s.intercepts); n != 0 {
 		t.Fatalf("%d intercepts outlived their sessions", n)
+	}
+}
+
+// TestUnknownOwnerHoldsNoBlockRight: a session whose activity a restarted
+// manager does not know yet blocks nobody, and is told why honestly.
+func TestUnknownOwnerHoldsNoBlockRight(t *testing.T) {
+	s, clk, u := newInterceptServer(t)
+	alice, err := s.authenticate(u["alice"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	alice.ledger = activity.NewUnknownLedger(clk.Now(), "d-alice") // as after a manager restart
+	s.mu.Unlock()
+	if _, err := s.CreateIntercept(u["alice"], header("a", "alice", "alice")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateIntercept(u["bob"], header("wide", "bob", ".*ice")); err != nil {
+		t.Fatalf("a conflicting intercept against an UNKNOWN holder: %v", err)
+	}
+	if a := states(t, s, u["alice"])["a"]; a.State != StateConflict || !strings.Contains(a.Message, "the traffic manager restarted and no report of yours has dated your last activity yet") {
+		t.Fatalf("alice's intercept: %v", a)
 	}
 }

@@ -142,7 +142,7 @@ func arriveAs(t *testing.T, s *Server, user string) context.Context {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return withCreds(resp.SessionId, resp.SessionSecret)
+	return withToken(withCreds(resp.SessionId, resp.SessionSecret), "t-"+user)
 }
 
 // An owner who never watches gets the newest notices, told that older

@@ -120,10 +120,12 @@ type Server struct {
 	namespace string          // manager.namespace, where the traffic-manager configmap lives
 }
 
-// ending is why and when the manager ended a session.
+// ending is why and when the manager ended a session, and the hash of its
+// secret: only its owner learns that it ended.
 type ending struct {
 	reason string
 	at     time.Time
+	secret [sha256.Size]byte
 }
 
 type session struct {
@@ -243,8 +245,12 @@ func (s *Server) Expire(now time.Time) {
 		reason := fmt.Sprintf("session ended by the traffic manager: inactive for %s (grpc.connectionTTL)", s.rules.ConnectionTTL)
 		s.endLocked(sess, reason, now)
 		s.metrics.expirations.Inc()
+		last := "unknown"
+		if at, ok := sess.ledger.LastActivity(); ok {
+			last = at.Format(time.RFC3339)
+		}
 		s.log.Info("session expired", "session", id, "user", sess.user, "host", sess.host,
-			"last_activity", sess.ledger.LastActivity().Format(time.RFC3339), "ttl", s.rules.ConnectionTTL)
+			"last_activity", last, "ttl", s.rules.ConnectionTTL)
 	}
 	// Remember endings for one TTL: long enough for a sleeping laptop to
 	// learn why, bounded in memory.
@@ -258,7 +264,7 @@ func (s *Server) Expire(now time.Time) {
 // endLocked forgets sess, removes its intercepts and ends its flows.
 func (s *Server) endLocked(sess *session, reason string, now time.Time) {
 	delete(s.sessions, sess.id)
-	s.ended[sess.id] = ending{reason: reason, at: now}
+	s.ended[sess.id] = ending{reason: reason, at: now, secret: sess.secret}
 	for _, x := range s.sortedInterceptsLocked() {
 		if x.owner == sess {
 			s.removeInterceptLocked(x, now)
@@ -322,8 +328,14 @@ func (s *Server) Arrive(ctx context.Context, req *pb.ArriveRequest) (*pb.ArriveR
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.resumeRefusedLocked(req); err != nil {
+		return nil, err
+	}
 	if req.ResumeSessionId != "" {
 		if sess := s.sessions[req.ResumeSessionId]; sess != nil && sess.secretMatches(req.ResumeSessionSecret) {
+			if err := s.sameUser(ctx, sess); err != nil {
+				return nil, err
+			}
 			sess.ledger.Arrived(now, req.DaemonInstance, req.ByCli)
 			resp.SessionId, resp.SessionSecret, resp.Resumed, resp.User = sess.id, req.ResumeSessionSecret, true, sess.user
 			s.log.Info("session resumed", "session", sess.id, "user", sess.user, "host", sess.host, "by_cli", req.ByCli)
@@ -339,13 +351,43 @@ func (s *Server) Arrive(ctx context.Context, req *pb.ArriveRequest) (*pb.ArriveR
 	}
 	id, secret := rand.Text()[:16], rand.Text()
 	sess := &session{id: id, secret: sha256.Sum256([]byte(secret)), user: who.User, groups: who.Groups, host: req.Host,
-		ledger: activity.NewLedger(now, req.DaemonInstance), changed: make(chan struct{}, 1), dials: make(chan *pb.InboundDial, 64),
+		ledger: newLedger(now, req), changed: make(chan struct{}, 1), dials: make(chan *pb.InboundDial, 64),
 		flows: newFlowLimits(s.limits, s.log.With("session", id, "user", who.User))}
 	sess.ctx, sess.cancel = context.WithCancel(s.ctx)
 	s.sessions[id] = sess
 	s.log.Info("session opened", "session", id, "user", who.User, "host", req.Host, "daemon", req.DaemonInstance)
 	resp.SessionId, resp.SessionSecret, resp.User = id, secret, who.User
 	return resp, nil
+}
+
+// resumeRefusedLocked refuses to resume, without a person, a session the
+// manager ended: grpc.connectionTTL is final, and only a new `tether
+// connect` (by_cli) opens a new session. The daemon takes NotFound as
+// final, as from Report. Endings are remembered for one TTL; after that
+// the daemon's own idle time (on its clock that counts suspend) keeps it
+// from resuming.
+func (s *Server) resumeRefusedLocked(req *pb.ArriveRequest) error {
+	e, ok := s.ended[req.ResumeSessionId]
+	if !ok || req.ByCli {
+		return nil
+	}
+	h := sha256.Sum256([]byte(req.ResumeSessionSecret))
+	if subtle.ConstantTimeCompare(h[:], e.secret[:]) != 1 {
+		return nil // not its owner: a new session, as for any unknown id
+	}
+	s.log.Info("resume of an ended session refused", "session", req.ResumeSessionId, "reason", e.reason)
+	return status.Error(codes.NotFound, e.reason)
+}
+
+// newLedger dates a new session's activity: a connect by a person is
+// activity; a daemon re-arriving by itself at a restarted manager has an
+// unknown last activity until its first report dates it, so a restart
+// makes nobody active.
+func newLedger(now time.Time, req *pb.ArriveRequest) *activity.Ledger {
+	if req.ByCli {
+		return activity.NewLedger(now, req.DaemonInstance)
+	}
+	return activity.NewUnknownLedger(now, req.DaemonInstance)
 }
 
 // Depart implements pb.ManagerServer.
@@ -379,12 +421,13 @@ func (s *Server) Report(ctx context.Context, req *pb.ReportRequest) (*pb.ReportR
 	r := activity.Report{Instance: req.DaemonInstance}
 	if a := req.Activity; a != nil {
 		r.HasActivity, r.Events, r.IdleFor = true, a.Events, time.Duration(a.IdleForMs)*time.Millisecond
+		r.IdleKnown = a.Events > 0 || a.IdleKnown
 	}
 	s.metrics.reports.Inc()
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if sess.ledger.Apply(now, r) {
+	if sess.ledger.Apply(now, r, s.rules.ReportInterval) {
 		s.log.Debug("activity", "session", sess.id, "user", sess.user, "idle_for", r.IdleFor)
 	}
 	return &pb.ReportResponse{Session: s.viewLocked(sess, now)}, nil
@@ -408,15 +451,19 @@ func (s *Server) Sessions(ctx context.Context, _ *pb.SessionsRequest) (*pb.Sessi
 
 // idle is how long sess has been inactive at now, and whether its
 // intercepts still block conflicting ones (intercept.inactiveBlockTimeout).
+// A session whose activity is unknown holds no block right.
 func (s *Server) idle(sess *session, now time.Time) (time.Duration, bool) {
-	d := max(now.Sub(sess.ledger.LastActivity()), 0)
-	return d, d <= s.rules.InactiveBlockTimeout
+	d, known := sess.ledger.Idle(now)
+	return d, known && d <= s.rules.InactiveBlockTimeout
 }
 
 func (s *Server) viewLocked(sess *session, now time.Time) *pb.SessionView {
 	l := sess.ledger
 	idle, blocks := s.idle(sess, now)
-	blockLeft := max(s.rules.InactiveBlockTimeout-idle, 0)
+	var blockLeft time.Duration
+	if blocks {
+		blockLeft = s.rules.InactiveBlockTimeout - idle
+	}
 	return &pb.SessionView{
 		SessionId: sess.id, User: sess.user, Host: sess.host,
 		State:            l.State(now, s.rules.InactiveBlockTimeout, s.rules.ReportInterval).String(),
@@ -464,7 +511,29 @@ func (s *Server) authenticate(ctx context.Context) (*session, error) {
 		s.log.Warn("wrong session secret refused", "session", id)
 		return nil, status.Errorf(codes.Unauthenticated, "wrong secret for session %s", id)
 	}
+	if err := s.sameUser(ctx, sess); err != nil {
+		return nil, err
+	}
 	return sess, nil
+}
+
+// sameUser refuses a call on sess whose bearer token is not its user's:
+// a session's id and secret are no credential on their own, so a leaked
+// pair does not let another user act as its owner. Development mode has
+// no tokens to compare.
+func (s *Server) sameUser(ctx context.Context, sess *session) error {
+	if s.tokens == nil {
+		return nil
+	}
+	who, err := s.identify(ctx, "")
+	if err != nil {
+		return err
+	}
+	if who.User != sess.user {
+		s.log.Warn("session used with another user's token refused", "session", sess.id, "owner", sess.user, "token_user", who.User)
+		return status.Errorf(codes.PermissionDenied, "session %s belongs to user %s; this token is %s", sess.id, sess.user, who.describe())
+	}
+	return nil
 }
 
 func (sess *session) secretMatches(secret string) bool {

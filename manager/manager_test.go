@@ -147,7 +147,7 @@ func TestReportViewAndActivity(t *testing.T) {
 	c := &clock{now: time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)}
 	s, _ := New(Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Now: c.Now, Log: slog.New(slog.DiscardHandler)})
 	defer s.Shutdown()
-	resp, _ := s.Arrive(context.Background(), &pb.ArriveRequest{User: "alice", DaemonInstance: "d1"})
+	resp, _ := s.Arrive(context.Background(), &pb.ArriveRequest{User: "alice", DaemonInstance: "d1", ByCli: true})
 	ctx := withCreds(resp.SessionId, resp.SessionSecret)
 	c.now = c.now.Add(11 * time.Minute)
 	r, _ := s.Report(ctx, &pb.ReportRequest{DaemonInstance: "d1"})
@@ -219,5 +219,72 @@ func TestWatchAgentRefusesIncompatibleAgent(t *testing.T) {
 	}
 	if err != nil {
 		t.Fatalf("WatchAgent of a compatible agent: %v", err)
+	}
+}
+
+// TestTTLIsFinal: a session the TTL ended is not resumed by a daemon that
+// comes back by itself; only a connect by a person opens a new one.
+func TestTTLIsFinal(t *testing.T) {
+	c := &clock{now: time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)}
+	s, err := New(Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Now: c.Now, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	first, _ := s.Arrive(context.Background(), &pb.ArriveRequest{User: "alice", DaemonInstance: "d1", ByCli: true})
+	c.now = c.now.Add(25 * time.Hour)
+	s.Expire(c.now)
+	resume := func(secret string, byCLI bool) (*pb.ArriveResponse, error) {
+		return s.Arrive(context.Background(), &pb.ArriveRequest{User: "alice", DaemonInstance: "d2",
+			ResumeSessionId: first.SessionId, ResumeSessionSecret: secret, ByCli: byCLI})
+	}
+	_, err = resume(first.SessionSecret, false)
+	if status.Code(err) != codes.NotFound || !strings.Contains(status.Convert(err).Message(), "inactive for 24h0m0s (grpc.connectionTTL)") {
+		t.Fatalf("silent resume of an expired session: %v, want NotFound with the reason", err)
+	}
+	if n := len(s.sessions); n != 0 {
+		t.Fatalf("%d sessions after a refused resume", n)
+	}
+	if other, err := resume("guess", false); err != nil || other.Resumed || other.SessionId == first.SessionId {
+		t.Fatalf("someone without the secret: %v, %v; want a new session and no word of the ending", other, err)
+	}
+	again, err := resume(first.SessionSecret, true)
+	if err != nil || again.Resumed || again.SessionId == first.SessionId {
+		t.Fatalf("tether connect after the TTL: %v, %v; want a new session", again, err)
+	}
+}
+
+// TestRestartedManagerDoesNotMakeActive: a daemon re-arriving by itself at a
+// manager that does not know its session is UNKNOWN (no block right, not
+// expired) until its first report dates the last activity.
+func TestRestartedManagerDoesNotMakeActive(t *testing.T) {
+	c := &clock{now: time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)}
+	s, err := New(Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Now: c.Now, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	resp, _ := s.Arrive(context.Background(), &pb.ArriveRequest{User: "alice", DaemonInstance: "d1",
+		ResumeSessionId: "before-the-restart", ResumeSessionSecret: "s"})
+	ctx := withCreds(resp.SessionId, resp.SessionSecret)
+	list, _ := s.Sessions(ctx, &pb.SessionsRequest{})
+	if v := list.Sessions[0]; v.State != "UNKNOWN" || v.HoldsBlockRight || v.BlockRightLeftMs != 0 {
+		t.Fatalf("re-arrived at a restarted manager: %v", v)
+	}
+	c.now = c.now.Add(time.Second)
+	r, _ := s.Report(ctx, &pb.ReportRequest{DaemonInstance: "d1"})
+	if v := r.Session; v.State != "UNKNOWN" {
+		t.Fatalf("after a report without activity data: %v", v)
+	}
+	c.now = c.now.Add(23 * time.Hour)
+	s.Expire(c.now)
+	if _, err := s.authenticate(ctx); err != nil {
+		t.Fatalf("unknown is no reason to end a session: %v", err)
+	}
+	// The daemon's first dated report: its last activity (an earlier
+	// daemon process's) was 20 minutes ago.
+	r, _ = s.Report(ctx, &pb.ReportRequest{DaemonInstance: "d1", Activity: &pb.Activity{IdleForMs: (20 * time.Minute).Milliseconds(), IdleKnown: true}})
+	if v := r.Session; v.State != "IDLE" || v.IdleMs != (20*time.Minute).Milliseconds() {
+		t.Fatalf("after the first dated report: %v", v)
 	}
 }

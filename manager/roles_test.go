@@ -422,3 +422,27 @@ func nextDial(watch grpc.ServerStreamingClient[pb.SessionEvent]) (*pb.SessionEve
 		}
 	}
 }
+
+// TestSessionNeedsItsOwnersToken: a session's id and secret do not let
+// another user act as its owner, neither on a call nor to resume it.
+func TestSessionNeedsItsOwnersToken(t *testing.T) {
+	l := newGRPCLab(t, testPolicy)
+	resp, err := l.c.Arrive(as("t-alice"), &pb.ArriveRequest{User: "alice", DaemonInstance: "d1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobAsAlice := as("t-bob", resp.SessionId, resp.SessionSecret)
+	want := "session " + resp.SessionId + " belongs to user alice; this token is user bob's"
+	_, err = l.c.ListIntercepts(bobAsAlice, &pb.ListInterceptsRequest{})
+	wantRefusal(t, "ListIntercepts with bob's token", err, codes.PermissionDenied, want)
+	_, err = l.c.Arrive(as("t-bob"), &pb.ArriveRequest{User: "bob", DaemonInstance: "d2", ResumeSessionId: resp.SessionId, ResumeSessionSecret: resp.SessionSecret})
+	wantRefusal(t, "resume with bob's token", err, codes.PermissionDenied, want)
+	// alice's own calls and resume still work.
+	if _, err := l.c.ListIntercepts(as("t-alice", resp.SessionId, resp.SessionSecret), &pb.ListInterceptsRequest{}); err != nil {
+		t.Fatalf("alice's own call: %v", err)
+	}
+	again, err := l.c.Arrive(as("t-alice"), &pb.ArriveRequest{User: "alice", DaemonInstance: "d1", ResumeSessionId: resp.SessionId, ResumeSessionSecret: resp.SessionSecret})
+	if err != nil || !again.Resumed {
+		t.Fatalf("alice's resume: %v %v", again, err)
+	}
+}

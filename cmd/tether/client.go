@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/tether-dev/tether/activity"
 	"github.com/tether-dev/tether/daemon"
 	pb "github.com/tether-dev/tether/rpc/daemon"
 	"github.com/tether-dev/tether/wire"
@@ -288,7 +289,12 @@ func printStatus(w io.Writer, r *pb.StatusResponse) {
 		if v.HoldsBlockRight {
 			block = fmt.Sprintf("blocks conflicting intercepts for %.0fs more if idle", ms(v.BlockRightLeftMs))
 		}
-		fmt.Fprintf(w, "  Manager:  %s, idle %.0fs; %s; TTL left %.0fs\n", v.State, ms(v.IdleMs), block, ms(v.TtlLeftMs))
+		idle := fmt.Sprintf("idle %.0fs", ms(v.IdleMs))
+		if v.State == activity.Unknown.String() {
+			// A restarted manager that has no dated report yet.
+			idle = fmt.Sprintf("idle at least %.0fs (last activity not yet reported)", ms(v.IdleMs))
+		}
+		fmt.Fprintf(w, "  Manager:  %s, %s; %s; TTL left %.0fs\n", v.State, idle, block, ms(v.TtlLeftMs))
 	}
 	fmt.Fprintf(w, "  Subnets:  %s via %s\n", strings.Join(r.Subnets, ", "), r.Device)
 	fmt.Fprintf(w, "  TCP:      %d live, %d opened, %d refused\n", c.GetTcpTunnelsLive(), c.GetTcpTunnels(), c.GetTcpRefused())

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tether-dev/tether/activity"
 	pb "github.com/tether-dev/tether/rpc/daemon"
 	pbm "github.com/tether-dev/tether/rpc/manager"
 )
@@ -46,7 +47,11 @@ func newSessionsCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "USER\tHOST\tSTATE\tIDLE\tSESSION")
 			for _, r := range rows {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.User, r.Host, r.State, (time.Duration(r.IdleSeconds) * time.Second).String(), r.SessionID)
+				idle := (time.Duration(r.IdleSeconds) * time.Second).String()
+				if r.State == activity.Unknown.String() {
+					idle = ">=" + idle // a lower bound until the first dated report
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.User, r.Host, r.State, idle, r.SessionID)
 			}
 			return tw.Flush()
 		},

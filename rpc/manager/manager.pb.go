@@ -257,7 +257,10 @@ type ArriveRequest struct {
 	Version        string `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
 	// Set to resume a session the daemon held before (after a reconnect or a
 	// daemon restart). An unknown session or a wrong secret is not an error:
-	// the manager opens a new session instead.
+	// the manager opens a new session instead, whose activity is unknown
+	// until the first report dates it (unless by_cli). A session the manager
+	// ended (grpc.connectionTTL) is final: without by_cli, Arrive fails with
+	// codes.NotFound and the reason, as Report does.
 	ResumeSessionId     string `protobuf:"bytes,5,opt,name=resume_session_id,json=resumeSessionId,proto3" json:"resume_session_id,omitempty"`
 	ResumeSessionSecret string `protobuf:"bytes,6,opt,name=resume_session_secret,json=resumeSessionSecret,proto3" json:"resume_session_secret,omitempty"`
 	// Set when a person ran `tether connect`; a daemon that reconnects or
@@ -680,9 +683,14 @@ type Activity struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Activity events since the daemon instance started.
 	Events uint64 `protobuf:"varint,1,opt,name=events,proto3" json:"events,omitempty"`
-	// Time since the last event on the daemon's monotonic clock. Never a
-	// wall-clock time: the manager needs no agreement between clocks.
-	IdleForMs     int64 `protobuf:"varint,2,opt,name=idle_for_ms,json=idleForMs,proto3" json:"idle_for_ms,omitempty"`
+	// Time since the last activity on a daemon clock that counts suspend
+	// (CLOCK_BOOTTIME on Linux). Never a wall-clock time: the manager needs
+	// no agreement between clocks.
+	IdleForMs int64 `protobuf:"varint,2,opt,name=idle_for_ms,json=idleForMs,proto3" json:"idle_for_ms,omitempty"`
+	// idle_for_ms dates a real activity even though events is 0: one an
+	// earlier daemon process saw on this boot (restored from its cache).
+	// Always true in effect when events > 0.
+	IdleKnown     bool `protobuf:"varint,3,opt,name=idle_known,json=idleKnown,proto3" json:"idle_known,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -729,6 +737,13 @@ func (x *Activity) GetIdleForMs() int64 {
 		return x.IdleForMs
 	}
 	return 0
+}
+
+func (x *Activity) GetIdleKnown() bool {
+	if x != nil {
+		return x.IdleKnown
+	}
+	return false
 }
 
 type ReportRequest struct {
@@ -790,7 +805,10 @@ type SessionView struct {
 	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	User      string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
 	Host      string                 `protobuf:"bytes,3,opt,name=host,proto3" json:"host,omitempty"`
-	// ACTIVE, IDLE or UNREACHABLE.
+	// ACTIVE, IDLE, UNREACHABLE, or UNKNOWN: a session re-arrived at a
+	// restarted manager whose last activity no report has dated yet (never
+	// active; idle_ms is then a lower bound, the time since the manager
+	// heard of it).
 	State  string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
 	IdleMs int64  `protobuf:"varint,5,opt,name=idle_ms,json=idleMs,proto3" json:"idle_ms,omitempty"`
 	// Whether the session's intercepts still block conflicting ones.
@@ -2173,10 +2191,12 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\taddresses\x18\x01 \x03(\tR\taddresses\x12\x1b\n" +
 	"\tnot_found\x18\x02 \x01(\bR\bnotFound\"\x0f\n" +
 	"\rDepartRequest\"\x10\n" +
-	"\x0eDepartResponse\"B\n" +
+	"\x0eDepartResponse\"a\n" +
 	"\bActivity\x12\x16\n" +
 	"\x06events\x18\x01 \x01(\x04R\x06events\x12\x1e\n" +
-	"\vidle_for_ms\x18\x02 \x01(\x03R\tidleForMs\"n\n" +
+	"\vidle_for_ms\x18\x02 \x01(\x03R\tidleForMs\x12\x1d\n" +
+	"\n" +
+	"idle_known\x18\x03 \x01(\bR\tidleKnown\"n\n" +
 	"\rReportRequest\x12'\n" +
 	"\x0fdaemon_instance\x18\x01 \x01(\tR\x0edaemonInstance\x124\n" +
 	"\bactivity\x18\x02 \x01(\v2\x18.tether.manager.ActivityR\bactivity\"\xa6\x02\n" +
