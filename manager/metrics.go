@@ -38,7 +38,7 @@ func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
 			}
 			n := 0
 			for _, sess := range s.sessions {
-				if sess.ledger.State(now, s.rules.InactiveBlockTimeout, s.rules.ReportInterval) == activity.Active {
+				if sess.ledger.State(now, s.rules.InactiveBlockTimeout, sess.reportInterval) == activity.Active {
 					n++
 				}
 			}
