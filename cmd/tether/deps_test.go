@@ -20,6 +20,12 @@ func TestDependencyDirection(t *testing.T) {
 		// configuration; of the manager only its conflict rules.
 		"agent": {"gvisor.dev/gvisor", "golang.zx2c4.com/wireguard", mod + "vif", mod + "daemon", mod + "platform", mod + "activity"},
 	}
+	// The rules never see Kubernetes: its adapters (kube/...) implement
+	// the rules' interfaces, and the Helm SDK serves only `tether helm`.
+	kubernetes := []string{"k8s.io/client-go", "k8s.io/apiserver", "helm.sh", mod + "kube"}
+	for _, pkg := range []string{"manager", "manager/conflict", "manager/rbac", "activity", "tunnel", "vif", "daemon", "agent"} {
+		forbidden[pkg] = append(forbidden[pkg], kubernetes...)
+	}
 	// exact names forbidden without their subpackages.
 	exact := map[string][]string{"agent": {mod + "manager"}}
 	for pkg, bad := range forbidden {
