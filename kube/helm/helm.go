@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"strings"
+	"sync"
 	"time"
 
 	"helm.sh/helm/v3/pkg/action"
@@ -31,7 +32,7 @@ const (
 	DefaultTimeout   = 5 * time.Minute
 )
 
-// progressEvery is how often a waiting install says it still waits.
+// progressEvery is how often a waiting install says what it waits for.
 const progressEvery = 5 * time.Second
 
 // Chart loads the embedded chart.
@@ -113,7 +114,7 @@ type Options struct {
 	Kube      *genericclioptions.ConfigFlags
 	Namespace string
 	Timeout   time.Duration
-	// Out gets the notes and results; Progress the waiting lines.
+	// Out gets the notes and results; Progress the lines while it waits.
 	Out, Progress io.Writer
 	// Log gets Helm's debug lines; nil drops them.
 	Log func(format string, args ...any)
@@ -129,10 +130,11 @@ func (o *Options) config() (*action.Configuration, error) {
 	if o.Log == nil {
 		o.Log = func(string, ...any) {}
 	}
+	p := &progress{out: o.Progress, namespace: o.Namespace, timeout: o.Timeout, debug: o.Log, now: time.Now}
 	// Objects without a namespace go to the release's, not the context's.
 	o.Kube.Namespace = &o.Namespace
 	cfg := &action.Configuration{}
-	if err := cfg.Init(o.Kube, o.Namespace, "secret", o.Log); err != nil {
+	if err := cfg.Init(o.Kube, o.Namespace, "secret", p.log); err != nil {
 		return nil, fmt.Errorf("kubeconfig: %w", err)
 	}
 	return cfg, nil
@@ -153,9 +155,7 @@ func Install(ctx context.Context, o Options, vals map[string]any) error {
 	in := action.NewInstall(cfg)
 	in.ReleaseName, in.Namespace, in.CreateNamespace = ReleaseName, o.Namespace, true
 	in.Wait, in.Timeout = true, o.Timeout
-	stop := o.progress()
 	rel, err := in.RunWithContext(ctx, ch, vals)
-	stop()
 	if err != nil {
 		if strings.Contains(err.Error(), "cannot re-use a name that is still in use") {
 			return fmt.Errorf("tether is already installed in namespace %s: change it with `tether helm upgrade`, or remove it with `tether helm uninstall`", o.Namespace)
@@ -183,9 +183,7 @@ func Upgrade(ctx context.Context, o Options, vals map[string]any, reset bool) er
 	// The chart comes with the binary, so its new defaults apply; the
 	// values given at install (subnets, say) stay.
 	up.ResetThenReuseValues, up.ResetValues = !reset, reset
-	stop := o.progress()
 	rel, err := up.RunWithContext(ctx, ReleaseName, ch, vals)
-	stop()
 	if errors.Is(err, driver.ErrNoDeployedReleases) || errors.Is(err, driver.ErrReleaseNotFound) {
 		return fmt.Errorf("tether is not installed in namespace %s: install it with `tether helm install`", o.Namespace)
 	}
@@ -215,27 +213,36 @@ func Uninstall(o Options) error {
 	return nil
 }
 
-// progress says every few seconds that the manager is not available yet,
-// until the returned function is called.
-func (o *Options) progress() (stop func()) {
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	start := time.Now()
-	go func() {
-		defer close(finished)
-		fmt.Fprintf(o.Progress, "Waiting for the traffic manager (deployment %s/traffic-manager) to become available, up to %s...\n", o.Namespace, o.Timeout)
-		t := time.NewTicker(progressEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				fmt.Fprintf(o.Progress, "  still waiting for deployment %s/traffic-manager: %s\n", o.Namespace, time.Since(start).Round(time.Second))
-			}
+// progress turns Helm's log into the user's progress lines: one when the
+// wait begins, then what is not ready yet, at most every progressEvery.
+// Everything goes to the debug log as well.
+type progress struct {
+	out       io.Writer
+	namespace string
+	timeout   time.Duration
+	debug     func(format string, args ...any)
+	now       func() time.Time
+
+	mu   sync.Mutex // guards last: Helm may log from several goroutines
+	last time.Time  // of the last "not ready" line
+}
+
+func (p *progress) log(format string, args ...any) {
+	p.debug(format, args...)
+	msg := fmt.Sprintf(format, args...)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case strings.HasPrefix(msg, "beginning wait for") && strings.Contains(msg, "deleted"):
+		fmt.Fprintf(p.out, "Waiting up to %s for the release's objects to be deleted...\n", p.timeout)
+	case strings.HasPrefix(msg, "beginning wait for"):
+		fmt.Fprintf(p.out, "Waiting up to %s for the traffic manager (deployment %s/traffic-manager) to become available...\n", p.timeout, p.namespace)
+	case strings.Contains(msg, "is not ready"):
+		if now := p.now(); now.Sub(p.last) >= progressEvery {
+			p.last = now
+			fmt.Fprintf(p.out, "  %s\n", strings.TrimSpace(msg))
 		}
-	}()
-	return func() { close(done); <-finished }
+	}
 }
 
 // waitError explains a failed install or upgrade; a timeout says where to
