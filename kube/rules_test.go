@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 
+	"github.com/tether-dev/tether/internal/apitest"
 	"github.com/tether-dev/tether/kube/helm"
 	"github.com/tether-dev/tether/manager"
 )
@@ -77,7 +78,7 @@ func eventually(t *testing.T, what string, ok func() bool) {
 // values reach the manager as they change; a bad value is refused, the old
 // values stay, and a Warning event on the configmap names the key.
 func TestWatchRules(t *testing.T) {
-	admin := startAPIServer(t)
+	admin := apitest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	const ns = "tether"

@@ -1,4 +1,7 @@
-package kube
+// Package apitest runs a real etcd and kube-apiserver on loopback for
+// tests of the Kubernetes adapters (the envtest pattern: no kubelet, no
+// controllers): a fake clientset proves nothing about Kubernetes.
+package apitest
 
 import (
 	"context"
@@ -19,16 +22,26 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-// apiServerBins is where etcd and kube-apiserver are: TETHER_KUBE_BINS, or
-// what `make kube-bins` builds.
-func apiServerBins() string {
+// bins is where etcd and kube-apiserver are: TETHER_KUBE_BINS, or what
+// `make kube-bins` builds into the module's bin/kube.
+func bins() string {
 	if d := os.Getenv("TETHER_KUBE_BINS"); d != "" {
 		return d
 	}
-	return filepath.Join("..", "bin", "kube")
+	dir, _ := os.Getwd()
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return filepath.Join(dir, "bin", "kube")
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return filepath.Join("bin", "kube")
+		}
+		dir = parent
+	}
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -38,12 +51,11 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// startAPIServer runs a real etcd and kube-apiserver on loopback for the
-// test (the envtest pattern: no kubelet, no controllers) and returns an
+// Start runs etcd and kube-apiserver until the test ends and returns an
 // admin's config. It skips the test when the binaries are not built.
-func startAPIServer(t *testing.T) *rest.Config {
+func Start(t testing.TB) *rest.Config {
 	t.Helper()
-	bins := apiServerBins()
+	bins := bins()
 	for _, b := range []string{"etcd", "kube-apiserver"} {
 		if _, err := os.Stat(filepath.Join(bins, b)); err != nil {
 			t.Skipf("no %s in %s: build it with `make kube-bins` or point TETHER_KUBE_BINS at it", b, bins)
@@ -127,4 +139,22 @@ func startAPIServer(t *testing.T) *rest.Config {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// Kubeconfig writes a kubeconfig file for cfg (a token and an API server
+// without a verified certificate) and returns its path.
+func Kubeconfig(t testing.TB, cfg *rest.Config) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	data := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: test, cluster: {server: %q, insecure-skip-tls-verify: true}}]
+users: [{name: test, user: {token: %q}}]
+contexts: [{name: test, context: {cluster: test, user: test}}]
+current-context: test
+`, cfg.Host, cfg.BearerToken)
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
