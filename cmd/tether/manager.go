@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/tether-dev/tether/kube"
 	"github.com/tether-dev/tether/manager"
 	"github.com/tether-dev/tether/manager/rbac"
 	"github.com/tether-dev/tether/tunnel"
@@ -88,6 +89,23 @@ func newManagerCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// In a cluster (or with kube.config) the rules follow the
+			// traffic-manager configmap while the manager runs.
+			kc, err := kube.Client(v.GetString("kube.config"))
+			if err != nil {
+				mgr.Shutdown()
+				return fmt.Errorf("kube.config: %w", err)
+			}
+			if kc != nil {
+				wctx, stopWatch := context.WithCancel(cmd.Context())
+				wait, err := kube.WatchRules(wctx, kc, v.GetString("manager.namespace"), mgr, log)
+				if err != nil {
+					stopWatch()
+					mgr.Shutdown()
+					return err
+				}
+				defer func() { stopWatch(); wait() }()
+			}
 			if err := serveMetrics(metricsAddr, log, mgr.RegisterMetrics); err != nil {
 				return fmt.Errorf("--metrics-addr: %w", err)
 			}
@@ -151,6 +169,7 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 	f.StringSlice("dns-domain", manager.DefaultDNSDomains, "dns.domains: DNS domains daemons resolve through the manager (repeatable)")
 	f.StringSlice("dns-search", nil, "dns.search: search domains daemons configure for short names, e.g. default.svc.cluster.local (repeatable)")
 	f.String("dns-server", "", "dns.server: DNS server (host:port) the manager asks; the system's resolver when empty")
+	f.String("kubeconfig", "", "kube.config: kubeconfig of a manager outside the cluster; in a pod its service account is used; either way the rules follow the configmap traffic-manager in manager.namespace")
 	f.String("namespace", manager.DefaultNamespace, "manager.namespace: namespace of the traffic-manager configmap that RBAC rules name")
 	f.String("tls-cert-file", "", "tls.certFile: serve TLS with this certificate (PEM)")
 	f.String("tls-key-file", "", "tls.keyFile: the certificate's key (PEM)")
@@ -168,8 +187,8 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 		"auth.tokenFile":          "token-file", "tls.certFile": "tls-cert-file", "tls.keyFile": "tls-key-file",
 		"rbac.policyFile": "rbac-policy-file", "manager.namespace": "namespace", "runtime.maxProcs": "max-procs",
 		"dns.domains": "dns-domain", "dns.server": "dns-server", "dns.search": "dns-search",
-		"grpc.insecureListenAny": "insecure-listen-any",
-		"grpc.keepaliveTime":     "keepalive-time", "grpc.keepaliveTimeout": "keepalive-timeout",
+		"grpc.insecureListenAny": "insecure-listen-any", "kube.config": "kubeconfig",
+		"grpc.keepaliveTime": "keepalive-time", "grpc.keepaliveTimeout": "keepalive-timeout",
 	}
 	for _, l := range managerLimits {
 		keys[l.key] = l.flag

@@ -12,6 +12,11 @@ import (
 	"github.com/tether-dev/tether/wire"
 )
 
+// Release is the release this source tree makes: the chart's appVersion
+// and so the default image tag (a module version is "(devel)" in a work
+// tree, which no image is tagged with).
+const Release = "0.1.0"
+
 // Info is what `tether version` shows of one binary.
 type Info struct {
 	// Version is the module version: "v1.2.3" for a release built with go
