@@ -158,23 +158,19 @@ func Down(dir string) error {
 	return os.RemoveAll(dir)
 }
 
-// killShims kills the runc shims and container processes containerd left
-// behind; their pid files are in containerd's state directory.
+// killShims kills the runc shims of this cluster's containerd, found by
+// the containerd address on their command line, and waits until they are
+// gone: containerd 1.6 daemonizes them, so they are nobody's children.
 func killShims(dir string) error {
-	files, _ := filepath.Glob(filepath.Join(dir, "containerd", "state", "io.containerd.runtime.v2.task", "*", "*", "*.pid"))
+	marker := "-address\x00" + filepath.Join(dir, "containerd", "containerd.sock") + "\x00"
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	var errs []error
-	for _, f := range files {
+	for _, f := range cmdlines {
 		b, err := os.ReadFile(f)
-		if err != nil {
+		if err != nil || !strings.Contains(string(b), "containerd-shim") || !strings.Contains(string(b), marker) {
 			continue
 		}
-		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-		if err != nil || !alive(pid) {
-			continue
-		}
-		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-		if strings.Contains(exe, "containerd-shim") || strings.Contains(string(cg), "kubepods") {
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f))); err == nil {
 			errs = append(errs, killWait(pid, 2*time.Second))
 		}
 	}

@@ -224,7 +224,12 @@ func TestServiceFromAnotherPod(t *testing.T) {
 		{"cluster DNS resolves the service", []string{"lookup", name}, clusterIP},
 		{"service name answers", []string{"get", "http://" + name + "/"}, "pod=web-"},
 		{"short name answers through the search path", []string{"get", "http://web/"}, "pod=web-"},
-		{"API server's ClusterIP answers", []string{"lookup", "kubernetes.default.svc.cluster.local"}, APIService},
+		{"kubernetes service resolves to its ClusterIP", []string{"lookup", "kubernetes.default.svc.cluster.local"}, APIService},
+		// In-cluster API access, as the traffic manager will use it: the
+		// service account's token and CA, through the kubernetes service.
+		// Discovery is refused to anonymous requests, so an answer means
+		// the token was accepted.
+		{"API server answers in-cluster clients", []string{"get", "https://kubernetes.default.svc/api"}, "APIVersions"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

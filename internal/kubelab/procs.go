@@ -156,15 +156,22 @@ func killWait(pid int, grace time.Duration) error {
 	for alive(pid) && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if !alive(pid) {
-		return nil
-	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
-	for i := 0; i < 100 && alive(pid); i++ {
-		time.Sleep(50 * time.Millisecond)
-	}
 	if alive(pid) {
-		return fmt.Errorf("kubelab: process %d survived SIGKILL", pid)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		for i := 0; i < 100 && alive(pid); i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if alive(pid) {
+			return fmt.Errorf("kubelab: process %d survived SIGKILL", pid)
+		}
+	}
+	// An orphan's zombie lingers until init reaps it; give it a moment so
+	// that a process listing right after Down shows nothing.
+	for i := 0; i < 40; i++ {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	return nil
 }

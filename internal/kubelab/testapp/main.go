@@ -2,12 +2,15 @@
 // static binary so a pod needs no shell or busybox:
 //
 //	testapp [serve]      answer HTTP on $PORT (8080) with the pod name and the request's headers
-//	testapp get URL      print the body of a GET
+//	testapp get URL      print the body of a GET; an https URL is verified with the
+//	                     pod's service account CA and sent its token, as in-cluster clients do
 //	testapp lookup NAME  print the addresses NAME resolves to
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -79,9 +83,30 @@ func serve() error {
 	return nil
 }
 
+// serviceAccount is where kubelet mounts the pod's service account.
+const serviceAccount = "/var/run/secrets/kubernetes.io/serviceaccount/"
+
 func get(url string) error {
 	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(url)
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return err
+	}
+	if strings.HasPrefix(url, "https://") {
+		ca, err := os.ReadFile(serviceAccount + "ca.crt")
+		if err != nil {
+			return err
+		}
+		token, err := os.ReadFile(serviceAccount + "token")
+		if err != nil {
+			return err
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(ca)
+		c.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		return err
 	}
