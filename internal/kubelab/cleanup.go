@@ -134,7 +134,9 @@ func Down(dir string) error {
 	}
 	rec, haveRecord := readRecord(dir)
 	var errs []error
-	stop := func(name string, grace time.Duration) { errs = append(errs, stopPid(dir, name, grace)) }
+	var k killer
+	defer k.awaitReaped(5 * time.Second)
+	stop := func(name string, grace time.Duration) { errs = append(errs, k.stopPid(dir, name, grace)) }
 	stop("kubelet", 20*time.Second)
 	if readPid(dir, "containerd") != 0 {
 		errs = append(errs, removePods(filepath.Join(dir, "containerd", "containerd.sock")))
@@ -143,10 +145,10 @@ func Down(dir string) error {
 		stop(n, 10*time.Second)
 	}
 	stop("containerd", 10*time.Second)
-	errs = append(errs, killShims(dir))
+	errs = append(errs, k.killShims(dir))
 	stop("kube-apiserver", 10*time.Second)
 	stop("etcd", 10*time.Second)
-	errs = append(errs, killNetnsProcs(), removeCgroups(rec, haveRecord))
+	errs = append(errs, k.killNetnsProcs(), k.removeCgroups(rec, haveRecord))
 	stop("anchor", 5*time.Second)
 	errs = append(errs, unmountUnder(dir), removeNetwork(), removeSharedFiles(dir, rec, haveRecord))
 	if b, err := os.ReadFile(ownerFile); err == nil && strings.TrimSpace(string(b)) == dir {
@@ -161,7 +163,7 @@ func Down(dir string) error {
 // killShims kills the runc shims of this cluster's containerd, found by
 // the containerd address on their command line, and waits until they are
 // gone: containerd 1.6 daemonizes them, so they are nobody's children.
-func killShims(dir string) error {
+func (k *killer) killShims(dir string) error {
 	marker := "-address\x00" + filepath.Join(dir, "containerd", "containerd.sock") + "\x00"
 	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	var errs []error
@@ -171,14 +173,14 @@ func killShims(dir string) error {
 			continue
 		}
 		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f))); err == nil {
-			errs = append(errs, killWait(pid, 2*time.Second))
+			errs = append(errs, k.kill(pid, 2*time.Second))
 		}
 	}
 	return errors.Join(errs...)
 }
 
 // killNetnsProcs kills whatever still runs in the cluster's namespaces.
-func killNetnsProcs() error {
+func (k *killer) killNetnsProcs() error {
 	var errs []error
 	for _, ns := range []string{ClusterNetns, LaptopNetns} {
 		out, err := exec.Command("ip", "netns", "pids", ns).Output()
@@ -187,7 +189,7 @@ func killNetnsProcs() error {
 		}
 		for _, f := range strings.Fields(string(out)) {
 			if pid, err := strconv.Atoi(f); err == nil && pid != os.Getpid() {
-				errs = append(errs, killWait(pid, 2*time.Second))
+				errs = append(errs, k.kill(pid, 2*time.Second))
 			}
 		}
 	}
@@ -196,7 +198,7 @@ func killNetnsProcs() error {
 
 // removeCgroups removes the kubepods cgroups kubelet made in every
 // hierarchy, killing what still runs in them.
-func removeCgroups(rec record, haveRecord bool) error {
+func (k *killer) removeCgroups(rec record, haveRecord bool) error {
 	hier, err := cgroupHierarchies()
 	if err != nil {
 		return err
@@ -211,13 +213,13 @@ func removeCgroups(rec record, haveRecord bool) error {
 			if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
 				continue
 			}
-			errs = append(errs, removeCgroup(p))
+			errs = append(errs, k.removeCgroup(p))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func removeCgroup(p string) error {
+func (k *killer) removeCgroup(p string) error {
 	ents, err := os.ReadDir(p)
 	if err != nil {
 		return nil
@@ -225,13 +227,13 @@ func removeCgroup(p string) error {
 	var errs []error
 	for _, e := range ents {
 		if e.IsDir() {
-			errs = append(errs, removeCgroup(filepath.Join(p, e.Name())))
+			errs = append(errs, k.removeCgroup(filepath.Join(p, e.Name())))
 		}
 	}
 	procs, _ := os.ReadFile(filepath.Join(p, "cgroup.procs"))
 	for _, f := range strings.Fields(string(procs)) {
 		if pid, err := strconv.Atoi(f); err == nil {
-			errs = append(errs, killWait(pid, time.Second))
+			errs = append(errs, k.kill(pid, time.Second))
 		}
 	}
 	// The kernel frees a cgroup a moment after its last task exits.

@@ -139,15 +139,38 @@ func (c *Cluster) checkAlive(names ...string) error {
 	return nil
 }
 
+// killer kills processes and remembers them, so that the caller can wait
+// once, at the end, for their zombies to be reaped: orphans are reaped by
+// init, which may take a moment, and a process listing right after Down
+// should show nothing.
+type killer struct{ killed []int }
+
+func (k *killer) kill(pid int, grace time.Duration) error {
+	k.killed = append(k.killed, pid)
+	return killWait(pid, grace)
+}
+
 // stopPid stops the daemon of a pid file: SIGTERM, then SIGKILL after
 // grace.
-func stopPid(dir, name string, grace time.Duration) error {
+func (k *killer) stopPid(dir, name string, grace time.Duration) error {
 	defer os.Remove(filepath.Join(dir, "pids", name+".pid"))
 	pid := readPid(dir, name)
 	if pid == 0 {
 		return nil
 	}
-	return killWait(pid, grace)
+	return k.kill(pid, grace)
+}
+
+func (k *killer) awaitReaped(limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for _, pid := range k.killed {
+		for time.Now().Before(deadline) {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }
 
 func killWait(pid int, grace time.Duration) error {
@@ -164,14 +187,6 @@ func killWait(pid int, grace time.Duration) error {
 		if alive(pid) {
 			return fmt.Errorf("kubelab: process %d survived SIGKILL", pid)
 		}
-	}
-	// An orphan's zombie lingers until init reaps it; give it a moment so
-	// that a process listing right after Down shows nothing.
-	for i := 0; i < 40; i++ {
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	return nil
 }
