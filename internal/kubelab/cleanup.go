@@ -132,6 +132,13 @@ func Down(dir string) error {
 	if err != nil {
 		return err
 	}
+	// The namespaces and the host veth have fixed names: never take them
+	// from a running cluster of another directory.
+	if b, err := os.ReadFile(ownerFile); err == nil {
+		if other := strings.TrimSpace(string(b)); other != dir && readPid(other, "anchor") != 0 {
+			return fmt.Errorf("kubelab: the running cluster is %s's, not %s's; stop it with KUBELAB_DIR=%s make kube-down", other, dir, other)
+		}
+	}
 	rec, haveRecord := readRecord(dir)
 	var errs []error
 	var k killer

@@ -131,12 +131,10 @@ func Up(ctx context.Context, opts Options) (*Cluster, error) {
 	if logw == nil {
 		logw = io.Discard
 	}
-	if err := claimMachine(dir); err != nil {
-		return nil, err
-	}
 	c := &Cluster{Dir: dir, Bins: bins, log: logw}
 	// Leftovers of a crashed run in the same directory go first, so the
 	// record taken next describes the machine as it was before any run.
+	// Down refuses while another directory's cluster runs.
 	if err := Down(dir); err != nil {
 		return nil, fmt.Errorf("kubelab: cleaning a previous run in %s: %w", dir, err)
 	}

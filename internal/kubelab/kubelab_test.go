@@ -391,3 +391,29 @@ func TestKubectlFromHost(t *testing.T) {
 		t.Fatalf("kubectl version: %v: %s", err, out)
 	}
 }
+
+// The namespaces and the host veth have fixed names, so a second cluster
+// from another directory must neither start nor tear the running one down.
+func TestOtherDirectoryLeavesTheClusterAlone(t *testing.T) {
+	c := requireCluster(t)
+	other := t.TempDir()
+	tests := []struct {
+		name string
+		run  func() error
+	}{
+		{"Up", func() error {
+			_, err := Up(context.Background(), Options{Dir: other, Bins: c.Bins})
+			return err
+		}},
+		{"Down", func() error { return Down(other) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.run()
+			if err == nil || !strings.Contains(err.Error(), "make kube-down") {
+				t.Fatalf("%s from %s: err = %v, want a refusal naming make kube-down", tt.name, other, err)
+			}
+			kubectl(t, c, "get", "node", NodeName)
+		})
+	}
+}

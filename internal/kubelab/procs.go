@@ -200,6 +200,14 @@ func cgroupMounts() ([]mountEntry, error) {
 	if err != nil {
 		return nil, err
 	}
+	out := filterCgroupMounts(all)
+	if len(out) == 0 {
+		return nil, errors.New("kubelab: no cgroup file system mounted under /sys/fs/cgroup")
+	}
+	return out, nil
+}
+
+func filterCgroupMounts(all []mountEntry) []mountEntry {
 	var out []mountEntry
 	for _, m := range all {
 		if (m.point == "/sys/fs/cgroup" || strings.HasPrefix(m.point, "/sys/fs/cgroup/")) &&
@@ -207,10 +215,7 @@ func cgroupMounts() ([]mountEntry, error) {
 			out = append(out, m)
 		}
 	}
-	if len(out) == 0 {
-		return nil, errors.New("kubelab: no cgroup file system mounted under /sys/fs/cgroup")
-	}
-	return out, nil
+	return out
 }
 
 func readMounts() ([]mountEntry, error) {
@@ -218,15 +223,19 @@ func readMounts() ([]mountEntry, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseMounts(string(b)), nil
+}
+
+func parseMounts(text string) []mountEntry {
 	var out []mountEntry
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(text, "\n") {
 		f := strings.Fields(line)
 		if len(f) < 4 {
 			continue
 		}
 		out = append(out, mountEntry{source: f[0], point: unescapeMount(f[1]), fstype: f[2], opts: f[3]})
 	}
-	return out, nil
+	return out
 }
 
 func unescapeMount(s string) string {
