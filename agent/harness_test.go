@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -99,6 +100,10 @@ func (m *fakeManager) WatchAgent(req *pb.WatchAgentRequest, stream grpc.ServerSt
 	m.noteAuth(stream.Context())
 	if req.Workload != testWorkload {
 		return status.Errorf(codes.NotFound, "no workload %q", req.Workload)
+	}
+	// The agent declares its port, which replace intercepts then cover.
+	if !slices.Equal(req.Ports, []uint32{testPort}) {
+		return status.Errorf(codes.InvalidArgument, "ports %v, want [%d]", req.Ports, testPort)
 	}
 	for {
 		select {

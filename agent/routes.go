@@ -234,7 +234,9 @@ func (a *Agent) watch(ctx context.Context) {
 // watchOnce follows one WatchAgent stream; it reports whether any table
 // arrived.
 func (a *Agent) watchOnce(ctx context.Context) (bool, error) {
-	stream, err := a.mgr.WatchAgent(ctx, &pb.WatchAgentRequest{Workload: a.cfg.Workload})
+	// The port declared here is one a replace intercept created while the
+	// agent watches covers; the manager sends only intercepts that cover it.
+	stream, err := a.mgr.WatchAgent(ctx, &pb.WatchAgentRequest{Workload: a.cfg.Workload, Ports: []uint32{uint32(a.cfg.Port)}})
 	if err != nil {
 		return false, fmt.Errorf("watch routes: %w", err)
 	}

@@ -103,10 +103,11 @@ func callerUID(ctx context.Context) (uint32, bool) {
 
 // owner is the user the current session belongs to.
 type owner struct {
-	// mu guards sess and uid. Connect holds it for writing for the whole
-	// call, every other call for reading: checking and claiming are one
-	// step, and no call runs on a check that a Connect has made stale.
-	// Taken before Daemon.mu.
+	// mu guards sess and uid. Connect holds it for writing while it
+	// installs its session and claims it, every other call for reading
+	// for the whole call: no call runs on a check that a Connect has made
+	// stale, and none waits for a Connect's slow part. Taken before
+	// Daemon.mu.
 	mu   sync.RWMutex
 	sess *session // the session uid owns; no owner unless it is Daemon.sess
 	uid  uint32
@@ -173,32 +174,39 @@ func (d *Daemon) authorize(ctx context.Context, req any, info *grpc.UnaryServerI
 		return handler(ctx, req)
 	}
 	o := &d.owner
-	if info.FullMethod != pb.Daemon_Connect_FullMethodName {
-		o.mu.RLock()
-		defer o.mu.RUnlock()
-		if err := o.checkLocked(d.current(), caller); err != nil {
-			d.log.Warn("control call refused", "method", info.FullMethod, "uid", caller, "owner_uid", o.uid)
-			return nil, err
-		}
-		return handler(ctx, req)
-	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if err := o.checkLocked(d.current(), caller); err != nil {
+	o.mu.RLock()
+	err := o.checkLocked(d.current(), caller)
+	if err != nil {
+		o.mu.RUnlock()
 		d.log.Warn("control call refused", "method", info.FullMethod, "uid", caller, "owner_uid", o.uid)
 		return nil, err
 	}
-	resp, err := handler(ctx, req)
-	if uid, ok := claimant(ctx, caller); ok && err == nil && o.claimLocked(d.current(), uid) {
+	if info.FullMethod == pb.Daemon_Connect_FullMethodName {
+		// Connect may take long: it checks again, and claims, when it
+		// installs its session (Daemon.connect).
+		o.mu.RUnlock()
+		return handler(ctx, req)
+	}
+	defer o.mu.RUnlock()
+	return handler(ctx, req)
+}
+
+// claimLocked makes the caller of the Connect in ctx the owner of s, the
+// session it just installed (owner.mu held for writing).
+func (d *Daemon) claimLocked(ctx context.Context, s *session) {
+	caller, known := callerUID(ctx)
+	if !known {
+		return
+	}
+	if uid, ok := claimant(ctx, caller); ok && d.owner.claimLocked(s, uid) {
 		d.log.Info("session owner", "uid", uid, "user", userName(uid))
 		d.saveOwner(uid)
 	}
-	return resp, err
 }
 
-// restoreOwner gives the session a restarted daemon resumed the owner it
-// had, unless a Connect claimed it meanwhile.
-func (d *Daemon) restoreOwner() {
+// restoreOwnerLocked gives the session a restarted daemon resumed, s, the
+// owner it had (owner.mu held for writing).
+func (d *Daemon) restoreOwnerLocked(s *session) {
 	b, err := os.ReadFile(d.ownerPath())
 	if err != nil {
 		return
@@ -208,9 +216,7 @@ func (d *Daemon) restoreOwner() {
 		d.log.Warn("ignoring a bad owner file", "path", d.ownerPath(), "error", err)
 		return
 	}
-	d.owner.mu.Lock()
-	defer d.owner.mu.Unlock()
-	if d.owner.claimLocked(d.current(), uint32(uid)) {
+	if d.owner.claimLocked(s, uint32(uid)) {
 		d.log.Info("session owner restored", "uid", uid, "user", userName(uint32(uid)))
 	}
 }

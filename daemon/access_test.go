@@ -98,12 +98,17 @@ func TestAuthorize(t *testing.T) {
 	as := func(uid uint32) context.Context {
 		return peer.NewContext(context.Background(), &peer.Peer{AuthInfo: peerInfo{uid: uid}})
 	}
-	startSession := func(context.Context, any) (any, error) {
+	// As Daemon.connect: a new session or the one up, claimed in the
+	// same step.
+	startSession := func(ctx context.Context, _ any) (any, error) {
+		d.owner.mu.Lock()
+		defer d.owner.mu.Unlock()
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		if d.sess == nil {
 			d.sess = &session{}
 		}
+		d.claimLocked(ctx, d.sess)
 		return nil, nil
 	}
 	endSession := func(context.Context, any) (any, error) {
@@ -138,7 +143,7 @@ func TestAuthorize(t *testing.T) {
 
 	// A restarted daemon that resumed the session gives it its owner back.
 	restarted := &Daemon{log: log, cfg: d.cfg, sess: &session{}}
-	restarted.restoreOwner()
+	restarted.restoreOwnerLocked(restarted.sess)
 	d = restarted
 	step("after a restart, bob may not look", as(bob), statusCall, noop, false)
 	step("after a restart, alice may", as(alice), statusCall, noop, true)

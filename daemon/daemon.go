@@ -53,10 +53,18 @@ type Config struct {
 	// IgnoreTCPPorts (activity.ignoreTCPPorts): tunnels to these ports are
 	// not activity; activity.DefaultIgnoreTCPPorts when nil.
 	IgnoreTCPPorts []uint16
+	// MinPrefixLength (routes.minPrefixLength) and MinPrefixLengthIPv6
+	// (routes.minPrefixLengthIPv6) are the widest subnets the daemon
+	// routes; DefaultMinPrefixLength* when 0.
+	MinPrefixLength, MinPrefixLengthIPv6 int
 	// Ready, when set, is called once by Run when the control socket
 	// serves; Stopping when Run begins to shut down. They tell the service
 	// manager (platform.Notifier).
 	Ready, Stopping func()
+
+	// resumeDelay is the wait after the nth failed resume (from 0);
+	// tunnel.ReconnectDelay when nil. Tests shorten it.
+	resumeDelay func(n int) time.Duration
 }
 
 // MDNoActivity is the metadata key of CLI calls made with --no-activity.
@@ -86,10 +94,37 @@ type Daemon struct {
 	owner    owner              // who may use the session (access.go)
 	stop     context.CancelFunc // ends Run (Shutdown); set before serving
 
-	// mu guards sess and reason, and serialises Connect and Quit.
-	mu     sync.Mutex
-	sess   *session
-	reason string
+	// connMu serialises connects, the CLI's and the resume loop's. It is
+	// held across the slow part of a connect, so nothing else takes it
+	// but Run at the end: control calls never wait for a connect.
+	connMu sync.Mutex
+	// cacheMu serialises changes to the session cache file.
+	cacheMu sync.Mutex
+
+	// mu guards the fields below; it is never held across a call to the
+	// manager but by Quit's depart.
+	mu      sync.Mutex
+	sess    *session
+	reason  string
+	pending *attempt // the connect in progress, if any
+	resume  *resuming
+	stopped bool // Run is shutting down: no new session may start
+}
+
+// attempt is a connect in progress.
+type attempt struct {
+	manager string
+	cancel  context.CancelFunc
+	quit    bool // the user quit while it connected
+}
+
+// resuming is the state of a restarted daemon retrying its cached session
+// until it is up or the user quits (status "resuming").
+type resuming struct {
+	manager  string
+	attempts int
+	next     time.Time // of the next attempt; zero while one runs
+	cancel   context.CancelFunc
 }
 
 // New recovers from a daemon that died without cleaning up, then listens on
@@ -133,14 +168,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	if c, ok := d.loadCreds(); ok {
 		// A restarted daemon resumes its session by itself: not activity.
+		rctx, cancel := context.WithCancel(ctx)
+		r := &resuming{manager: c.Manager, cancel: cancel}
+		d.mu.Lock()
+		d.resume = r
+		d.mu.Unlock()
 		d.bg.Add(1)
 		go func() {
 			defer d.bg.Done()
-			if _, err := d.connect(ctx, &pb.ConnectRequest{Manager: c.Manager}, false); err != nil {
-				d.log.Warn("resuming the previous session failed; `tether connect` retries", "error", err)
-				return
-			}
-			d.restoreOwner()
+			defer cancel()
+			d.resumeLoop(rctx, r)
 		}()
 	}
 	var err error
@@ -151,7 +188,19 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.cfg.Stopping != nil {
 		d.cfg.Stopping()
 	}
+	d.mu.Lock()
+	d.stopped = true
+	if d.pending != nil {
+		d.pending.cancel()
+	}
+	if d.resume != nil {
+		d.resume.cancel()
+	}
+	d.mu.Unlock()
 	d.bg.Wait()
+	// A connect still running sees stopped and undoes what it did.
+	d.connMu.Lock()
+	defer d.connMu.Unlock()
 	d.mu.Lock()
 	if d.sess != nil {
 		// The session outlives the daemon: a restarted daemon resumes it.
@@ -166,45 +215,195 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return err
 }
 
+// floor is the configured route floor.
+func (d *Daemon) floor() routeFloor {
+	f := routeFloor{v4: d.cfg.MinPrefixLength, v6: d.cfg.MinPrefixLengthIPv6}
+	if f.v4 == 0 {
+		f.v4 = DefaultMinPrefixLength
+	}
+	if f.v6 == 0 {
+		f.v6 = DefaultMinPrefixLengthIPv6
+	}
+	return f
+}
+
+// resumeLoop resumes the cached session with r's manager, retrying with
+// backoff for as long as the manager cannot be reached: a laptop that
+// starts without network resumes once it has one. It ends when the session
+// is up, the manager refuses it, or ctx ends (quit, shutdown). r is what
+// status shows while it runs, unless Quit took it away.
+func (d *Daemon) resumeLoop(ctx context.Context, r *resuming) {
+	delay := d.cfg.resumeDelay
+	if delay == nil {
+		delay = tunnel.ReconnectDelay
+	}
+	defer func() {
+		d.mu.Lock()
+		if d.resume == r {
+			d.resume = nil
+		}
+		d.mu.Unlock()
+	}()
+	for n := 0; ; n++ {
+		_, err := d.connect(ctx, &pb.ConnectRequest{Manager: r.manager}, false)
+		if err == nil || ctx.Err() != nil || d.current() != nil {
+			return // resumed, stopped, or the user connected meanwhile
+		}
+		if !errors.As(err, new(unreachableError)) {
+			d.log.Warn("resuming the previous session failed; `tether connect` starts a new one", "error", err)
+			return
+		}
+		wait := delay(n)
+		d.mu.Lock()
+		r.attempts, r.next = n+1, time.Now().Add(wait)
+		d.mu.Unlock()
+		// Once at Warn: a laptop may stay offline for days.
+		log := d.log.Debug
+		if n == 0 {
+			log = d.log.Warn
+		}
+		log("resuming the previous session failed; retrying until the traffic manager answers or `tether quit`", "error", err, "attempt", n+1, "in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		d.mu.Lock()
+		r.next = time.Time{}
+		d.mu.Unlock()
+	}
+}
+
 // Connect implements pb.DaemonServer.
 func (d *Daemon) Connect(ctx context.Context, req *pb.ConnectRequest) (*pb.StatusResponse, error) {
 	if req.Manager == "" {
 		return nil, status.Error(codes.InvalidArgument, "no traffic manager address (--manager host:port)")
 	}
-	return d.connect(ctx, req, true)
+	resp, err := d.connect(ctx, req, true)
+	if _, ok := status.FromError(err); !ok {
+		err = status.Error(codes.Unavailable, err.Error())
+	}
+	return resp, err
 }
 
+// connect starts a session, or returns the one up. Only connMu is held
+// while the session starts: Status, Quit and the rest answer meanwhile.
+// Quit cancels it; the session, should it start all the same, is undone.
 func (d *Daemon) connect(ctx context.Context, req *pb.ConnectRequest, byCLI bool) (*pb.StatusResponse, error) {
+	d.connMu.Lock()
+	defer d.connMu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if resp, err, done := d.connected(ctx, req.Manager, byCLI); done {
+		return resp, err
+	}
+	att := &attempt{manager: req.Manager, cancel: cancel}
+	d.mu.Lock()
+	if d.stopped {
+		d.mu.Unlock()
+		return nil, status.Error(codes.Unavailable, "the daemon is stopping")
+	}
+	d.pending = att
+	d.mu.Unlock()
+	sess, err := d.startSession(ctx, req, byCLI)
+
+	d.owner.mu.Lock()
+	defer d.owner.mu.Unlock()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.sess != nil {
-		if d.sess.addr == req.Manager {
-			return d.statusLocked(), nil
+	d.pending = nil
+	if att.quit || d.stopped {
+		why := "the daemon is stopping"
+		if att.quit {
+			why = "`tether quit` ran while it connected"
 		}
-		return nil, status.Errorf(codes.FailedPrecondition, "already connected to %s: run `tether quit` first", d.sess.addr)
+		if sess != nil {
+			if cerr := sess.close(att.quit); cerr != nil {
+				d.log.Warn("cleanup of a cancelled connect", "error", cerr)
+			}
+		}
+		if att.quit {
+			d.clearCreds()
+		}
+		return nil, status.Errorf(codes.Canceled, "connect to %s cancelled: %s", req.Manager, why)
 	}
+	if err != nil {
+		d.reason = err.Error()
+		return nil, err
+	}
+	d.sess, d.reason = sess, ""
+	d.saveState(sess.vif.Name())
+	// Installing the session and giving it its owner are one step under
+	// owner.mu: no call ever sees the session without its owner.
+	if byCLI {
+		d.claimLocked(ctx, sess)
+	} else {
+		d.restoreOwnerLocked(sess)
+	}
+	return d.statusLocked(), nil
+}
+
+// connected handles a connect when a session is up already: the same
+// manager's answers with its status (if the caller may see it, claiming it
+// if it has no owner), another's is refused. done is false when there is
+// no session.
+func (d *Daemon) connected(ctx context.Context, manager string, byCLI bool) (_ *pb.StatusResponse, _ error, done bool) {
+	d.owner.mu.Lock()
+	defer d.owner.mu.Unlock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.sess == nil {
+		return nil, nil, false
+	}
+	// authorize checked before a connect that ran meanwhile made this
+	// session; check again.
+	if caller, known := callerUID(ctx); known {
+		if err := d.owner.checkLocked(d.sess, caller); err != nil {
+			return nil, err, true
+		}
+	}
+	if d.sess.addr == manager {
+		if byCLI {
+			d.claimLocked(ctx, d.sess)
+		}
+		return d.statusLocked(), nil, true
+	}
+	return nil, status.Errorf(codes.FailedPrecondition, "already connected to %s: run `tether quit` first", d.sess.addr), true
+}
+
+// startSession starts a session as req asks, resuming the cached one when
+// it is with the same manager.
+func (d *Daemon) startSession(ctx context.Context, req *pb.ConnectRequest, byCLI bool) (*session, error) {
 	host := req.Host
 	if host == "" {
 		host = hostname()
 	}
 	user := req.User
 	var resume *creds
+	var targets map[string]target
 	if c, ok := d.loadCreds(); ok && c.Manager == req.Manager {
-		resume = &creds{id: c.ID, secret: c.Secret}
+		resume, targets = &creds{id: c.ID, secret: c.Secret}, fromCached(c.Intercepts)
 		if !byCLI {
 			// A daemon resuming by itself reuses what connect was given.
 			user, req.Token, req.Tls, req.CaPem = c.User, c.Token, c.TLS, c.CAPEM
 		}
+	} else if !byCLI {
+		// Forgotten meanwhile (quit): nothing to resume, and without the
+		// cache the daemon would connect without the user's token.
+		return nil, status.Error(codes.Canceled, "no cached session to resume")
 	}
 	tlsCreds, err := transportCreds(req)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	sess, err := startSession(ctx, sessionConfig{
-		manager: req.Manager, allowConf: req.AllowConflictingSubnets,
+	return startSession(ctx, sessionConfig{
+		manager: req.Manager, allowConf: req.AllowConflictingSubnets, floor: d.floor(),
 		user: user, host: host, instance: d.instance, byCLI: byCLI, resume: resume, token: req.Token, tls: tlsCreds,
 		tunName: d.cfg.TUNName, mtu: d.cfg.MTU, dnsAddress: d.cfg.DNSAddress, newRouter: d.cfg.NewRouter, log: d.cfg.Log,
 		tracker: d.tracker, metrics: d.metrics, onEnded: d.sessionEnded,
+		targets: targets, saveTargets: d.saveTargets,
 		saveCreds: func(mgr string, c creds) {
 			// All a restarted daemon needs to resume as connect asked:
 			// without the token and TLS settings it would resume in
@@ -213,13 +412,6 @@ func (d *Daemon) connect(ctx context.Context, req *pb.ConnectRequest, byCLI bool
 				Token: req.Token, TLS: req.Tls, CAPEM: req.CaPem})
 		},
 	})
-	if err != nil {
-		d.reason = err.Error()
-		return nil, status.Error(codes.Unavailable, err.Error())
-	}
-	d.sess, d.reason = sess, ""
-	d.saveState(sess.vif.Name())
-	return d.statusLocked(), nil
 }
 
 // Status implements pb.DaemonServer.
@@ -229,10 +421,22 @@ func (d *Daemon) Status(context.Context, *pb.StatusRequest) (*pb.StatusResponse,
 	return d.statusLocked(), nil
 }
 
-// Quit implements pb.DaemonServer.
+// Quit implements pb.DaemonServer. A connect or resume in progress is
+// cancelled; it undoes what it did by itself, so Quit does not wait for it.
 func (d *Daemon) Quit(context.Context, *pb.QuitRequest) (*pb.StatusResponse, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.pending != nil {
+		d.pending.quit = true
+		d.pending.cancel()
+		d.reason = "quit by the user"
+	}
+	if d.resume != nil {
+		d.resume.cancel()
+		d.resume = nil
+		d.clearCreds()
+		d.reason = "quit by the user"
+	}
 	if d.sess != nil {
 		if err := d.endSessionLocked("quit by the user", true); err != nil {
 			d.log.Warn("cleanup after quit", "error", err)
@@ -285,7 +489,18 @@ func (d *Daemon) Sessions(ctx context.Context, req *pbm.SessionsRequest) (*pbm.S
 func (d *Daemon) statusLocked() *pb.StatusResponse {
 	s := d.sess
 	if s == nil {
-		return &pb.StatusResponse{Reason: d.reason}
+		resp := &pb.StatusResponse{Reason: d.reason}
+		switch {
+		case d.resume != nil:
+			r := d.resume
+			resp.Manager, resp.Link, resp.Resuming, resp.ResumeAttempts = r.manager, "resuming", true, uint32(r.attempts)
+			if !r.next.IsZero() {
+				resp.NextResumeSeconds = max(0, time.Until(r.next).Seconds())
+			}
+		case d.pending != nil:
+			resp.Manager, resp.Link = d.pending.manager, "connecting"
+		}
+		return resp
 	}
 	st := s.vif.Stats()
 	snap := d.tracker.Snapshot()
@@ -317,7 +532,7 @@ func (d *Daemon) statusLocked() *pb.StatusResponse {
 	if c := s.creds.Load(); c != nil {
 		resp.SessionId = c.id
 	}
-	for _, p := range s.subnets {
+	for _, p := range s.routes() {
 		resp.Subnets = append(resp.Subnets, p.String())
 	}
 	return resp
@@ -382,6 +597,9 @@ type cachedCreds struct {
 	Token   string `json:"token,omitempty"`
 	TLS     bool   `json:"tls,omitempty"`
 	CAPEM   []byte `json:"ca_pem,omitempty"`
+
+	// Where the session's intercepts' flows go (portcache.go).
+	Intercepts map[string]cachedTarget `json:"intercepts,omitempty"`
 }
 
 // transportCreds returns TLS credentials when the request asks for TLS,
@@ -403,11 +621,15 @@ func transportCreds(req *pb.ConnectRequest) (credentials.TransportCredentials, e
 
 func (d *Daemon) credsPath() string { return d.cfg.Socket + ".session" }
 
+// saveCreds caches c, keeping the intercepts' targets while the session
+// is the same.
 func (d *Daemon) saveCreds(c cachedCreds) {
-	b, _ := json.Marshal(c)
-	if err := os.WriteFile(d.credsPath(), b, 0o600); err != nil {
-		d.log.Warn("cannot cache the session; a restarted daemon will open a new one", "error", err)
+	d.cacheMu.Lock()
+	defer d.cacheMu.Unlock()
+	if old, ok := d.loadCreds(); ok && old.ID == c.ID && old.Manager == c.Manager {
+		c.Intercepts = old.Intercepts
 	}
+	d.writeCacheLocked(c)
 }
 
 func (d *Daemon) loadCreds() (cachedCreds, bool) {
@@ -421,6 +643,8 @@ func (d *Daemon) loadCreds() (cachedCreds, bool) {
 
 // clearCreds forgets the session: its cache and its owner.
 func (d *Daemon) clearCreds() {
+	d.cacheMu.Lock()
+	defer d.cacheMu.Unlock()
 	os.Remove(d.credsPath())
 	os.Remove(d.ownerPath())
 }

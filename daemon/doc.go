@@ -5,9 +5,14 @@
 //
 // Session states, as `tether status` shows them:
 //
-//	not connected ──Connect──▶ connected (link ready) ◀──▶ connected (link reconnecting)
-//	      ▲                          │
-//	      └──────Quit, daemon stop───┘
+//	                  ┌──Connect──▶ connecting ──┐
+//	not connected ────┤                          ├──▶ connected (link ready) ◀──▶ connected (link reconnecting)
+//	      ▲    ▲      └─start, cache─▶ resuming ─┘            │
+//	      │    └── Quit, refusal ──────┘ (retries while unreachable)
+//	      └───────────────────────── Quit, daemon stop ───────┘
+//
+// Connecting and resuming hold only Daemon.connMu: status and the other
+// control calls answer meanwhile, and Quit cancels them.
 //
 // While the link to the manager is down, new flows are reset at once and the
 // gRPC connection retries with exponential backoff and jitter (at most

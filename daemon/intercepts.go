@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -10,6 +12,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tether-dev/tether/activity"
 	pb "github.com/tether-dev/tether/rpc/daemon"
@@ -38,23 +41,33 @@ type target struct {
 	local   uint32            // where flows to that port go
 	replace bool              // the intercept takes every port of the workload
 	portMap map[uint32]uint32 // replace: other workload ports -> local ports
+	// covered are the workload ports the manager said the intercept
+	// covers when it was created (the agents' declared ports and the
+	// above); no other port is ever dialed.
+	covered []uint32
 }
 
-// localPort is the local port for a flow that arrived on workload port p,
-// 0 when the agent did not say (it is then the intercept's port). A replace
-// intercept sends a port it does not map to the same port number locally,
-// as the app it replaces would listen on it; one without a port of its own
-// sends every unmapped port to its local port, as before there were maps.
-func (t target) localPort(p uint32) uint32 {
+// localPort is the local port for a flow that arrived on workload port p
+// (0: the intercept's port), and false for a port the intercept does not
+// cover: a flow never picks a local port the owner did not agree to. A
+// replace intercept sends a covered port it does not map to the same port
+// number locally, as the app it replaces would listen on it; one without a
+// port of its own sends every unmapped port to its local port.
+func (t target) localPort(p uint32) (uint32, bool) {
+	if p == 0 {
+		p = t.port
+	}
 	switch {
-	case !t.replace || p == 0 || p == t.port:
-		return t.local
+	case p == 0 || !slices.Contains(t.covered, p):
+		return 0, false
+	case p == t.port:
+		return t.local, true
 	case t.portMap[p] != 0:
-		return t.portMap[p]
+		return t.portMap[p], true
 	case t.port == 0:
-		return t.local
+		return t.local, true
 	default:
-		return p
+		return p, true
 	}
 }
 
@@ -89,6 +102,7 @@ func (s *session) watch(ctx context.Context) {
 
 func (s *session) handleEvent(ctx context.Context, ev *pbm.SessionEvent) {
 	ic := &s.icepts
+	dropped := false
 	ic.mu.Lock()
 	if ev.InterceptsChanged {
 		// The events of a watch come in order, so an id the last list had
@@ -97,6 +111,7 @@ func (s *session) handleEvent(ctx context.Context, ev *pbm.SessionEvent) {
 		for _, old := range ic.infos {
 			if !slices.ContainsFunc(ev.Intercepts, func(i *pbm.InterceptInfo) bool { return i.Id == old.Id }) {
 				delete(ic.targets, old.Id)
+				dropped = true
 			}
 		}
 		ic.infos = ev.Intercepts
@@ -111,6 +126,9 @@ func (s *session) handleEvent(ctx context.Context, ev *pbm.SessionEvent) {
 		s.log.Warn("notice from the traffic manager", "notice", ev.Notice)
 	}
 	ic.mu.Unlock()
+	if dropped {
+		s.targetsChanged()
+	}
 	if d := ev.Dial; d != nil {
 		ic.flows.Add(1)
 		go func() {
@@ -125,27 +143,39 @@ func (s *session) inbound(ctx context.Context, d *pbm.InboundDial) {
 	s.inboundFlows.Add(1)
 	s.metrics.flow(activity.InboundFlow, false)
 	s.icepts.mu.Lock()
-	t, ok := s.icepts.targets[d.InterceptId]
+	t, known := s.icepts.targets[d.InterceptId]
 	s.icepts.mu.Unlock()
-	port := t.localPort(d.Port)
-	refuse := func(msg string) {
-		s.log.Debug("inbound flow refused", "intercept", d.InterceptId, "reason", msg)
-		s.tunnels.Answer(ctx, d.FlowId, &pbm.Opened{Status: pbm.OpenStatus_OPEN_REFUSED, Error: msg})
+	port, covered := t.localPort(d.Port)
+	// Answer calls dial only once the manager confirmed that the flow
+	// still waits: a flow whose agent gave up never reaches the local app.
+	var local net.Conn
+	dial := func() *pbm.Opened {
+		refuse := func(msg string) *pbm.Opened {
+			s.log.Debug("inbound flow refused", "intercept", d.InterceptId, "port", d.Port, "reason", msg)
+			return &pbm.Opened{Status: pbm.OpenStatus_OPEN_REFUSED, Error: msg}
+		}
+		switch {
+		case !known:
+			return refuse("no local port for this intercept")
+		case !covered:
+			return refuse(fmt.Sprintf("workload port %d is not one the intercept covers (%v)", d.Port, t.covered))
+		}
+		addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port))
+		c, err := (&net.Dialer{Timeout: localDialTimeout}).DialContext(ctx, "tcp", addr.String())
+		if err != nil {
+			return refuse(err.Error())
+		}
+		local = c
+		return &pbm.Opened{Status: pbm.OpenStatus_OPEN_OK}
 	}
-	if !ok {
-		refuse("no local port for this intercept")
-		return
-	}
-	addr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port))
-	local, err := (&net.Dialer{Timeout: localDialTimeout}).DialContext(ctx, "tcp", addr.String())
-	if err != nil {
-		refuse(err.Error())
-		return
-	}
-	f, err := s.tunnels.Answer(ctx, d.FlowId, &pbm.Opened{Status: pbm.OpenStatus_OPEN_OK})
-	if err != nil {
-		local.Close()
-		s.log.Debug("inbound flow", "error", err)
+	f, err := s.tunnels.Answer(ctx, d.FlowId, dial)
+	if err != nil || f == nil {
+		if local != nil {
+			local.Close()
+		}
+		if err != nil {
+			s.log.Debug("inbound flow", "intercept", d.InterceptId, "error", err)
+		}
 		return
 	}
 	remote := tunnel.NewConn(f, local.LocalAddr(), &net.TCPAddr{})
@@ -186,13 +216,20 @@ func (d *Daemon) Intercept(ctx context.Context, req *pb.InterceptRequest) (*pbm.
 	if err != nil {
 		return nil, err
 	}
-	info, err := pbm.NewManagerClient(s.cc).CreateIntercept(ctx, &pbm.CreateInterceptRequest{Spec: req.Spec})
+	spec := proto.CloneOf(req.Spec)
+	spec.Ports = slices.Sorted(maps.Keys(req.PortMap))
+	info, err := pbm.NewManagerClient(s.cc).CreateIntercept(ctx, &pbm.CreateInterceptRequest{Spec: spec})
 	if err != nil {
 		return nil, err
+	}
+	t.covered = []uint32{t.port}
+	if t.replace {
+		t.covered = info.Ports
 	}
 	s.icepts.mu.Lock()
 	s.icepts.targets[info.Id] = t
 	s.icepts.mu.Unlock()
+	s.targetsChanged()
 	return info, nil
 }
 

@@ -42,19 +42,23 @@ type creds struct {
 
 // session is one connection to a traffic manager with its VIF and routes.
 type session struct {
-	addr     string
-	log      *slog.Logger
-	cc       *grpc.ClientConn
-	vif      *vif.VIF
-	tunnels  *tunnel.Client // the flows' streams to the manager
-	router   platform.Router
-	subnets  []netip.Prefix
-	instance string
-	user     string
-	host     string
-	creds    atomic.Pointer[creds]
-	tracker  *activity.Tracker
-	metrics  *metrics
+	addr    string
+	log     *slog.Logger
+	cc      *grpc.ClientConn
+	vif     *vif.VIF
+	tunnels *tunnel.Client // the flows' streams to the manager
+	router  platform.Router
+	// subnets are the routed subnets; rearrive replaces them while status
+	// reads them.
+	subnets        atomic.Pointer[[]netip.Prefix]
+	floor          routeFloor // routes.minPrefixLength*
+	allowConflicts bool
+	instance       string
+	user           string
+	host           string
+	creds          atomic.Pointer[creds]
+	tracker        *activity.Tracker
+	metrics        *metrics
 	// view is the manager's view from the last report.
 	view     atomic.Pointer[pbm.SessionView]
 	userName atomic.Pointer[string] // as the manager identified the user
@@ -63,6 +67,9 @@ type session struct {
 	onEnded func(s *session, reason string)
 	// saveCreds persists new credentials so a restarted daemon resumes.
 	saveCreds func(manager string, c creds)
+	// saveTargets persists the intercepts' targets; persistMu orders it.
+	saveTargets func(id string, ts map[string]target)
+	persistMu   sync.Mutex
 	// The cluster DNS server on the VIF; dnsAddr is invalid when there is
 	// none. dnsUndo reverts the host's DNS settings.
 	dnsAddr netip.AddrPort
@@ -85,6 +92,7 @@ type session struct {
 type sessionConfig struct {
 	manager    string
 	allowConf  bool
+	floor      routeFloor
 	user, host string
 	instance   string
 	byCLI      bool                             // a person ran connect (activity), or the daemon resumes by itself
@@ -99,14 +107,18 @@ type sessionConfig struct {
 	metrics    *metrics
 	onEnded    func(s *session, reason string)
 	saveCreds  func(manager string, c creds)
-	log        *slog.Logger
+	// targets are the intercepts' targets of the session to resume, from
+	// the cache; saveTargets persists them after a change.
+	targets     map[string]target
+	saveTargets func(id string, ts map[string]target)
+	log         *slog.Logger
 }
 
 // startSession connects to the manager, opens the session, and brings up
 // the VIF and its routes. On failure it undoes what it did.
 func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error) {
 	s := &session{addr: cfg.manager, log: cfg.log.With("manager", cfg.manager), instance: cfg.instance, user: cfg.user, host: cfg.host,
-		tracker: cfg.tracker, metrics: cfg.metrics, onEnded: cfg.onEnded, saveCreds: cfg.saveCreds}
+		tracker: cfg.tracker, metrics: cfg.metrics, onEnded: cfg.onEnded, saveCreds: cfg.saveCreds, saveTargets: cfg.saveTargets, floor: cfg.floor, allowConflicts: cfg.allowConf}
 	if cfg.resume != nil {
 		s.creds.Store(cfg.resume)
 	}
@@ -124,23 +136,22 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 	}
 	resp, err := s.arrive(ctx, cfg.byCLI)
 	if err != nil {
-		return nil, fmt.Errorf("cannot reach the traffic manager at %s: %s", cfg.manager, status.Convert(err).Message())
+		code := status.Code(err)
+		err = fmt.Errorf("cannot reach the traffic manager at %s: %s", cfg.manager, status.Convert(err).Message())
+		if ctx.Err() == nil && (code == codes.Unavailable || code == codes.DeadlineExceeded) {
+			err = unreachableError{err}
+		}
+		return nil, err
 	}
 	interval := time.Duration(resp.ReportIntervalMs) * time.Millisecond // activity.reportInterval
 	if interval <= 0 {
 		interval = 30 * time.Second
 	}
-	if s.subnets, err = parseSubnets(resp.Subnets); err != nil {
+	subnets, err := s.checkedSubnets(resp.Subnets)
+	if err != nil {
 		return nil, err
 	}
-	if err := checkManagerOutside(cfg.manager, s.subnets); err != nil {
-		return nil, err
-	}
-	if !cfg.allowConf {
-		if err := platform.CheckConflicts(s.subnets, ""); err != nil {
-			return nil, fmt.Errorf("%w (pass --allow-conflicting-subnets to route them anyway)", err)
-		}
-	}
+	s.subnets.Store(&subnets)
 	s.setupDNS(cfg.dnsAddress, resp.DnsDomains)
 	s.tunnels = tunnel.NewClient(s.cc, 0)
 	s.vif, err = vif.New(vif.Config{Name: cfg.tunName, MTU: cfg.mtu, Open: s.opener(), Log: cfg.log})
@@ -151,8 +162,8 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 	if err != nil {
 		return nil, err
 	}
-	if err := s.router.Set(s.routed(s.subnets)); err != nil {
-		return nil, fmt.Errorf("route %v through %s: %w", s.subnets, s.vif.Name(), err)
+	if err := s.router.Set(s.routed(subnets)); err != nil {
+		return nil, fmt.Errorf("route %v through %s: %w", subnets, s.vif.Name(), err)
 	}
 	if s.dnsAddr.IsValid() {
 		s.dnsUndo, s.dnsNote, err = platform.ConfigureDNS(s.vif.Name(), s.dnsAddr.Addr(), s.dnsRes.domains, resp.DnsSearch, cfg.log)
@@ -163,11 +174,12 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 	var sctx context.Context
 	sctx, s.cancel = context.WithCancel(context.Background())
 	s.icepts.targets = make(map[string]target)
+	s.restoreTargets(cfg.targets, resp.Resumed)
 	s.done.Add(3)
 	go func() { defer s.done.Done(); s.supervise(sctx) }()
 	go func() { defer s.done.Done(); s.watch(sctx) }()
 	go func() { defer s.done.Done(); activity.NewReporter(s.tracker, interval, s.report).Run(sctx) }()
-	s.log.Info("connected", "session", resp.SessionId, "subnets", s.subnets, "device", s.vif.Name())
+	s.log.Info("connected", "session", resp.SessionId, "subnets", subnets, "device", s.vif.Name())
 	return s, nil
 }
 
@@ -256,15 +268,78 @@ func (s *session) rearrive(ctx context.Context) {
 	} else {
 		s.log.Info("link back; the manager opened a new session", "session", resp.SessionId, "old", old.id)
 	}
-	subnets, err := parseSubnets(resp.Subnets)
-	if err == nil && !equalPrefixes(subnets, s.subnets) {
+	// The routes after a reconnect pass the checks of connect. A refused
+	// set leaves the routes as they were, which the user accepted at
+	// connect: tearing the session down would let the manager end it at
+	// will, and keeping it routes nothing new.
+	subnets, err := s.checkedSubnets(resp.Subnets)
+	if err != nil {
+		s.log.Error("refused the subnets the traffic manager advertised after reconnecting; routes unchanged", "error", err)
+		s.notice(fmt.Sprintf("routes unchanged: refused what the traffic manager advertised after reconnecting: %v", err))
+		return
+	}
+	if old := s.routes(); !equalPrefixes(subnets, old) {
 		if err := s.router.Set(s.routed(subnets)); err != nil {
 			s.log.Error("updating routes failed", "error", err)
+			s.notice(fmt.Sprintf("routes unchanged: cannot route what the traffic manager advertised after reconnecting: %v", err))
+			// Set applies what it can; put back what was accepted.
+			if err := s.router.Set(s.routed(old)); err != nil {
+				s.log.Error("restoring routes failed", "error", err)
+			}
 		} else {
-			s.subnets = subnets
+			s.subnets.Store(&subnets)
 		}
 	}
 }
+
+// routes are the routed subnets.
+func (s *session) routes() []netip.Prefix {
+	if p := s.subnets.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// notice adds a message of the daemon's own to those status shows, once:
+// a manager that keeps dropping the link and coming back with the same
+// refused routes does not grow the list.
+func (s *session) notice(msg string) {
+	ic := &s.icepts
+	ic.mu.Lock()
+	defer ic.mu.Unlock()
+	if !slices.Contains(ic.notices, msg) {
+		ic.notices = append(ic.notices, msg)
+	}
+}
+
+// checkedSubnets parses the subnets the manager advertised and applies
+// every rule a set must pass before it is routed, at connect and after a
+// reconnect alike.
+func (s *session) checkedSubnets(advertised []string) ([]netip.Prefix, error) {
+	subnets, err := parseSubnets(advertised)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkRoutes(subnets, s.floor); err != nil {
+		return nil, err
+	}
+	if err := checkManagerOutside(s.addr, subnets); err != nil {
+		return nil, err
+	}
+	if !s.allowConflicts {
+		if err := platform.CheckConflicts(subnets, ""); err != nil {
+			return nil, fmt.Errorf("%w (pass --allow-conflicting-subnets to route them anyway)", err)
+		}
+	}
+	return subnets, nil
+}
+
+// unreachableError is a connect that failed because the manager could not
+// be reached (no network, manager down): worth trying again, unlike a
+// refusal.
+type unreachableError struct{ error }
+
+func (e unreachableError) Unwrap() error { return e.error }
 
 // opener adapts the tunnel client to the VIF.
 func (s *session) opener() vif.Opener {
@@ -349,7 +424,7 @@ func (s *session) setupDNS(configured string, domains []string) {
 	if configured != "" {
 		s.log.Warn("dns.address is not an IP address; using the default", "dns.address", configured)
 	}
-	s.dnsAddr, _ = defaultDNSAddress(s.subnets)
+	s.dnsAddr, _ = defaultDNSAddress(s.routes())
 }
 
 // routed is what goes into the VIF: the subnets, and the DNS address when

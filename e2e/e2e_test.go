@@ -321,7 +321,7 @@ func TestConnectFailures(t *testing.T) {
 	t.Run("conflicting subnet", func(t *testing.T) {
 		// A second manager offering the client's own link network.
 		p, err := e.lab.Start(e.lab.Mgr, e.dir+"/manager2.log", tetherBin, "manager",
-			"--listen", fmt.Sprintf("%s:%d", e.lab.MgrIP, 8082), "--subnet", "198.18.1.128/25")
+			"--listen", fmt.Sprintf("%s:%d", e.lab.MgrIP, 8082), "--subnet", "198.18.1.128/25", "--insecure-listen-any")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -19,10 +19,14 @@ type member struct {
 	name   string
 	ns     string
 	socket string
+	proc   *netlab.Proc // the daemon
 }
 
 // team is a lab with two developers (alice may revoke, bob may not), a
-// manager with tokens and RBAC, and an agent in front of a real app.
+// manager with tokens and RBAC (testdata/policy.yaml), and an agent in
+// front of a real app. The token file also holds tokens no process uses:
+// carol (a developer), dave (a user who may create no intercept) and
+// rogue (an agent bound to no workload).
 type team struct {
 	*env
 	alice, bob *member
@@ -55,8 +59,9 @@ func newTeam(t *testing.T, rules ...string) *team {
 		}
 		return p
 	}
-	write("tokens.csv", "t-alice,alice,1001,\"devs\"\nt-bob,bob,1002,\"devs\"\nt-agent,agent,2000\n")
-	policy, err := os.ReadFile("../manager/rbac/testdata/policy.yaml")
+	write("tokens.csv", "t-alice,alice,1001,\"devs\"\nt-bob,bob,1002,\"devs\"\nt-carol,carol,1003,\"devs\"\nt-dave,dave,1004\n"+
+		"t-agent,agent,2000,\"tether:agents\"\nt-rogue,rogue,2001,\"tether:agents\"\n")
+	policy, err := os.ReadFile("testdata/policy.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,19 +79,7 @@ func newTeam(t *testing.T, rules ...string) *team {
 	e.startManager(append([]string{"--listen", fmt.Sprintf(":%d", portMgr), "--token-file", filepath.Join(e.dir, "tokens.csv"), "--rbac-policy-file", filepath.Join(e.dir, "policy.yaml")}, rules...)...)
 	tm.startAgent(agentPort, appPort, "app")
 	for _, m := range []*member{tm.alice, tm.bob} {
-		if _, err := lab.Start(m.ns, filepath.Join(e.dir, m.name+".log"), tetherBin, "--socket", m.socket, "--log-level", "debug", "daemon", "--tun-name", "tt"+m.name); err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			if _, err := tm.as(m, "--no-activity", "status"); err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s's daemon did not start", m.name)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		tm.startMemberDaemon(m)
 		if out, err := tm.as(m, "connect", "--manager", e.mgrAddr(), "--token-file", filepath.Join(e.dir, m.name+".token")); err != nil {
 			t.Fatalf("%s connect: %v\n%s", m.name, err, out)
 		}
@@ -318,7 +311,7 @@ func TestReplaceInterceptPorts(t *testing.T) {
 	}
 	tm.expectPorts(map[int]string{agentPort: "dev alice", grpcPort: "dev alice 7001", metricsPort: "dev alice 9100"})
 	status, _ := tm.as(tm.alice, "--no-activity", "status")
-	if want := fmt.Sprintf("other ports: %d -> 127.0.0.1:%d, the rest -> the same local port", grpcPort, devGRPC); !strings.Contains(status, want) {
+	if want := fmt.Sprintf("other ports: %d -> 127.0.0.1:%d, %d -> 127.0.0.1:%d", grpcPort, devGRPC, metricsPort, metricsPort); !strings.Contains(status, want) {
 		t.Errorf("status does not say %q:\n%s", want, status)
 	}
 	// A map needs --replace.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -193,8 +194,13 @@ func (e *env) startPodServers() {
 	}))
 }
 
+// startManager runs the manager on the lab's manager address; without a
+// token file (development mode) that needs --insecure-listen-any.
 func (e *env) startManager(extra ...string) {
 	args := append([]string{"manager", "--listen", e.mgrAddr(), "--subnet", e.lab.PodNet.String(), "--log-level", "debug"}, extra...)
+	if !slices.Contains(extra, "--token-file") {
+		args = append(args, "--insecure-listen-any")
+	}
 	p, err := e.lab.Start(e.lab.Mgr, filepath.Join(e.dir, "manager.log"), tetherBin, args...)
 	if err != nil {
 		e.t.Fatal(err)

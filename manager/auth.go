@@ -6,14 +6,31 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 )
+
+// AgentGroup is the token-file group that makes an identity an agent. An
+// agent may call WatchAgent and AgentTunnel and nothing else; every other
+// identity is a user, who may call everything but those.
+const AgentGroup = "tether:agents"
 
 // Identity is who a token belongs to.
 type Identity struct {
 	User   string
 	UID    string
 	Groups []string
+}
+
+// Agent reports whether id has the agent role.
+func (id Identity) Agent() bool { return slices.Contains(id.Groups, AgentGroup) }
+
+// describe names id with its role, for refusals: "user alice's".
+func (id Identity) describe() string {
+	if id.Agent() {
+		return "agent " + id.User + "'s"
+	}
+	return "user " + id.User + "'s"
 }
 
 // Tokens maps bearer tokens to identities, read from a file in the

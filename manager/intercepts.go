@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -40,6 +41,9 @@ type intercept struct {
 	owner   *session
 	state   string
 	message string
+	// ports are the workload ports it covers, fixed at creation (see
+	// coveredPortsLocked): flows on other ports are refused.
+	ports []uint32
 }
 
 var errShuttingDown = status.Error(codes.Unavailable, "traffic manager shutting down")
@@ -60,16 +64,29 @@ func (s *Server) CreateIntercept(ctx context.Context, req *pb.CreateInterceptReq
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	if err := checkSpecPorts(spec); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := s.mayCreate(ctx, sess, spec.Workload); err != nil {
+		return nil, err
+	}
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sessions[sess.id] != sess {
 		return nil, status.Error(codes.NotFound, "the session ended")
 	}
+	ports := s.coveredPortsLocked(spec)
+	if len(ports) == 0 {
+		return nil, status.Errorf(codes.FailedPrecondition, "replace intercept %q covers no port: no agent of %s has declared its ports; give --port or --to-port, or start the workload's agents first", spec.Name, spec.Workload)
+	}
 	for _, x := range s.intercepts {
 		if x.owner == sess && x.spec.Name == spec.Name {
 			return nil, status.Errorf(codes.AlreadyExists, "you already have an intercept named %q", spec.Name)
 		}
+	}
+	if err := s.interceptLimitLocked(sess); err != nil {
+		return nil, err
 	}
 	id := rand.Text()
 	var superseded []string // messages, by position in olds
@@ -91,17 +108,68 @@ func (s *Server) CreateIntercept(ctx context.Context, req *pb.CreateInterceptReq
 			spec.Name, id, sess.user, sess.host, idle.Round(time.Second), s.rules.InactiveBlockTimeout, exampleText(ex, why)))
 	}
 	s.seq++
-	x := &intercept{id: id, seq: s.seq, spec: spec, c: ci, owner: sess, state: StateActive}
+	x := &intercept{id: id, seq: s.seq, spec: spec, c: ci, owner: sess, state: StateActive, ports: ports}
 	s.intercepts[x.id] = x
 	for i, old := range olds {
 		old.state, old.message = StateConflict, superseded[i]
 		s.log.Info("intercept superseded", "intercept", old.id, "owner", old.owner.user, "by", x.id, "user", sess.user)
 		notify(old.owner.changed)
 	}
-	s.log.Info("intercept created", "intercept", x.id, "name", spec.Name, "user", sess.user, "workload", spec.Workload, "port", spec.Port, "kind", spec.Kind)
+	s.log.Info("intercept created", "intercept", x.id, "name", spec.Name, "user", sess.user, "workload", spec.Workload, "port", spec.Port, "kind", spec.Kind, "ports", ports)
 	notify(sess.changed)
 	s.notifyAgentsLocked(spec.Workload)
 	return s.infoLocked(x, now), nil
+}
+
+// mayCreate checks, when a policy is set, that sess's user may create
+// intercepts in the workload's namespace (rbac.CreateInterceptRequest).
+func (s *Server) mayCreate(ctx context.Context, sess *session, workload string) error {
+	if s.authz == nil {
+		return nil
+	}
+	ns, _, _ := strings.Cut(workload, "/")
+	ok, reason, err := rbac.Check(ctx, s.authz, rbac.Subject{User: sess.user, Groups: sess.groups}, rbac.CreateInterceptRequest(ns))
+	if err != nil {
+		return status.Errorf(codes.Internal, "authorization failed: %v", err)
+	}
+	if !ok {
+		s.log.Warn("intercept refused", "user", sess.user, "workload", workload, "reason", reason)
+		return status.Errorf(codes.PermissionDenied, "intercept refused: %s", reason)
+	}
+	return nil
+}
+
+// checkSpecPorts checks spec.Ports: workload ports of a replace intercept.
+func checkSpecPorts(spec *pb.InterceptSpec) error {
+	if len(spec.Ports) > 0 && spec.Kind != pb.InterceptKind_REPLACE {
+		return fmt.Errorf("only a replace intercept covers ports besides its own")
+	}
+	for _, p := range spec.Ports {
+		if p == 0 || p > 65535 {
+			return fmt.Errorf("port %d is not a port", p)
+		}
+	}
+	return nil
+}
+
+// coveredPortsLocked are the workload ports an intercept of spec covers,
+// sorted: its own port and, for a replace intercept, the ports its owner
+// maps and those the workload's agents declared by now. An agent that
+// declares a port later does not widen it: the owner's daemon dials only
+// the local ports it agreed to when it created the intercept.
+func (s *Server) coveredPortsLocked(spec *pb.InterceptSpec) []uint32 {
+	var ports []uint32
+	if spec.Port != 0 {
+		ports = append(ports, spec.Port)
+	}
+	if spec.Kind == pb.InterceptKind_REPLACE {
+		ports = append(ports, spec.Ports...)
+		for w := range s.agents[spec.Workload] {
+			ports = append(ports, w.ports...)
+		}
+	}
+	slices.Sort(ports)
+	return slices.Compact(ports)
 }
 
 // blockedMessage explains a refusal: who holds the block, what conflicts,
@@ -184,7 +252,7 @@ func (s *Server) RevokeIntercept(ctx context.Context, req *pb.RevokeInterceptReq
 	// The owner hears of it through removeInterceptLocked's notification:
 	// its watcher reads the notices under s.mu, after this.
 	s.removeInterceptLocked(x, now)
-	x.owner.notices = append(x.owner.notices, fmt.Sprintf("intercept %q (%s) revoked by %s at %s", x.spec.Name, x.id, sess.user, now.UTC().Format(time.RFC3339)))
+	s.noticeLocked(x.owner, fmt.Sprintf("intercept %q (%s) revoked by %s at %s", x.spec.Name, x.id, sess.user, now.UTC().Format(time.RFC3339)))
 	s.log.Info("intercept revoked", "by", sess.user, "intercept", x.id, "name", x.spec.Name, "owner", x.owner.user, "host", x.owner.host, "workload", x.spec.Workload)
 	return &pb.RevokeInterceptResponse{Intercept: info}, nil
 }
@@ -230,7 +298,7 @@ func (s *Server) infoLocked(x *intercept, now time.Time) *pb.InterceptInfo {
 	return &pb.InterceptInfo{
 		Id: x.id, Spec: x.spec, OwnerUser: x.owner.user, OwnerHost: x.owner.host,
 		State: x.state, Message: x.message, OwnerIdleMs: idle.Milliseconds(),
-		Blocks: x.state == StateActive && blocks,
+		Blocks: x.state == StateActive && blocks, Ports: x.ports,
 	}
 }
 
@@ -272,12 +340,40 @@ func notify(ch chan struct{}) {
 	}
 }
 
-// WatchSession implements pb.ManagerServer.
+// watchStream is a session's current WatchSession stream.
+type watchStream struct {
+	stop context.CancelCauseFunc
+}
+
+// errWatchReplaced ends a watch stream that a newer one of its session
+// replaced: a dead stream (a daemon that vanished without a FIN) must never
+// take dials or notices meant for the live one.
+var errWatchReplaced = errors.New("replaced by a newer WatchSession stream of this session")
+
+// WatchSession implements pb.ManagerServer. A session has one watch stream:
+// a new one ends the one before it.
 func (s *Server) WatchSession(_ *pb.WatchSessionRequest, stream grpc.ServerStreamingServer[pb.SessionEvent]) error {
 	sess, err := s.authenticate(stream.Context())
 	if err != nil {
 		return err
 	}
+	ctx, stop := context.WithCancelCause(stream.Context())
+	defer stop(nil)
+	me := &watchStream{stop: stop}
+	s.mu.Lock()
+	if sess.watch != nil {
+		sess.watch.stop(errWatchReplaced)
+		s.log.Info("session watch replaced", "session", sess.id, "user", sess.user)
+	}
+	sess.watch = me
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if sess.watch == me {
+			sess.watch = nil
+		}
+		s.mu.Unlock()
+	}()
 	send := func() error {
 		now := s.now()
 		s.mu.Lock()
@@ -296,7 +392,10 @@ func (s *Server) WatchSession(_ *pb.WatchSessionRequest, stream grpc.ServerStrea
 	}
 	for {
 		select {
-		case <-stream.Context().Done():
+		case <-ctx.Done():
+			if errors.Is(context.Cause(ctx), errWatchReplaced) {
+				return status.Error(codes.Aborted, errWatchReplaced.Error())
+			}
 			return nil
 		case <-sess.ctx.Done():
 			return status.Error(codes.NotFound, "the session ended")
@@ -305,6 +404,12 @@ func (s *Server) WatchSession(_ *pb.WatchSessionRequest, stream grpc.ServerStrea
 				return err
 			}
 		case d := <-sess.dials:
+			// A dial queued while no stream took it may be for an agent
+			// that gave up: the local app must not get that connection.
+			if !s.waiting(d.FlowId) {
+				s.log.Debug("stale inbound dial dropped", "session", sess.id, "flow", d.FlowId)
+				continue
+			}
 			if err := stream.Send(&pb.SessionEvent{Dial: d}); err != nil {
 				return err
 			}
@@ -312,37 +417,82 @@ func (s *Server) WatchSession(_ *pb.WatchSessionRequest, stream grpc.ServerStrea
 	}
 }
 
-// WatchAgent implements pb.ManagerServer.
+// waiting reports whether inbound flow id still waits for its daemon.
+func (s *Server) waiting(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	in := s.pending[id]
+	return in != nil && !in.claimed
+}
+
+// agentWatch is one agent's WatchAgent stream.
+type agentWatch struct {
+	changed chan struct{}
+	// ports are the workload ports the agent serves, as it declared them.
+	ports []uint32
+}
+
+// covers reports whether x receives flows on one of w's ports.
+func (w *agentWatch) covers(x *intercept) bool {
+	for _, p := range w.ports {
+		if slices.Contains(x.ports, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// WatchAgent implements pb.ManagerServer. It needs the agent role and a
+// binding to the workload (verb serve); the routes hold only intercepts
+// that cover one of the ports the agent declared.
 func (s *Server) WatchAgent(req *pb.WatchAgentRequest, stream grpc.ServerStreamingServer[pb.AgentRoutes]) error {
-	if err := s.authenticateAgent(stream.Context()); err != nil {
+	id, err := s.authenticateAgent(stream.Context(), "WatchAgent")
+	if err != nil {
 		return err
 	}
-	changed := make(chan struct{}, 1)
+	if err := conflict.CheckWorkload(req.Workload); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if len(req.Ports) == 0 {
+		return status.Error(codes.InvalidArgument, "WatchAgent needs the workload ports the agent serves")
+	}
+	for _, p := range req.Ports {
+		if p == 0 || p > 65535 {
+			return status.Errorf(codes.InvalidArgument, "port %d is not a port", p)
+		}
+	}
+	if err := s.mayServe(stream.Context(), id, req.Workload); err != nil {
+		return err
+	}
+	w := &agentWatch{changed: make(chan struct{}, 1), ports: slices.Clone(req.Ports)}
 	s.mu.Lock()
 	if s.agents[req.Workload] == nil {
-		s.agents[req.Workload] = map[chan struct{}]struct{}{}
+		s.agents[req.Workload] = map[*agentWatch]struct{}{}
 	}
-	s.agents[req.Workload][changed] = struct{}{}
+	s.agents[req.Workload][w] = struct{}{}
 	s.mu.Unlock()
-	s.log.Info("agent watching", "workload", req.Workload)
+	s.log.Info("agent watching", "workload", req.Workload, "ports", req.Ports, "agent", id.User)
 	defer func() {
 		s.mu.Lock()
-		delete(s.agents[req.Workload], changed)
+		delete(s.agents[req.Workload], w)
+		if len(s.agents[req.Workload]) == 0 {
+			delete(s.agents, req.Workload)
+		}
 		s.mu.Unlock()
 	}()
-	notify(changed)
+	notify(w.changed)
 	for {
 		select {
 		case <-stream.Context().Done():
 			return nil
 		case <-s.ctx.Done():
 			return errShuttingDown
-		case <-changed:
+		case <-w.changed:
 			now := s.now()
 			s.mu.Lock()
 			routes := &pb.AgentRoutes{}
 			for _, x := range s.sortedInterceptsLocked() {
-				if x.spec.Workload == req.Workload && x.state == StateActive {
+				if x.spec.Workload == req.Workload && x.state == StateActive && w.covers(x) {
 					routes.Intercepts = append(routes.Intercepts, s.infoLocked(x, now))
 				}
 			}
@@ -355,21 +505,20 @@ func (s *Server) WatchAgent(req *pb.WatchAgentRequest, stream grpc.ServerStreami
 }
 
 func (s *Server) notifyAgentsLocked(workload string) {
-	for ch := range s.agents[workload] {
-		notify(ch)
+	for w := range s.agents[workload] {
+		notify(w.changed)
 	}
-}
-
-// authenticateAgent admits agents: with auth.tokenFile, by a known token.
-func (s *Server) authenticateAgent(ctx context.Context) error {
-	_, err := s.identify(ctx, "")
-	return err
 }
 
 // inbound is an inbound flow waiting for, then served by, the owner's
 // daemon.
 type inbound struct {
-	daemon chan daemonSide // the daemon's InboundTunnel arrives here
+	owner *session // only its daemon may answer
+	// claimed (guarded by Server.mu) is set when the owner's daemon took
+	// the flow; it then dials its local port.
+	claimed bool
+	daemon  chan daemonSide // the daemon's answer arrives here
+	gone    chan struct{}   // closed when the agent's side ended
 }
 
 type daemonSide struct {
@@ -378,9 +527,11 @@ type daemonSide struct {
 	done   chan error // the relay's result, for the daemon's handler
 }
 
-// AgentTunnel implements pb.ManagerServer.
+// AgentTunnel implements pb.ManagerServer. It needs the agent role, a
+// binding to the intercept's workload, and a port the intercept covers.
 func (s *Server) AgentTunnel(stream grpc.BidiStreamingServer[pb.Frame, pb.Frame]) error {
-	if err := s.authenticateAgent(stream.Context()); err != nil {
+	id, err := s.authenticateAgent(stream.Context(), "AgentTunnel")
+	if err != nil {
 		return err
 	}
 	first, err := stream.Recv()
@@ -394,11 +545,29 @@ func (s *Server) AgentTunnel(stream grpc.BidiStreamingServer[pb.Frame, pb.Frame]
 	refuse := func(st pb.OpenStatus, msg string) error {
 		return stream.Send(&pb.Frame{Opened: &pb.Opened{Status: st, Error: msg}})
 	}
-	flowID := rand.Text()
-	in := &inbound{daemon: make(chan daemonSide, 1)}
+	// The binding is checked outside the lock (an authorizer may ask an
+	// API server), then the intercept again under it.
 	s.mu.Lock()
 	x := s.intercepts[open.InterceptId]
-	if x == nil || x.state != StateActive {
+	s.mu.Unlock()
+	if x == nil {
+		return refuse(pb.OpenStatus_OPEN_REFUSED, "no active intercept "+open.InterceptId)
+	}
+	if err := s.mayServe(stream.Context(), id, x.spec.Workload); err != nil {
+		return err
+	}
+	port := open.Port
+	if port == 0 {
+		port = x.spec.Port
+	}
+	if !slices.Contains(x.ports, port) {
+		s.log.Warn("agent flow on an uncovered port refused", "agent", id.User, "intercept", x.id, "port", port, "covered", x.ports)
+		return status.Errorf(codes.PermissionDenied, "intercept %s on %s does not cover port %d (it covers %v)", x.id, x.spec.Workload, port, x.ports)
+	}
+	flowID := rand.Text()
+	in := &inbound{owner: x.owner, daemon: make(chan daemonSide, 1), gone: make(chan struct{})}
+	s.mu.Lock()
+	if s.intercepts[x.id] != x || x.state != StateActive {
 		s.mu.Unlock()
 		return refuse(pb.OpenStatus_OPEN_REFUSED, "no active intercept "+open.InterceptId)
 	}
@@ -409,9 +578,10 @@ func (s *Server) AgentTunnel(stream grpc.BidiStreamingServer[pb.Frame, pb.Frame]
 		s.mu.Lock()
 		delete(s.pending, flowID)
 		s.mu.Unlock()
+		close(in.gone)
 	}()
 	select {
-	case owner.dials <- &pb.InboundDial{FlowId: flowID, InterceptId: x.id, Source: open.Source, Port: open.Port}:
+	case owner.dials <- &pb.InboundDial{FlowId: flowID, InterceptId: x.id, Source: open.Source, Port: port}:
 	default:
 		return refuse(pb.OpenStatus_OPEN_UNREACHABLE, "the intercepting client has too many flows waiting")
 	}
@@ -440,9 +610,12 @@ func (s *Server) AgentTunnel(stream grpc.BidiStreamingServer[pb.Frame, pb.Frame]
 	return err
 }
 
-// InboundTunnel implements pb.ManagerServer.
+// InboundTunnel implements pb.ManagerServer: the owner's daemon claims a
+// waiting flow, and only once the manager confirmed that it still waits
+// does the daemon dial its local port and send the result.
 func (s *Server) InboundTunnel(stream grpc.BidiStreamingServer[pb.Frame, pb.Frame]) error {
-	if _, err := s.authenticate(stream.Context()); err != nil {
+	sess, err := s.authenticate(stream.Context())
+	if err != nil {
 		return err
 	}
 	first, err := stream.Recv()
@@ -452,19 +625,44 @@ func (s *Server) InboundTunnel(stream grpc.BidiStreamingServer[pb.Frame, pb.Fram
 	flowID := first.GetOpen().GetFlowId()
 	s.mu.Lock()
 	in := s.pending[flowID]
-	s.mu.Unlock()
-	if in == nil {
-		return status.Errorf(codes.NotFound, "no inbound flow %q is waiting", flowID)
-	}
-	d := daemonSide{stream: stream, opened: first.GetOpened(), done: make(chan error, 1)}
-	select {
-	case in.daemon <- d:
-	default:
+	switch {
+	case in == nil:
+		s.mu.Unlock()
+		return status.Errorf(codes.NotFound, "no inbound flow %q is waiting: the agent gave up or it never existed", flowID)
+	case in.owner != sess:
+		s.mu.Unlock()
+		s.log.Warn("inbound flow of another session refused", "session", sess.id, "user", sess.user, "flow", flowID)
+		return status.Errorf(codes.PermissionDenied, "inbound flow %q belongs to another session's intercept", flowID)
+	case in.claimed:
+		s.mu.Unlock()
 		return status.Errorf(codes.AlreadyExists, "inbound flow %q is answered already", flowID)
 	}
+	in.claimed = true
+	s.mu.Unlock()
+	if err := stream.Send(&pb.Frame{Opened: &pb.Opened{Status: pb.OpenStatus_OPEN_OK}}); err != nil {
+		return err
+	}
+	answer, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	opened := answer.GetOpened()
+	if opened == nil {
+		opened = &pb.Opened{Status: pb.OpenStatus_OPEN_REFUSED, Error: "the intercepting client sent no answer"}
+	}
+	d := daemonSide{stream: stream, opened: opened, done: make(chan error, 1)}
+	in.daemon <- d // one claim per flow, and room for it
 	select {
 	case err := <-d.done:
 		return err
+	case <-in.gone:
+		// The agent's side sends done before it ends, if it took d.
+		select {
+		case err := <-d.done:
+			return err
+		default:
+		}
+		return status.Errorf(codes.Aborted, "inbound flow %q: the agent gave up", flowID)
 	case <-stream.Context().Done():
 		return nil
 	}

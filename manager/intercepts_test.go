@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/tether-dev/tether/manager/rbac"
@@ -25,34 +26,105 @@ type lockedClock struct {
 func (c *lockedClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
 func (c *lockedClock) Add(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
 
-// allowUsers is an Authorizer that lets the listed users do anything.
+// allowUsers is an Authorizer that lets the listed users do anything, and
+// everyone create intercepts.
 type allowUsers map[string]bool
 
 func (a allowUsers) Authorize(_ context.Context, s rbac.Subject, r rbac.Request) (bool, string, error) {
-	if a[s.User] {
+	if a[s.User] || r == rbac.CreateInterceptRequest(r.Namespace) {
 		return true, "test", nil
 	}
-	return false, "user " + s.User + " may not " + r.Verb + " configmaps", nil
+	return false, "user " + s.User + " may not " + r.Verb + " " + r.Resource, nil
+}
+
+// testPolicy: alice may revoke; group devs (alice, bob) may create
+// intercepts in namespace default; agent web-agent serves default/web.
+const testPolicy = `
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: revoker, namespace: tether}
+rules:
+- {apiGroups: [""], resources: [configmaps], resourceNames: [traffic-manager], verbs: [get, update]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: revokers, namespace: tether}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: revoker}
+subjects:
+- {kind: User, apiGroup: rbac.authorization.k8s.io, name: alice}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: interceptor}
+rules:
+- {apiGroups: [tether.dev], resources: [intercepts], verbs: [create]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: devs, namespace: default}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: interceptor}
+subjects:
+- {kind: Group, apiGroup: rbac.authorization.k8s.io, name: devs}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: web-agent, namespace: default}
+rules:
+- {apiGroups: [tether.dev], resources: [workloads], resourceNames: [web], verbs: [serve]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: web-agents, namespace: default}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: web-agent}
+subjects:
+- {kind: User, apiGroup: rbac.authorization.k8s.io, name: web-agent}
+`
+
+// testTokens: developers alice and bob (group devs), carol (no group),
+// agents web-agent (bound to default/web) and db-agent (bound to nothing).
+var testTokens = Tokens{
+	"t-alice":     {User: "alice", Groups: []string{"devs"}},
+	"t-bob":       {User: "bob", Groups: []string{"devs"}},
+	"t-carol":     {User: "carol"},
+	"t-web-agent": {User: "web-agent", Groups: []string{AgentGroup}},
+	"t-db-agent":  {User: "db-agent", Groups: []string{AgentGroup}},
+}
+
+// withToken is an incoming context with a bearer token.
+func withToken(ctx context.Context, token string) context.Context {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return metadata.NewIncomingContext(ctx, metadata.Join(md, metadata.Pairs("authorization", "Bearer "+token)))
 }
 
 func newInterceptServer(t *testing.T) (*Server, *lockedClock, map[string]context.Context) {
 	t.Helper()
+	return newPolicyServer(t, testPolicy, "alice", "bob")
+}
+
+// newPolicyServer is a manager with testTokens and policy, and a session
+// for each of users (its context carries the session and the user's token).
+func newPolicyServer(t *testing.T, policy string, users ...string) (*Server, *lockedClock, map[string]context.Context) {
+	t.Helper()
 	c := &lockedClock{now: time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)}
+	p, err := rbac.ParsePolicy(strings.NewReader(policy))
+	if err != nil {
+		t.Fatal(err)
+	}
 	s, err := New(Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Now: c.Now,
-		Log: slog.New(slog.DiscardHandler), Authorizer: allowUsers{"alice": true}})
+		Log: slog.New(slog.DiscardHandler), Authorizer: p, Tokens: testTokens})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Shutdown)
-	users := map[string]context.Context{}
-	for _, u := range []string{"alice", "bob"} {
-		resp, err := s.Arrive(context.Background(), &pb.ArriveRequest{User: u, Host: u + "-laptop", DaemonInstance: "d-" + u})
+	ctxs := map[string]context.Context{}
+	for _, u := range users {
+		resp, err := s.Arrive(withToken(context.Background(), "t-"+u), &pb.ArriveRequest{User: u, Host: u + "-laptop", DaemonInstance: "d-" + u})
 		if err != nil {
 			t.Fatal(err)
 		}
-		users[u] = withCreds(resp.SessionId, resp.SessionSecret)
+		ctxs[u] = withToken(withCreds(resp.SessionId, resp.SessionSecret), "t-"+u)
 	}
-	return s, c, users
+	return s, c, ctxs
 }
 
 func header(name, user, re string) *pb.CreateInterceptRequest {
@@ -130,7 +202,7 @@ func TestInterceptOwnConflictAndKinds(t *testing.T) {
 	if _, err := s.CreateIntercept(u["bob"], other); err != nil {
 		t.Fatalf("another port of the workload: %v", err)
 	}
-	replace := &pb.CreateInterceptRequest{Spec: &pb.InterceptSpec{Name: "r", Workload: "default/web", Kind: pb.InterceptKind_REPLACE}}
+	replace := &pb.CreateInterceptRequest{Spec: &pb.InterceptSpec{Name: "r", Workload: "default/web", Kind: pb.InterceptKind_REPLACE, Ports: []uint32{9100}}}
 	if _, err := s.CreateIntercept(u["bob"], replace); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("replace over an active global: %v", err)
 	}

@@ -45,7 +45,10 @@ type Config struct {
 	DialTimeout    time.Duration
 	UDPIdleTimeout time.Duration
 	Rules          Rules
-	// Authorizer decides revokes (rbac.policyFile); nil disables revoke.
+	// Authorizer decides revokes, intercept creation and which workloads
+	// each agent serves (rbac.policyFile). Nil disables revoke and lets
+	// every agent serve every workload. It needs Tokens: RBAC must judge
+	// authenticated identities, not names clients claim.
 	Authorizer rbac.Authorizer
 	// Namespace is manager.namespace; DefaultNamespace when empty.
 	Namespace string
@@ -60,6 +63,8 @@ type Config struct {
 	// DNSSearch (dns.search) are search domains daemons configure, so
 	// short names resolve ("web" in "default.svc.cluster.local").
 	DNSSearch []string
+	// Limits bound sessions, flows, intercepts and notices (limits.*).
+	Limits Limits
 	// Now is the manager's clock; time.Now when nil. Tests inject one.
 	Now func() time.Time
 	Log *slog.Logger
@@ -88,6 +93,7 @@ type Server struct {
 	subnets []netip.Prefix
 	tunnels *tunnel.Server
 	rules   Rules
+	limits  Limits
 	tokens  Tokens
 	now     func() time.Time
 	log     *slog.Logger
@@ -105,8 +111,9 @@ type Server struct {
 	// intercepts by id; seq orders them by creation.
 	intercepts map[string]*intercept
 	seq        uint64
-	// agents: workload -> change signals of its watching agents.
-	agents map[string]map[chan struct{}]struct{}
+	// agents: workload -> its watching agents; a workload without agents
+	// has no entry.
+	agents map[string]map[*agentWatch]struct{}
 	// pending inbound flows by flow id, waiting for the owner's daemon.
 	pending map[string]*inbound
 
@@ -137,6 +144,10 @@ type session struct {
 	changed chan struct{}
 	dials   chan *pb.InboundDial
 	notices []string
+	// watch is the session's one WatchSession stream (guarded by
+	// Server.mu); a newer stream ends it.
+	watch *watchStream
+	flows *flowLimits // shared by the session's Tunnel streams
 	// ctx ends with the session; its flows derive from it.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -153,6 +164,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Authorizer != nil && cfg.Tokens == nil {
+		return nil, errors.New("manager: rbac.policyFile needs auth.tokenFile: without tokens RBAC would judge the user name each client claims")
+	}
 	r := cfg.Rules
 	for _, d := range []struct {
 		v   *time.Duration
@@ -165,11 +179,16 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("manager: negative duration in %+v", r)
 		}
 	}
+	limits, err := cfg.Limits.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	log := cfg.Log.With("component", "manager")
 	s := &Server{
 		subnets:  cfg.Subnets,
 		tunnels:  tunnel.NewServer(cfg.DialTimeout, cfg.UDPIdleTimeout, cfg.Log),
 		rules:    r,
+		limits:   limits,
 		tokens:   cfg.Tokens,
 		now:      cfg.Now,
 		log:      log,
@@ -179,7 +198,7 @@ func New(cfg Config) (*Server, error) {
 		metrics:  newMetrics(),
 
 		intercepts: make(map[string]*intercept),
-		agents:     make(map[string]map[chan struct{}]struct{}),
+		agents:     make(map[string]map[*agentWatch]struct{}),
 		pending:    make(map[string]*inbound),
 		authz:      cfg.Authorizer,
 		dnsDomains: cfg.DNSDomains,
@@ -191,7 +210,9 @@ func New(cfg Config) (*Server, error) {
 		s.dnsDomains = DefaultDNSDomains
 	}
 	if s.tokens == nil {
-		log.Warn("unauthenticated development mode: no auth.tokenFile, users are who their OS user name says")
+		log.Warn("unauthenticated development mode: no auth.tokenFile, users are who their OS user name says and anyone may be an agent")
+	} else if s.authz == nil {
+		log.Warn("no rbac.policyFile binds agents to workloads: every agent token (group " + AgentGroup + ") may serve every workload")
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	go s.reap()
@@ -271,12 +292,12 @@ func (s *Server) identify(ctx context.Context, claimed string) (Identity, error)
 	md, _ := metadata.FromIncomingContext(ctx)
 	tok := bearer(first(md, tunnel.MDAuthorization))
 	if tok == "" {
-		s.log.Warn("arrive without a bearer token refused")
+		s.log.Warn("call without a bearer token refused")
 		return Identity{}, status.Error(codes.Unauthenticated, "the traffic manager requires a token: pass --token-file or set TETHER_TOKEN")
 	}
 	id, ok := s.tokens[tok]
 	if !ok {
-		s.log.Warn("arrive with an unknown token refused")
+		s.log.Warn("call with an unknown token refused")
 		return Identity{}, status.Error(codes.Unauthenticated, "the traffic manager does not know this token")
 	}
 	return id, nil
@@ -284,6 +305,9 @@ func (s *Server) identify(ctx context.Context, claimed string) (Identity, error)
 
 // Arrive implements pb.ManagerServer.
 func (s *Server) Arrive(ctx context.Context, req *pb.ArriveRequest) (*pb.ArriveResponse, error) {
+	if err := s.refuseAgent(ctx, "Arrive"); err != nil {
+		return nil, err
+	}
 	subnets := make([]string, len(s.subnets))
 	for i, p := range s.subnets {
 		subnets[i] = p.String()
@@ -311,9 +335,13 @@ func (s *Server) Arrive(ctx context.Context, req *pb.ArriveRequest) (*pb.ArriveR
 	if err != nil {
 		return nil, err
 	}
+	if err := s.sessionLimitLocked(who.User); err != nil {
+		return nil, err
+	}
 	id, secret := rand.Text()[:16], rand.Text()
 	sess := &session{id: id, secret: sha256.Sum256([]byte(secret)), user: who.User, groups: who.Groups, host: req.Host,
-		ledger: activity.NewLedger(now, req.DaemonInstance), changed: make(chan struct{}, 1), dials: make(chan *pb.InboundDial, 64)}
+		ledger: activity.NewLedger(now, req.DaemonInstance), changed: make(chan struct{}, 1), dials: make(chan *pb.InboundDial, 64),
+		flows: newFlowLimits(s.limits, s.log.With("session", id, "user", who.User))}
 	sess.ctx, sess.cancel = context.WithCancel(s.ctx)
 	s.sessions[id] = sess
 	s.log.Info("session opened", "session", id, "user", who.User, "host", req.Host, "daemon", req.DaemonInstance)
@@ -340,7 +368,7 @@ func (s *Server) Tunnel(stream grpc.BidiStreamingServer[pb.Frame, pb.Frame]) err
 	if err != nil {
 		return err
 	}
-	return s.tunnels.Serve(sess.ctx, stream, s.allowed)
+	return s.tunnels.Serve(sess.ctx, stream, s.allowed, sess.flows)
 }
 
 // Report implements pb.ManagerServer.
@@ -415,6 +443,9 @@ func (s *Server) allowed(addr netip.Addr) bool {
 // authenticate finds the caller's session from the metadata. Failures are
 // logged and never acted on.
 func (s *Server) authenticate(ctx context.Context) (*session, error) {
+	if err := s.refuseAgent(ctx, methodName(ctx)); err != nil {
+		return nil, err
+	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	id, secret := first(md, MDSession), first(md, MDSecret)
 	if id == "" || secret == "" {

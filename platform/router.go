@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 )
 
@@ -38,6 +39,16 @@ type routeOps interface {
 	del(p netip.Prefix) error
 	// close releases what the ops hold open (such as a netlink socket).
 	close() error
+}
+
+// routeOwners is what an OS's routeOps that can see other devices' routes
+// also implement (Linux): the route that exists already for exactly p
+// through something other than the device, described for an error ("dev
+// wg0"), or "" when there is none. Router never replaces such a route:
+// that would take another VPN's subnet from it, and Close would then
+// delete it.
+type routeOwners interface {
+	otherRoute(p netip.Prefix) (string, error)
 }
 
 // router implements Router on top of one OS's routeOps.
@@ -81,6 +92,10 @@ func (r *router) Set(subnets []netip.Prefix) error {
 		return err
 	}
 
+	if err := r.checkOthersLocked(want); err != nil {
+		return err
+	}
+
 	var errs []error
 	var added, removed []netip.Prefix
 	// Add before removing so that a subnet that grows (10.0.0.0/16 becoming
@@ -112,6 +127,32 @@ func (r *router) Set(subnets []netip.Prefix) error {
 		r.log.Info("routes changed", "added", added, "removed", removed, "routes", len(r.added))
 	}
 	return errors.Join(errs...)
+}
+
+// checkOthersLocked refuses the whole Set, before it changes anything,
+// when a route it would add exists already through another device.
+func (r *router) checkOthersLocked(want []netip.Prefix) error {
+	owners, ok := r.ops.(routeOwners)
+	if !ok {
+		return nil
+	}
+	var taken []string
+	for _, p := range want {
+		if _, ok := r.added[p]; ok {
+			continue
+		}
+		other, err := owners.otherRoute(p)
+		if err != nil {
+			return err
+		}
+		if other != "" {
+			taken = append(taken, fmt.Sprintf("%s %s", p, other))
+		}
+	}
+	if len(taken) > 0 {
+		return fmt.Errorf("set routes: route %s already exists; tether does not replace another interface's route: remove it or disconnect what added it (another VPN?), then connect again", strings.Join(taken, ", route "))
+	}
+	return nil
 }
 
 // Close implements Router.

@@ -62,12 +62,70 @@ func (o *netlinkOps) route(p netip.Prefix) *netlink.Route {
 }
 
 func (o *netlinkOps) add(p netip.Prefix) error {
-	// Replace rather than add, so a route left by an earlier run (or one
-	// already present) does not fail the call.
-	if err := o.h.RouteReplace(o.route(p)); err != nil {
+	// Add, never replace: router checked that no other device has the
+	// route, and a replace would silently take one that appeared since.
+	err := o.h.RouteAdd(o.route(p))
+	if errors.Is(err, unix.EEXIST) {
+		// Ours already (the device kept it), or somebody else's now.
+		other, oerr := o.otherRoute(p)
+		switch {
+		case oerr != nil:
+			err = oerr
+		case other == "":
+			return nil
+		default:
+			return fmt.Errorf("add route %s dev %s: route %s %s appeared meanwhile; tether does not replace another interface's route", p, o.dev, p, other)
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("add route %s dev %s: %w", p, o.dev, err)
 	}
 	return nil
+}
+
+// otherRoute implements routeOwners: a route for exactly p in the main
+// table (where add puts its routes) through anything but the device, at
+// any metric: one with a lower metric would win over ours, one with a
+// higher metric would lose to it, and both change where traffic goes.
+func (o *netlinkOps) otherRoute(p netip.Prefix) (string, error) {
+	family := netlink.FAMILY_V4
+	if !p.Addr().Is4() {
+		family = netlink.FAMILY_V6
+	}
+	filter := &netlink.Route{Dst: o.route(p).Dst, Table: unix.RT_TABLE_MAIN}
+	rs, err := o.h.RouteListFiltered(family, filter, netlink.RT_FILTER_DST|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return "", fmt.Errorf("set routes: list routes to %s: %w", p, err)
+	}
+	for _, rt := range rs {
+		if rt.LinkIndex == o.index && len(rt.MultiPath) == 0 {
+			continue
+		}
+		if len(rt.MultiPath) > 0 {
+			return "(multipath)", nil
+		}
+		if rt.LinkIndex == 0 {
+			return fmt.Sprintf("(type %s, no device)", routeType(rt.Type)), nil
+		}
+		name := fmt.Sprintf("index %d", rt.LinkIndex)
+		if l, err := o.h.LinkByIndex(rt.LinkIndex); err == nil {
+			name = l.Attrs().Name
+		}
+		return "dev " + name, nil
+	}
+	return "", nil
+}
+
+func routeType(t int) string {
+	switch t {
+	case unix.RTN_BLACKHOLE:
+		return "blackhole"
+	case unix.RTN_UNREACHABLE:
+		return "unreachable"
+	case unix.RTN_PROHIBIT:
+		return "prohibit"
+	}
+	return fmt.Sprint(t)
 }
 
 func (o *netlinkOps) del(p netip.Prefix) error {

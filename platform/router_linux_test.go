@@ -216,3 +216,62 @@ func TestRemoveStaleLinux(t *testing.T) {
 		t.Fatalf("Close after the device was removed: %v", err)
 	}
 }
+
+// TestRouterLinuxKeepsOtherDevicesRoutes: a route another interface has
+// (another VPN's) is never replaced, nor deleted at Close; the refusal
+// names the route and the device and changes nothing.
+func TestRouterLinuxKeepsOtherDevicesRoutes(t *testing.T) {
+	h, ns := testNetns(t)
+	const dev = "tethertest2"
+	link := addTun(t, h, ns, dev)
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", append([]string{"-n", ns}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	other := addTun(t, h, ns, "othervpn0")
+	ip("link", "set", "othervpn0", "up")
+	ip("route", "add", "198.18.2.0/24", "dev", "othervpn0")
+	ip("route", "add", "198.18.4.0/24", "dev", "othervpn0", "metric", "50")
+	ip("route", "add", "blackhole", "198.18.5.0/24")
+	ip("-6", "route", "add", "2001:db8:1::/64", "dev", "othervpn0")
+	othersBefore := routesVia(t, h, other)
+
+	r := newRouterAt(h, dev, nil)
+	for _, tc := range []struct {
+		name, subnet, want string
+	}{
+		{"same metric", "198.18.2.0/24", "route 198.18.2.0/24 dev othervpn0 already exists"},
+		{"other metric", "198.18.4.0/24", "route 198.18.4.0/24 dev othervpn0 already exists"},
+		{"blackhole", "198.18.5.0/24", "route 198.18.5.0/24 (type blackhole, no device) already exists"},
+		{"IPv6", "2001:db8:1::/64", "route 2001:db8:1::/64 dev othervpn0 already exists"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := r.Set(prefixes("198.18.3.0/24", tc.subnet))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Set: %v, want %q", err, tc.want)
+			}
+			if got := routesVia(t, h, link); len(got) != 0 {
+				t.Fatalf("a refused Set added routes %v", got)
+			}
+		})
+	}
+	// A Set that passes keeps its routes, and a later one that is refused
+	// leaves them as they were.
+	if err := r.Set(prefixes("198.18.3.0/24")); err != nil {
+		t.Fatalf("Set: %v", err)
+	}
+	if err := r.Set(prefixes("198.18.2.0/24", "198.18.6.0/24")); err == nil {
+		t.Fatal("Set of another device's route succeeded")
+	}
+	if got, want := routesVia(t, h, link), []string{"198.18.3.0/24"}; !slices.Equal(got, want) {
+		t.Fatalf("after a refused Set: routes %v, want %v", got, want)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if got := routesVia(t, h, other); !slices.Equal(got, othersBefore) {
+		t.Fatalf("the other device's routes are %v after Close, want %v", got, othersBefore)
+	}
+}

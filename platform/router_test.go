@@ -185,3 +185,43 @@ func TestFakeRouter(t *testing.T) {
 		t.Fatalf("Set after Close: %v", err)
 	}
 }
+
+// ownerOps are fakeOps that also see other devices' routes, as Linux's do.
+type ownerOps struct {
+	*fakeOps
+	others map[netip.Prefix]string // prefix -> "dev X"
+}
+
+func (o ownerOps) otherRoute(p netip.Prefix) (string, error) { return o.others[p], nil }
+
+// TestRouterRefusesOtherDevicesRoutes: a Set that would add a route
+// another device has is refused whole, before any change, naming each
+// such route; routes it added before are kept, and may stay.
+func TestRouterRefusesOtherDevicesRoutes(t *testing.T) {
+	ops := ownerOps{newFakeOps(), map[netip.Prefix]string{
+		netip.MustParsePrefix("198.18.2.0/24"): "dev wg0",
+		netip.MustParsePrefix("198.18.3.0/24"): "(type blackhole, no device)",
+	}}
+	r := newRouter(ops, "tether0", nil)
+	if err := r.Set(prefixes("198.18.1.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	err := r.Set(prefixes("198.18.1.0/24", "198.18.2.0/24", "198.18.3.0/24", "198.18.4.0/24"))
+	for _, want := range []string{"route 198.18.2.0/24 dev wg0", "route 198.18.3.0/24 (type blackhole, no device)", "already exists", "remove it or disconnect"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("Set: %v, want %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "\n") {
+		t.Fatalf("the refusal is not one line: %q", err)
+	}
+	if got, want := ops.table(), []string{"198.18.1.0/24"}; !slices.Equal(got, want) {
+		t.Fatalf("a refused Set changed the routes to %v, want %v", got, want)
+	}
+	// A route of its own that another device got meanwhile is not re-added,
+	// so it is no reason to refuse.
+	ops.others[netip.MustParsePrefix("198.18.1.0/24")] = "dev wg0"
+	if err := r.Set(prefixes("198.18.1.0/24", "198.18.4.0/24")); err != nil {
+		t.Fatalf("Set: %v", err)
+	}
+}

@@ -326,9 +326,11 @@ func (f *Flow) Close(reset bool) {
 }
 
 // Answer opens the daemon's end of an inbound flow the manager announced
-// (flowID). With a non-OK opened, the daemon refuses it (its local port did
-// not accept) and Answer returns no Flow.
-func (c *Client) Answer(ctx context.Context, flowID string, opened *pb.Opened) (*Flow, error) {
+// (flowID). It first claims the flow, and only when the manager confirms
+// that the flow still waits does it call dial, which dials the local port
+// and says whether it accepted: a flow whose agent gave up never reaches
+// the local app. With a non-OK answer from dial, Answer returns no Flow.
+func (c *Client) Answer(ctx context.Context, flowID string, dial func() *pb.Opened) (*Flow, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	stream, err := c.mgr.InboundTunnel(ctx)
 	if err != nil {
@@ -336,9 +338,23 @@ func (c *Client) Answer(ctx context.Context, flowID string, opened *pb.Opened) (
 		return nil, fmt.Errorf("open inbound stream: %w", err)
 	}
 	f := &Flow{stream: stream, reset: cancel}
-	f.out.Open, f.out.Opened = &pb.OpenFlow{FlowId: flowID}, opened
+	f.out.Open = &pb.OpenFlow{FlowId: flowID}
 	err = stream.Send(&f.out)
-	f.out.Open, f.out.Opened = nil, nil
+	f.out.Open = nil
+	if err == nil {
+		err = stream.RecvMsg(&f.in)
+	}
+	if err == nil && f.in.Opened.GetStatus() != pb.OpenStatus_OPEN_OK {
+		err = errors.New("the manager did not confirm the flow")
+	}
+	if err != nil {
+		f.Close(true)
+		return nil, fmt.Errorf("claim inbound flow: %w", streamErr(stream, err))
+	}
+	opened := dial()
+	f.out.Opened = opened
+	err = stream.Send(&f.out)
+	f.out.Opened = nil
 	if err != nil || opened.GetStatus() != pb.OpenStatus_OPEN_OK {
 		f.Close(err != nil)
 		if err != nil {

@@ -142,7 +142,7 @@ func runServerInput(t *testing.T, echo echoServers, mode frameMode, frames []fuz
 	allowed := func(a netip.Addr) bool { return loopback.Contains(a) }
 
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, stream, allowed) }()
+	go func() { served <- srv.Serve(ctx, stream, allowed, Unlimited{}) }()
 	var err error
 	select {
 	case err = <-served:
@@ -465,7 +465,7 @@ func startScriptedManager(tb testing.TB) *scriptedManager {
 		tb.Fatal(err)
 	}
 	m := &scriptedManager{script: make(chan clientScript, 1)}
-	srv := grpc.NewServer(ServerOptions()...)
+	srv := grpc.NewServer(ServerOptions(Keepalive{})...)
 	pb.RegisterManagerServer(srv, m)
 	served := make(chan struct{})
 	go func() {
@@ -628,7 +628,7 @@ type silentManager struct {
 func (m *silentManager) Tunnel(stream grpc.BidiStreamingServer[pb.Frame, pb.Frame]) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	err := m.srv.Serve(ctx, stream, func(netip.Addr) bool { return true })
+	err := m.srv.Serve(ctx, stream, func(netip.Addr) bool { return true }, Unlimited{})
 	m.served <- err
 	return err
 }
@@ -642,7 +642,7 @@ func TestServeEndsSilentStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := &silentManager{srv: NewServer(0, 0, slog.New(slog.DiscardHandler)), served: make(chan error, 1)}
-	gs := grpc.NewServer(ServerOptions()...)
+	gs := grpc.NewServer(ServerOptions(Keepalive{})...)
 	pb.RegisterManagerServer(gs, m)
 	go gs.Serve(ln)
 	defer gs.Stop()

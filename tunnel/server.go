@@ -61,19 +61,59 @@ func (s *Server) Close() {
 // closed already; it reports whether f runs.
 func (s *Server) Go(f func()) bool { return s.flows.Go(f) }
 
+// A Limiter bounds the flows of the streams that share it; the manager
+// gives each session one for all of its streams. Refusals and evictions
+// are the Limiter's to log.
+type Limiter interface {
+	// AdmitStream admits a stream, whose end is StreamDone, or refuses
+	// it with a reason for the daemon: streams waiting for a flow cost
+	// the manager two goroutines each, and only the daemon bounds them.
+	AdmitStream() (refusal string, ok bool)
+	StreamDone()
+	// AdmitTCP admits a live TCP flow, whose end is TCPDone, or refuses
+	// it with a reason for the daemon.
+	AdmitTCP() (refusal string, ok bool)
+	TCPDone()
+	// UDP admits a UDP flow, which end ends early (a newer flow took its
+	// place). touch marks a datagram either way, done says it ended.
+	UDP(end func()) (touch, done func())
+}
+
+// Unlimited is the Limiter that admits everything.
+type Unlimited struct{}
+
+// AdmitStream implements Limiter.
+func (Unlimited) AdmitStream() (string, bool) { return "", true }
+
+// StreamDone implements Limiter.
+func (Unlimited) StreamDone() {}
+
+// AdmitTCP implements Limiter.
+func (Unlimited) AdmitTCP() (string, bool) { return "", true }
+
+// TCPDone implements Limiter.
+func (Unlimited) TCPDone() {}
+
+// UDP implements Limiter.
+func (Unlimited) UDP(func()) (func(), func()) { return func() {}, func() {} }
+
 // Stream is the server side of a Tunnel call.
 type Stream = grpc.BidiStreamingServer[pb.Frame, pb.Frame]
 
 // Serve runs the flows of one Tunnel stream, one after another, until the
 // daemon closes the stream, a flow is reset, or a UDP flow ends. allowed
-// decides which destinations the caller may reach. When ctx ends (the
-// session ended, the manager shuts down) the stream is reset with status
-// Unavailable.
-func (s *Server) Serve(ctx context.Context, stream Stream, allowed func(netip.Addr) bool) error {
+// decides which destinations the caller may reach, lim how many flows it
+// may have. When ctx ends (the session ended, the manager shuts down) the
+// stream is reset with status Unavailable.
+func (s *Server) Serve(ctx context.Context, stream Stream, allowed func(netip.Addr) bool, lim Limiter) error {
 	if !s.flows.Add() {
 		return errEnded
 	}
 	defer s.flows.Done()
+	if refusal, ok := lim.AdmitStream(); !ok {
+		return status.Error(codes.ResourceExhausted, refusal)
+	}
+	defer lim.StreamDone()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(stream.Context(), cancel)()
@@ -90,7 +130,7 @@ func (s *Server) Serve(ctx context.Context, stream Stream, allowed func(netip.Ad
 		if err != nil {
 			return err
 		}
-		more, err := s.serveFlow(ctx, stream, rx, first, allowed)
+		more, err := s.serveFlow(ctx, stream, rx, first, allowed, lim)
 		if err != nil || !more {
 			return err
 		}
@@ -99,7 +139,7 @@ func (s *Server) Serve(ctx context.Context, stream Stream, allowed func(netip.Ad
 
 // serveFlow runs the flow whose first frame is first. It reports whether
 // the stream may carry another flow.
-func (s *Server) serveFlow(ctx context.Context, stream Stream, rx *receiver, first *pb.Frame, allowed func(netip.Addr) bool) (bool, error) {
+func (s *Server) serveFlow(ctx context.Context, stream Stream, rx *receiver, first *pb.Frame, allowed func(netip.Addr) bool, lim Limiter) (bool, error) {
 	open := first.GetOpen()
 	if open == nil {
 		return false, status.Error(codes.InvalidArgument, "first frame must open the flow")
@@ -126,6 +166,13 @@ func (s *Server) serveFlow(ctx context.Context, stream Stream, rx *receiver, fir
 	if !allowed(dst.Addr()) {
 		return refuse(pb.OpenStatus_OPEN_FORBIDDEN, fmt.Sprintf("%s is outside the cluster subnets", dst.Addr()))
 	}
+	if network == "tcp" {
+		refusal, ok := lim.AdmitTCP()
+		if !ok {
+			return refuse(pb.OpenStatus_OPEN_FORBIDDEN, refusal)
+		}
+		defer lim.TCPDone()
+	}
 	dialCtx, dialCancel := context.WithTimeout(ctx, s.dialTimeout)
 	conn, err := dial(dialCtx, network, dst)
 	// The dialer puts dialCtx's deadline on the socket, which may fire
@@ -147,7 +194,7 @@ func (s *Server) serveFlow(ctx context.Context, stream Stream, rx *receiver, fir
 		return false, err
 	}
 	if network == "udp" {
-		return false, s.pipeUDP(ctx, stream, rx, conn.(*net.UDPConn))
+		return false, s.pipeUDP(ctx, stream, rx, conn.(*net.UDPConn), lim)
 	}
 	tc := conn.(*net.TCPConn)
 	tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true}) // Go's defaults: 15 s idle and interval, 9 probes
@@ -363,10 +410,12 @@ func tcpFromDaemon(stream Stream, conn *net.TCPConn) error {
 // destination's, the receiver the daemon's. A UDP flow just ends, whatever
 // the reason (the stream with it): the daemon opens a new one with the next
 // datagram.
-func (s *Server) pipeUDP(ctx context.Context, stream Stream, rx *receiver, conn *net.UDPConn) error {
+func (s *Server) pipeUDP(ctx context.Context, stream Stream, rx *receiver, conn *net.UDPConn, lim Limiter) error {
 	defer conn.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	use, done := lim.UDP(cancel)
+	defer done()
 	timer := idle.New(s.udpIdle, cancel)
 	defer timer.Stop()
 	// A deadline in the past is what ends a Read blocked in the kernel.
@@ -379,6 +428,7 @@ func (s *Server) pipeUDP(ctx context.Context, stream Stream, rx *receiver, conn 
 				return err
 			}
 			timer.Touch()
+			use()
 			if _, err := conn.Write(f.Data); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
 				return err
 			}
@@ -394,6 +444,7 @@ func (s *Server) pipeUDP(ctx context.Context, stream Stream, rx *receiver, conn 
 			return nil
 		}
 		timer.Touch()
+		use()
 		if stream.Send(&pb.Frame{Data: buf[:n]}) != nil {
 			return nil
 		}

@@ -26,7 +26,8 @@ const (
 	backoffJitter = 0.2
 	// keepaliveTime detects a vanished manager (and keeps NAT state) without
 	// waking an idle daemon more than once per this period;
-	// keepaliveMinTime is the manager's limit, below it.
+	// keepaliveMinTime is the manager's limit, below it (a client pinging
+	// more often gets GOAWAY "too_many_pings").
 	keepaliveTime    = 30 * time.Second
 	keepaliveTimeout = 10 * time.Second
 	keepaliveMinTime = 10 * time.Second
@@ -112,10 +113,35 @@ func DialOptions(creds credentials.TransportCredentials) []grpc.DialOption {
 	}
 }
 
-// ServerOptions are the manager's options; its keepalive policy allows the
-// daemon's pings.
-func ServerOptions() []grpc.ServerOption {
+// Keepalive is how the manager finds clients that vanished without closing
+// their connection (a laptop that lost its network, a frozen NAT): a
+// connection it has read nothing from for Time gets a ping, and one that
+// does not answer within Timeout is closed, which ends its streams. gRPC's
+// default would wait two hours, while a dead watch stream competes for
+// dials and notices.
+type Keepalive struct {
+	Time    time.Duration // grpc.keepaliveTime
+	Timeout time.Duration // grpc.keepaliveTimeout
+}
+
+// DefaultKeepalive ends a dead client's streams within 50 s. A live daemon
+// or agent pings every 30 s itself, so the manager's pings are rare.
+var DefaultKeepalive = Keepalive{Time: 30 * time.Second, Timeout: 20 * time.Second}
+
+// MinKeepaliveTime is the shortest Time gRPC honours on a server.
+const MinKeepaliveTime = time.Second
+
+// ServerOptions are the manager's options: ka (zero fields: the defaults),
+// and a keepalive policy that allows the pings of DialOptions.
+func ServerOptions(ka Keepalive) []grpc.ServerOption {
+	if ka.Time == 0 {
+		ka.Time = DefaultKeepalive.Time
+	}
+	if ka.Timeout == 0 {
+		ka.Timeout = DefaultKeepalive.Timeout
+	}
 	return []grpc.ServerOption{
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: ka.Time, Timeout: ka.Timeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
 		grpc.InitialWindowSize(streamWindow),
 		grpc.InitialConnWindowSize(connWindow),

@@ -92,7 +92,7 @@ func (h *harness) newServer() *grpc.Server {
 		}
 		return handler(srv, ss)
 	}
-	srv := grpc.NewServer(append(tunnel.ServerOptions(), grpc.StreamInterceptor(count))...)
+	srv := grpc.NewServer(append(tunnel.ServerOptions(tunnel.Keepalive{}), grpc.StreamInterceptor(count))...)
 	h.mgr.Register(srv)
 	return srv
 }

@@ -165,6 +165,10 @@ type statusJSON struct {
 	DNS          string            `json:"dns"`
 	DNSDomains   []string          `json:"dns_domains"`
 	DNSConfig    string            `json:"dns_config,omitempty"`
+	// A restarted daemon retrying its cached session (link "resuming").
+	Resuming          bool    `json:"resuming"`
+	ResumeAttempts    uint32  `json:"resume_attempts,omitempty"`
+	NextResumeSeconds float64 `json:"next_resume_seconds,omitempty"`
 }
 
 type lastActivityJSON struct {
@@ -208,6 +212,7 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 			InboundFlows: c.GetInboundFlows(), ActivityEvents: c.GetActivityEvents(),
 		},
 	}
+	out.Resuming, out.ResumeAttempts, out.NextResumeSeconds = r.Resuming, r.ResumeAttempts, r.NextResumeSeconds
 	out.Intercepts, out.Notices = []interceptJSON{}, append([]string{}, r.Notices...)
 	out.DNS, out.DNSDomains, out.DNSConfig = r.Dns, append([]string{}, r.DnsDomains...), r.DnsConfig
 	for _, li := range r.Intercepts {
@@ -231,7 +236,16 @@ func ms(v int64) float64 { return float64(v) / 1000 }
 
 func printStatus(w io.Writer, r *pb.StatusResponse) {
 	if !r.Connected {
-		fmt.Fprintln(w, "Not connected")
+		switch {
+		case r.Resuming && r.ResumeAttempts > 0:
+			fmt.Fprintf(w, "Not connected: resuming the session with %s (%d attempts failed; next in %.0fs)\n", r.Manager, r.ResumeAttempts, r.NextResumeSeconds)
+		case r.Resuming:
+			fmt.Fprintf(w, "Not connected: resuming the session with %s\n", r.Manager)
+		case r.Link == "connecting":
+			fmt.Fprintf(w, "Not connected: connecting to %s\n", r.Manager)
+		default:
+			fmt.Fprintln(w, "Not connected")
+		}
 		if r.Reason != "" {
 			fmt.Fprintln(w, "  Reason:", r.Reason)
 		}
@@ -261,7 +275,7 @@ func printStatus(w io.Writer, r *pb.StatusResponse) {
 	}
 	for _, li := range r.Intercepts {
 		x := li.Info
-		fmt.Fprintf(w, "  Intercept %s (%s): %s port %d %s -> 127.0.0.1:%d%s, %s\n", x.Spec.GetName(), x.Id, x.Spec.GetWorkload(), x.Spec.GetPort(), filterText(x.Spec), li.LocalPort, otherPortsText(x.Spec, li.PortMap, li.LocalPort), x.State)
+		fmt.Fprintf(w, "  Intercept %s (%s): %s port %d %s -> 127.0.0.1:%d%s, %s\n", x.Spec.GetName(), x.Id, x.Spec.GetWorkload(), x.Spec.GetPort(), filterText(x.Spec), li.LocalPort, otherPortsText(x, li.PortMap, li.LocalPort), x.State)
 		if x.Message != "" {
 			fmt.Fprintf(w, "    %s\n", x.Message)
 		}

@@ -26,7 +26,13 @@ type configRole struct {
 
 func configRoles() []configRole {
 	return []configRole{
-		{"daemon", daemonFlags, func(c *config) error { _, err := daemonIgnorePorts(c); return err }},
+		{"daemon", daemonFlags, func(c *config) error {
+			if _, err := daemonIgnorePorts(c); err != nil {
+				return err
+			}
+			_, _, err := daemonRouteFloors(c)
+			return err
+		}},
 		{"manager", managerFlags, func(c *config) error { _, err := managerSettings(c); return err }},
 		{"agent", agentFlags, func(c *config) error { _, err := agentPort(c); return err }},
 	}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/spf13/pflag"
 )
 
 func writeFile(t *testing.T, name, content string) string {
@@ -57,6 +59,9 @@ grpc:
 		{"subnets", "10.0.0.0/8", "file " + file + ":2"},
 		{"activity.reportInterval", "30s", "default"},
 		{"listen", ":8081", "default"},
+		{"limits.sessionsPerUser", "8", "default"},
+		{"limits.udpFlowsPerSession", "1024", "default"},
+		{"grpc.keepaliveTime", "30s", "default"},
 	} {
 		t.Run(tc.key, func(t *testing.T) {
 			row, ok := rows[tc.key]
@@ -117,6 +122,10 @@ GRPC:
 		{"flag", "", []string{"manager", "--config", file, "--connection-ttl", "9z"}, `grpc.connectionTTL (flag --connection-ttl): "9z"`},
 		{"daemon port", "", []string{"config", "view", "daemon", "--ignore-tcp-ports", "53,http"}, `activity.ignoreTCPPorts (flag --ignore-tcp-ports): "http" is not a port number`},
 		{"agent port", "", []string{"config", "view", "agent"}, `agent.port: "0" is not a port`},
+		{"limit", "", []string{"config", "view", "manager", "--sessions-per-user", "0"}, `limits.sessionsPerUser (flag --sessions-per-user): "0" is not a positive whole number`},
+		{"keepalive", "", []string{"config", "view", "manager", "--keepalive-time", "500ms"}, `grpc.keepaliveTime (flag --keepalive-time): 500ms is below gRPC's minimum of 1s`},
+		{"route floor", "", []string{"config", "view", "daemon", "--min-prefix-length", "0"}, `routes.minPrefixLength (flag --min-prefix-length): 0 is not an IPv4 prefix length from 1 to 32`},
+		{"IPv6 route floor", "", []string{"config", "view", "daemon", "--min-prefix-length-ipv6", "129"}, `routes.minPrefixLengthIPv6 (flag --min-prefix-length-ipv6): 129 is not`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.env != "" {
@@ -135,5 +144,48 @@ func TestYAMLSyntaxError(t *testing.T) {
 	_, err := runTether(t, "config", "view", "manager", "--config", file)
 	if err == nil || !strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), "line") {
 		t.Errorf("error %v, want the file and line", err)
+	}
+}
+
+// Without auth.tokenFile the manager listens on loopback only, unless
+// grpc.insecureListenAny; a policy needs tokens.
+func TestManagerDevelopmentModeListen(t *testing.T) {
+	tokens := writeFile(t, "tokens.csv", "t1,alice,1\n")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // the address, or "error: " and what the error names
+	}{
+		{"default becomes loopback", nil, "127.0.0.1:8081"},
+		{"loopback stays", []string{"--listen", "127.0.0.1:9000"}, "127.0.0.1:9000"},
+		{"IPv6 loopback", []string{"--listen", "[::1]:9000"}, "[::1]:9000"},
+		{"localhost", []string{"--listen", "localhost:9000"}, "localhost:9000"},
+		{"a lab address is refused", []string{"--listen", "198.18.1.2:8081"}, "error: grpc.insecureListenAny (--insecure-listen-any)"},
+		{"unless insecure", []string{"--listen", "198.18.1.2:8081", "--insecure-listen-any"}, "198.18.1.2:8081"},
+		{"every address if insecure", []string{"--insecure-listen-any"}, ":8081"},
+		{"tokens listen anywhere", []string{"--listen", "198.18.1.2:8081", "--token-file", tokens}, "198.18.1.2:8081"},
+		{"a policy without tokens", []string{"--listen", "127.0.0.1:1", "--rbac-policy-file", "p.yaml"}, "error: rbac.policyFile (flag --rbac-policy-file): needs auth.tokenFile"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := pflag.NewFlagSet("manager", pflag.ContinueOnError)
+			keys := managerFlags(f)
+			if err := f.Parse(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			c, err := loadConfig(f, "", keys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mv, err := managerSettings(c)
+			if want, ok := strings.CutPrefix(tc.want, "error: "); ok {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Fatalf("error %v, want one naming %q", err, want)
+				}
+				return
+			}
+			if err != nil || mv.listen != tc.want {
+				t.Fatalf("listen %q, %v; want %q", mv.listen, err, tc.want)
+			}
+		})
 	}
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"maps"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -70,7 +68,7 @@ func newInterceptCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Intercept %s (%s): %s port %d %s -> 127.0.0.1:%d%s\n", spec.Name, info.Id, workload, port, filterText(spec), to, otherPortsText(spec, portMap, to))
+			fmt.Fprintf(cmd.OutOrStdout(), "Intercept %s (%s): %s port %d %s -> 127.0.0.1:%d%s\n", spec.Name, info.Id, workload, port, filterText(spec), to, otherPortsText(info, portMap, to))
 			return nil
 		},
 	}
@@ -80,8 +78,8 @@ func newInterceptCmd(g *globals) *cobra.Command {
 	f.Uint32Var(&to, "to", 0, "the local port that receives the traffic")
 	f.StringArrayVar(&headers, "http-header", nil, "only HTTP requests whose header NAME fully matches REGEX (NAME=REGEX, repeatable, RE2)")
 	f.StringVar(&path, "http-path", "", "only HTTP requests whose path fully matches REGEX (RE2)")
-	f.BoolVar(&replace, "replace", false, "take all ports of the workload; its app gets no traffic")
-	f.StringArrayVar(&toPorts, "to-port", nil, "with --replace: the local port for another workload port (WORKLOADPORT=LOCALPORT, repeatable); ports not listed go to the same port number locally (to --to when there is no --port)")
+	f.BoolVar(&replace, "replace", false, "take the workload's ports (--port, --to-port and those its agents declared by now); its app gets no traffic")
+	f.StringArrayVar(&toPorts, "to-port", nil, "with --replace: the local port for another workload port (WORKLOADPORT=LOCALPORT, repeatable); covered ports not listed go to the same port number locally (to --to when there is no --port)")
 	for _, name := range []string{"workload", "to"} {
 		cmd.MarkFlagRequired(name)
 	}
@@ -106,22 +104,32 @@ func parsePortMap(vals []string) (map[uint32]uint32, error) {
 	return m, nil
 }
 
-// otherPortsText says where a replace intercept sends the workload's other
-// ports (the daemon's rule: mapped ones to their local port, the rest to
-// the same port number, or to --to when the intercept names no port).
-func otherPortsText(spec *pbm.InterceptSpec, portMap map[uint32]uint32, to uint32) string {
+// otherPortsText says where a replace intercept sends the other workload
+// ports it covers (the daemon's rule: mapped ones to their local port, the
+// rest to the same port number, or to --to when the intercept names no
+// port). It covers no others: their flows are refused.
+func otherPortsText(info *pbm.InterceptInfo, portMap map[uint32]uint32, to uint32) string {
+	spec := info.GetSpec()
 	if spec.GetKind() != pbm.InterceptKind_REPLACE {
 		return ""
 	}
-	rest := "the same local port"
-	if spec.GetPort() == 0 {
-		rest = fmt.Sprintf("127.0.0.1:%d", to)
+	var others []string
+	for _, p := range info.GetPorts() {
+		local := p
+		switch {
+		case p == spec.GetPort():
+			continue
+		case portMap[p] != 0:
+			local = portMap[p]
+		case spec.GetPort() == 0:
+			local = to
+		}
+		others = append(others, fmt.Sprintf("%d -> 127.0.0.1:%d", p, local))
 	}
-	var b strings.Builder
-	for _, p := range slices.Sorted(maps.Keys(portMap)) {
-		fmt.Fprintf(&b, "%d -> 127.0.0.1:%d, ", p, portMap[p])
+	if len(others) == 0 {
+		return "; no other ports"
 	}
-	return "; other ports: " + b.String() + "the rest -> " + rest
+	return "; other ports: " + strings.Join(others, ", ")
 }
 
 func newLeaveCmd(g *globals) *cobra.Command {
@@ -177,13 +185,15 @@ type interceptJSON struct {
 	// Replace intercepts: workload port -> local port, for ports --to-port
 	// mapped (the rest go to the same port number).
 	PortMap map[uint32]uint32 `json:"port_map,omitempty"`
+	// Ports are the workload ports the intercept covers.
+	Ports []uint32 `json:"ports,omitempty"`
 }
 
 func toInterceptJSON(x *pbm.InterceptInfo) interceptJSON {
 	return interceptJSON{
 		ID: x.Id, Name: x.Spec.GetName(), OwnerUser: x.OwnerUser, OwnerHost: x.OwnerHost,
 		Workload: x.Spec.GetWorkload(), Port: x.Spec.GetPort(), Kind: x.Spec.GetKind().String(), Filter: filterText(x.Spec),
-		State: x.State, Message: x.Message, OwnerIdleS: ms(x.OwnerIdleMs), Blocks: x.Blocks,
+		State: x.State, Message: x.Message, OwnerIdleS: ms(x.OwnerIdleMs), Blocks: x.Blocks, Ports: x.Ports,
 	}
 }
 

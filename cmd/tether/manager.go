@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -49,6 +50,10 @@ func newManagerCmd(g *globals) *cobra.Command {
 				if tokens, err = manager.LoadTokens(f); err != nil {
 					return err
 				}
+			} else if v.GetBool("grpc.insecureListenAny") {
+				log.Warn("development mode (no auth.tokenFile) on any address (grpc.insecureListenAny): anyone who reaches the manager may call it as any user or agent", "component", "manager", "listen", settings.listen)
+			} else {
+				log.Warn("development mode (no auth.tokenFile): listening on loopback only; give auth.tokenFile, or grpc.insecureListenAny for a lab", "component", "manager", "listen", settings.listen)
 			}
 			var authz rbac.Authorizer
 			if f := v.GetString("rbac.policyFile"); f != "" {
@@ -57,9 +62,9 @@ func newManagerCmd(g *globals) *cobra.Command {
 					return fmt.Errorf("rbac.policyFile: %w", err)
 				}
 				authz = policy
-				log.Info("revoke authorized by RBAC policy", "component", "manager", "rbac.policyFile", f, "manager.namespace", v.GetString("manager.namespace"))
+				log.Info("revoke, intercept creation and agents' workloads authorized by RBAC policy", "component", "manager", "rbac.policyFile", f, "manager.namespace", v.GetString("manager.namespace"))
 			}
-			opts := tunnel.ServerOptions()
+			opts := tunnel.ServerOptions(tunnel.Keepalive{Time: durations["grpc.keepaliveTime"], Timeout: durations["grpc.keepaliveTimeout"]})
 			certFile, keyFile := v.GetString("tls.certFile"), v.GetString("tls.keyFile")
 			if certFile != "" {
 				creds, err := credentials.NewServerTLSFromFile(certFile, keyFile)
@@ -73,7 +78,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 				UDPIdleTimeout: durations["tunnel.udpIdleTimeout"], Log: log, Tokens: tokens,
 				Authorizer: authz, Namespace: v.GetString("manager.namespace"),
 				DNSDomains: v.GetStringSlice("dns.domains"), DNSServer: v.GetString("dns.server"),
-				DNSSearch: v.GetStringSlice("dns.search"),
+				DNSSearch: v.GetStringSlice("dns.search"), Limits: settings.limits,
 				Rules: manager.Rules{
 					ConnectionTTL:        durations["grpc.connectionTTL"],
 					InactiveBlockTimeout: durations["intercept.inactiveBlockTimeout"],
@@ -86,7 +91,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 			if err := serveMetrics(metricsAddr, log, mgr.RegisterMetrics); err != nil {
 				return fmt.Errorf("--metrics-addr: %w", err)
 			}
-			ln, err := net.Listen("tcp", v.GetString("listen"))
+			ln, err := net.Listen("tcp", settings.listen)
 			if err != nil {
 				return fmt.Errorf("listen: %w", err)
 			}
@@ -97,7 +102,9 @@ func newManagerCmd(g *globals) *cobra.Command {
 			}
 			log.Info("traffic manager started", "component", "manager", "listen", ln.Addr().String(), "subnets", subnets,
 				"grpc.connectionTTL", durations["grpc.connectionTTL"], "intercept.inactiveBlockTimeout", durations["intercept.inactiveBlockTimeout"],
-				"activity.reportInterval", durations["activity.reportInterval"])
+				"activity.reportInterval", durations["activity.reportInterval"],
+				"grpc.keepaliveTime", durations["grpc.keepaliveTime"], "grpc.keepaliveTimeout", durations["grpc.keepaliveTimeout"],
+				"limits", settings.limits)
 			errc := make(chan error, 1)
 			go func() { errc <- srv.Serve(ln) }()
 			select {
@@ -139,7 +146,8 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 	f.String("inactive-block-timeout", manager.DefaultRules.InactiveBlockTimeout.String(), "intercept.inactiveBlockTimeout: an owner inactive this long no longer blocks conflicting intercepts")
 	f.String("token-file", "", "auth.tokenFile: static token file (token,user,uid,\"groups\"); without it, unauthenticated development mode")
 	f.Int("max-procs", 0, "runtime.maxProcs: OS threads running Go code at once (0: from 1 up to one per CPU, as the load needs; env GOMAXPROCS wins)")
-	f.String("rbac-policy-file", "", "rbac.policyFile: Kubernetes RBAC YAML deciding who may revoke intercepts; without it revoke is disabled")
+	f.String("rbac-policy-file", "", "rbac.policyFile: Kubernetes RBAC YAML deciding who may revoke and create intercepts and which workloads each agent serves; needs auth.tokenFile; without it revoke is disabled and agents serve every workload")
+	f.Bool("insecure-listen-any", false, "grpc.insecureListenAny: without auth.tokenFile, listen on the --listen address even if it is not loopback (a lab only: anyone who reaches it may call as any user or agent)")
 	f.StringSlice("dns-domain", manager.DefaultDNSDomains, "dns.domains: DNS domains daemons resolve through the manager (repeatable)")
 	f.StringSlice("dns-search", nil, "dns.search: search domains daemons configure for short names, e.g. default.svc.cluster.local (repeatable)")
 	f.String("dns-server", "", "dns.server: DNS server (host:port) the manager asks; the system's resolver when empty")
@@ -147,7 +155,12 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 	f.String("tls-cert-file", "", "tls.certFile: serve TLS with this certificate (PEM)")
 	f.String("tls-key-file", "", "tls.keyFile: the certificate's key (PEM)")
 	f.String("report-interval", manager.DefaultRules.ReportInterval.String(), "activity.reportInterval: how often daemons report")
-	return map[string]string{
+	f.String("keepalive-time", tunnel.DefaultKeepalive.Time.String(), "grpc.keepaliveTime: ping a client connection silent for this long (at least 1s)")
+	f.String("keepalive-timeout", tunnel.DefaultKeepalive.Timeout.String(), "grpc.keepaliveTimeout: close a connection whose ping is unanswered for this long, ending its sessions' streams")
+	for _, l := range managerLimits {
+		f.Int(l.flag, l.def, l.key+": "+l.usage)
+	}
+	keys := map[string]string{
 		"listen": "listen", "subnets": "subnet",
 		"tunnel.dialTimeout": "dial-timeout", "tunnel.udpIdleTimeout": "udp-idle-timeout",
 		"grpc.connectionTTL": "connection-ttl", "intercept.inactiveBlockTimeout": "inactive-block-timeout",
@@ -155,13 +168,40 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 		"auth.tokenFile":          "token-file", "tls.certFile": "tls-cert-file", "tls.keyFile": "tls-key-file",
 		"rbac.policyFile": "rbac-policy-file", "manager.namespace": "namespace", "runtime.maxProcs": "max-procs",
 		"dns.domains": "dns-domain", "dns.server": "dns-server", "dns.search": "dns-search",
+		"grpc.insecureListenAny": "insecure-listen-any",
+		"grpc.keepaliveTime":     "keepalive-time", "grpc.keepaliveTimeout": "keepalive-timeout",
 	}
+	for _, l := range managerLimits {
+		keys[l.key] = l.flag
+	}
+	return keys
+}
+
+// managerLimits are the manager's limits.* keys, each with its field of
+// manager.Limits.
+var managerLimits = []struct {
+	key, flag, usage string
+	def              int
+	field            func(*manager.Limits) *int
+}{
+	{"limits.sessionsPerUser", "sessions-per-user", "sessions one user may hold; resuming one is not a new one",
+		manager.DefaultLimits.SessionsPerUser, func(l *manager.Limits) *int { return &l.SessionsPerUser }},
+	{"limits.tcpFlowsPerSession", "tcp-flows-per-session", "live TCP flows of one session; more are reset",
+		manager.DefaultLimits.TCPFlowsPerSession, func(l *manager.Limits) *int { return &l.TCPFlowsPerSession }},
+	{"limits.udpFlowsPerSession", "udp-flows-per-session", "UDP flows of one session; a new one ends the least recently used",
+		manager.DefaultLimits.UDPFlowsPerSession, func(l *manager.Limits) *int { return &l.UDPFlowsPerSession }},
+	{"limits.interceptsPerSession", "intercepts-per-session", "intercepts of one session",
+		manager.DefaultLimits.InterceptsPerSession, func(l *manager.Limits) *int { return &l.InterceptsPerSession }},
+	{"limits.noticesPerSession", "notices-per-session", "undelivered notices kept for one session (the newest)",
+		manager.DefaultLimits.NoticesPerSession, func(l *manager.Limits) *int { return &l.NoticesPerSession }},
 }
 
 // managerValues are the manager's keys that need parsing.
 type managerValues struct {
+	listen    string // where to listen: loopback in development mode
 	subnets   []netip.Prefix
 	durations map[string]time.Duration // by key
+	limits    manager.Limits
 }
 
 // managerSettings parses and checks the manager's configuration.
@@ -175,15 +215,53 @@ func managerSettings(c *config) (managerValues, error) {
 		mv.subnets = append(mv.subnets, p.Masked())
 	}
 	mv.durations = map[string]time.Duration{}
-	for _, key := range []string{"tunnel.dialTimeout", "tunnel.udpIdleTimeout", "grpc.connectionTTL", "intercept.inactiveBlockTimeout", "activity.reportInterval"} {
+	for _, key := range []string{"tunnel.dialTimeout", "tunnel.udpIdleTimeout", "grpc.connectionTTL", "intercept.inactiveBlockTimeout", "activity.reportInterval",
+		"grpc.keepaliveTime", "grpc.keepaliveTimeout"} {
 		d, err := time.ParseDuration(c.GetString(key))
 		if err != nil || d <= 0 {
 			return mv, c.errorf(key, "%q is not a positive duration (e.g. 5s)", c.GetString(key))
 		}
 		mv.durations[key] = d
 	}
+	if d := mv.durations["grpc.keepaliveTime"]; d < tunnel.MinKeepaliveTime {
+		return mv, c.errorf("grpc.keepaliveTime", "%s is below gRPC's minimum of %s", d, tunnel.MinKeepaliveTime)
+	}
+	for _, l := range managerLimits {
+		n, err := strconv.Atoi(c.GetString(l.key))
+		if err != nil || n <= 0 {
+			return mv, c.errorf(l.key, "%q is not a positive whole number", c.GetString(l.key))
+		}
+		*l.field(&mv.limits) = n
+	}
 	if (c.GetString("tls.certFile") == "") != (c.GetString("tls.keyFile") == "") {
 		return mv, fmt.Errorf("tls.certFile and tls.keyFile go together")
 	}
-	return mv, nil
+	if c.GetString("rbac.policyFile") != "" && c.GetString("auth.tokenFile") == "" {
+		return mv, c.errorf("rbac.policyFile", "needs auth.tokenFile (--token-file): without tokens RBAC would judge the user name each client claims")
+	}
+	var err error
+	mv.listen, err = managerListen(c)
+	return mv, err
+}
+
+// managerListen is the address to listen on. Without auth.tokenFile anyone
+// who reaches the manager may call it as any user or agent, so it listens
+// on loopback only (":8081" becomes "127.0.0.1:8081") unless
+// grpc.insecureListenAny.
+func managerListen(c *config) (string, error) {
+	addr := c.GetString("listen")
+	if c.GetString("auth.tokenFile") != "" || c.GetBool("grpc.insecureListenAny") {
+		return addr, nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", c.errorf("listen", "%q is not host:port: %v", addr, err)
+	}
+	if host == "" {
+		return net.JoinHostPort("127.0.0.1", port), nil
+	}
+	if a, err := netip.ParseAddr(host); host == "localhost" || (err == nil && a.IsLoopback()) {
+		return addr, nil
+	}
+	return "", c.errorf("listen", "%s is not a loopback address, and without auth.tokenFile (--token-file) anyone who reaches the manager may call it as any user or agent; give auth.tokenFile, or grpc.insecureListenAny (--insecure-listen-any) for a lab network", addr)
 }

@@ -1,7 +1,11 @@
 // Package rbac decides whether a user may do something, using Kubernetes
 // RBAC semantics. The traffic manager uses it for `tether revoke`, which is
 // allowed only to users who may both get and update the configmap
-// "traffic-manager" in the manager's namespace (see CanRevoke).
+// "traffic-manager" in the manager's namespace (see CanRevoke); for
+// creating intercepts (create on intercepts.tether.dev in the workload's
+// namespace, CreateInterceptRequest); and for which workloads an agent
+// serves (serve on workloads.tether.dev, ServeRequest). Check names a
+// refused permission.
 //
 // In a cluster, an Authorizer can be backed by SubjectAccessReview. In
 // standalone mode there is no API server, so Policy evaluates

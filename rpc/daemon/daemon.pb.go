@@ -639,7 +639,8 @@ type StatusResponse struct {
 	Device    string                 `protobuf:"bytes,5,opt,name=device,proto3" json:"device,omitempty"`
 	// Why the daemon is not connected (empty when connected or never asked to).
 	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
-	// The manager link: "ready", "reconnecting".
+	// The manager link: "ready", "reconnecting"; when not connected,
+	// "connecting" while a connect runs, "resuming" (see resuming), or empty.
 	Link     string    `protobuf:"bytes,7,opt,name=link,proto3" json:"link,omitempty"`
 	Counters *Counters `protobuf:"bytes,8,opt,name=counters,proto3" json:"counters,omitempty"`
 	Offloads string    `protobuf:"bytes,9,opt,name=offloads,proto3" json:"offloads,omitempty"`
@@ -655,11 +656,18 @@ type StatusResponse struct {
 	Notices []string `protobuf:"bytes,14,rep,name=notices,proto3" json:"notices,omitempty"`
 	// The cluster DNS server on the VIF ("198.18.2.254:53"), its domains, and
 	// how the host uses it ("systemd-resolved", or what to do by hand).
-	Dns           string   `protobuf:"bytes,15,opt,name=dns,proto3" json:"dns,omitempty"`
-	DnsDomains    []string `protobuf:"bytes,16,rep,name=dns_domains,json=dnsDomains,proto3" json:"dns_domains,omitempty"`
-	DnsConfig     string   `protobuf:"bytes,17,opt,name=dns_config,json=dnsConfig,proto3" json:"dns_config,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Dns        string   `protobuf:"bytes,15,opt,name=dns,proto3" json:"dns,omitempty"`
+	DnsDomains []string `protobuf:"bytes,16,rep,name=dns_domains,json=dnsDomains,proto3" json:"dns_domains,omitempty"`
+	DnsConfig  string   `protobuf:"bytes,17,opt,name=dns_config,json=dnsConfig,proto3" json:"dns_config,omitempty"`
+	// A restarted daemon retrying its cached session with manager, as long as
+	// the manager cannot be reached (link "resuming"; reason says why the
+	// last attempt failed): attempts failed so far, and the wait until the
+	// next one (0 while one runs).
+	Resuming          bool    `protobuf:"varint,18,opt,name=resuming,proto3" json:"resuming,omitempty"`
+	ResumeAttempts    uint32  `protobuf:"varint,19,opt,name=resume_attempts,json=resumeAttempts,proto3" json:"resume_attempts,omitempty"`
+	NextResumeSeconds float64 `protobuf:"fixed64,20,opt,name=next_resume_seconds,json=nextResumeSeconds,proto3" json:"next_resume_seconds,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -811,6 +819,27 @@ func (x *StatusResponse) GetDnsConfig() string {
 	return ""
 }
 
+func (x *StatusResponse) GetResuming() bool {
+	if x != nil {
+		return x.Resuming
+	}
+	return false
+}
+
+func (x *StatusResponse) GetResumeAttempts() uint32 {
+	if x != nil {
+		return x.ResumeAttempts
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetNextResumeSeconds() float64 {
+	if x != nil {
+		return x.NextResumeSeconds
+	}
+	return 0
+}
+
 var File_daemon_daemon_proto protoreflect.FileDescriptor
 
 const file_daemon_daemon_proto_rawDesc = "" +
@@ -862,7 +891,7 @@ const file_daemon_daemon_proto_rawDesc = "" +
 	"\bActivity\x12(\n" +
 	"\x10last_seconds_ago\x18\x01 \x01(\x01R\x0elastSecondsAgo\x12\x1f\n" +
 	"\vlast_reason\x18\x02 \x01(\tR\n" +
-	"lastReason\"\xca\x04\n" +
+	"lastReason\"\xbf\x05\n" +
 	"\x0eStatusResponse\x12\x1c\n" +
 	"\tconnected\x18\x01 \x01(\bR\tconnected\x12\x18\n" +
 	"\amanager\x18\x02 \x01(\tR\amanager\x12\x18\n" +
@@ -886,7 +915,10 @@ const file_daemon_daemon_proto_rawDesc = "" +
 	"\vdns_domains\x18\x10 \x03(\tR\n" +
 	"dnsDomains\x12\x1d\n" +
 	"\n" +
-	"dns_config\x18\x11 \x01(\tR\tdnsConfig2\xba\x05\n" +
+	"dns_config\x18\x11 \x01(\tR\tdnsConfig\x12\x1a\n" +
+	"\bresuming\x18\x12 \x01(\bR\bresuming\x12'\n" +
+	"\x0fresume_attempts\x18\x13 \x01(\rR\x0eresumeAttempts\x12.\n" +
+	"\x13next_resume_seconds\x18\x14 \x01(\x01R\x11nextResumeSeconds2\xba\x05\n" +
 	"\x06Daemon\x12G\n" +
 	"\aConnect\x12\x1d.tether.daemon.ConnectRequest\x1a\x1d.tether.daemon.StatusResponse\x12E\n" +
 	"\x06Status\x12\x1c.tether.daemon.StatusRequest\x1a\x1d.tether.daemon.StatusResponse\x12A\n" +

@@ -1009,8 +1009,9 @@ type OpenFlow struct {
 	// Inbound flows only: which intercept (agent) and which flow (daemon).
 	InterceptId string `protobuf:"bytes,4,opt,name=intercept_id,json=interceptId,proto3" json:"intercept_id,omitempty"`
 	FlowId      string `protobuf:"bytes,5,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
-	// Agent opens only: the workload port the connection arrived on, which a
-	// replace intercept (all ports) needs to pick the local port.
+	// Agent opens only: the workload port the connection arrived on, which
+	// must be one the intercept covers (InterceptInfo.ports); 0 means the
+	// intercept's own port.
 	Port          uint32 `protobuf:"varint,6,opt,name=port,proto3" json:"port,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1222,7 +1223,10 @@ type InterceptSpec struct {
 	// Lower-case header name -> RE2 regex, anchored. All must match.
 	Headers map[string]string `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// RE2 regex for the path, anchored; empty matches any path.
-	Path          string `protobuf:"bytes,6,opt,name=path,proto3" json:"path,omitempty"`
+	Path string `protobuf:"bytes,6,opt,name=path,proto3" json:"path,omitempty"`
+	// REPLACE only: other workload ports the owner maps to local ports
+	// (--to-port), covered even when no agent declared them.
+	Ports         []uint32 `protobuf:"varint,7,rep,packed,name=ports,proto3" json:"ports,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1299,6 +1303,13 @@ func (x *InterceptSpec) GetPath() string {
 	return ""
 }
 
+func (x *InterceptSpec) GetPorts() []uint32 {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
 type InterceptInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Opaque and unguessable.
@@ -1312,7 +1323,12 @@ type InterceptInfo struct {
 	Message     string `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
 	OwnerIdleMs int64  `protobuf:"varint,7,opt,name=owner_idle_ms,json=ownerIdleMs,proto3" json:"owner_idle_ms,omitempty"`
 	// Whether it currently blocks conflicting intercepts.
-	Blocks        bool `protobuf:"varint,8,opt,name=blocks,proto3" json:"blocks,omitempty"`
+	Blocks bool `protobuf:"varint,8,opt,name=blocks,proto3" json:"blocks,omitempty"`
+	// The workload ports whose flows it receives, fixed when it was created:
+	// spec.port, and for REPLACE also spec.ports and the ports the
+	// workload's agents had declared. The owner's daemon dials local ports
+	// for these and no others; the manager refuses flows on other ports.
+	Ports         []uint32 `protobuf:"varint,9,rep,packed,name=ports,proto3" json:"ports,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1401,6 +1417,13 @@ func (x *InterceptInfo) GetBlocks() bool {
 		return x.Blocks
 	}
 	return false
+}
+
+func (x *InterceptInfo) GetPorts() []uint32 {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
 }
 
 type CreateInterceptRequest struct {
@@ -1738,8 +1761,8 @@ type InboundDial struct {
 	InterceptId string                 `protobuf:"bytes,2,opt,name=intercept_id,json=interceptId,proto3" json:"intercept_id,omitempty"`
 	// The caller in the cluster, for logs.
 	Source string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
-	// The workload port the connection arrived on; 0 from an agent that does
-	// not say, meaning the intercept's own port.
+	// The workload port the connection arrived on, one of the intercept's
+	// ports.
 	Port          uint32 `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1876,8 +1899,12 @@ func (x *SessionEvent) GetNotice() string {
 }
 
 type WatchAgentRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Workload      string                 `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "namespace/name".
+	Workload string `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	// The workload ports the agent serves (at least one). A replace
+	// intercept created while the agent watches covers them.
+	Ports         []uint32 `protobuf:"varint,2,rep,packed,name=ports,proto3" json:"ports,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1917,6 +1944,13 @@ func (x *WatchAgentRequest) GetWorkload() string {
 		return x.Workload
 	}
 	return ""
+}
+
+func (x *WatchAgentRequest) GetPorts() []uint32 {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
 }
 
 type AgentRoutes struct {
@@ -2037,17 +2071,18 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x121\n" +
 	"\acontrol\x18\x02 \x01(\x0e2\x17.tether.manager.ControlR\acontrol\x12,\n" +
 	"\x04open\x18\x03 \x01(\v2\x18.tether.manager.OpenFlowR\x04open\x12.\n" +
-	"\x06opened\x18\x04 \x01(\v2\x16.tether.manager.OpenedR\x06opened\"\x9c\x02\n" +
+	"\x06opened\x18\x04 \x01(\v2\x16.tether.manager.OpenedR\x06opened\"\xb2\x02\n" +
 	"\rInterceptSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bworkload\x18\x02 \x01(\tR\bworkload\x12\x12\n" +
 	"\x04port\x18\x03 \x01(\rR\x04port\x121\n" +
 	"\x04kind\x18\x04 \x01(\x0e2\x1d.tether.manager.InterceptKindR\x04kind\x12D\n" +
 	"\aheaders\x18\x05 \x03(\v2*.tether.manager.InterceptSpec.HeadersEntryR\aheaders\x12\x12\n" +
-	"\x04path\x18\x06 \x01(\tR\x04path\x1a:\n" +
+	"\x04path\x18\x06 \x01(\tR\x04path\x12\x14\n" +
+	"\x05ports\x18\a \x03(\rR\x05ports\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xfc\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x92\x02\n" +
 	"\rInterceptInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x121\n" +
 	"\x04spec\x18\x02 \x01(\v2\x1d.tether.manager.InterceptSpecR\x04spec\x12\x1d\n" +
@@ -2058,7 +2093,8 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\x05state\x18\x05 \x01(\tR\x05state\x12\x18\n" +
 	"\amessage\x18\x06 \x01(\tR\amessage\x12\"\n" +
 	"\rowner_idle_ms\x18\a \x01(\x03R\vownerIdleMs\x12\x16\n" +
-	"\x06blocks\x18\b \x01(\bR\x06blocks\"K\n" +
+	"\x06blocks\x18\b \x01(\bR\x06blocks\x12\x14\n" +
+	"\x05ports\x18\t \x03(\rR\x05ports\"K\n" +
 	"\x16CreateInterceptRequest\x121\n" +
 	"\x04spec\x18\x01 \x01(\v2\x1d.tether.manager.InterceptSpecR\x04spec\",\n" +
 	"\x16RemoveInterceptRequest\x12\x12\n" +
@@ -2085,9 +2121,10 @@ const file_manager_manager_proto_rawDesc = "" +
 	"intercepts\x12-\n" +
 	"\x12intercepts_changed\x18\x02 \x01(\bR\x11interceptsChanged\x12/\n" +
 	"\x04dial\x18\x03 \x01(\v2\x1b.tether.manager.InboundDialR\x04dial\x12\x16\n" +
-	"\x06notice\x18\x04 \x01(\tR\x06notice\"/\n" +
+	"\x06notice\x18\x04 \x01(\tR\x06notice\"E\n" +
 	"\x11WatchAgentRequest\x12\x1a\n" +
-	"\bworkload\x18\x01 \x01(\tR\bworkload\"L\n" +
+	"\bworkload\x18\x01 \x01(\tR\bworkload\x12\x14\n" +
+	"\x05ports\x18\x02 \x03(\rR\x05ports\"L\n" +
 	"\vAgentRoutes\x12=\n" +
 	"\n" +
 	"intercepts\x18\x01 \x03(\v2\x1d.tether.manager.InterceptInfoR\n" +

@@ -72,14 +72,24 @@ type ManagerClient interface {
 	// WatchSession streams the caller's intercepts each time they change, and
 	// the inbound flows the daemon must dial.
 	WatchSession(ctx context.Context, in *WatchSessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SessionEvent], error)
-	// InboundTunnel is the daemon's end of one inbound flow: its first frame
-	// has open.flow_id from an InboundDial.
+	// InboundTunnel is the daemon's end of one inbound flow. Its first frame
+	// claims the flow: open.flow_id from an InboundDial of the caller's own
+	// session. The manager answers opened OPEN_OK while the agent still
+	// waits (only then does the daemon dial its local port), or ends the
+	// stream: codes.NotFound when the agent gave up, codes.PermissionDenied
+	// for another session's flow. The daemon's second frame is its opened:
+	// whether the local port accepted.
 	InboundTunnel(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Frame, Frame], error)
-	// WatchAgent streams the intercepts that receive a workload's traffic.
+	// WatchAgent streams the intercepts that receive a workload's traffic on
+	// the ports the agent serves. It and AgentTunnel need the agent role (a
+	// token in group tether:agents) and, with an RBAC policy, verb serve on
+	// resource workloads of API group tether.dev for the workload; every
+	// other call refuses agent tokens. Refusals are codes.PermissionDenied.
 	WatchAgent(ctx context.Context, in *WatchAgentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AgentRoutes], error)
 	// AgentTunnel is the agent's end of one inbound flow: its first frame has
-	// open.intercept_id; the manager answers Opened once the owner's daemon
-	// has dialed its local port.
+	// open.intercept_id and open.port, a port the intercept covers; the
+	// manager answers Opened once the owner's daemon has dialed its local
+	// port.
 	AgentTunnel(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Frame, Frame], error)
 	// Tunnel carries flows (a TCP connection or a UDP 5-tuple each), one at a
 	// time. A flow's first daemon frame has `open`; the manager's first frame
@@ -294,14 +304,24 @@ type ManagerServer interface {
 	// WatchSession streams the caller's intercepts each time they change, and
 	// the inbound flows the daemon must dial.
 	WatchSession(*WatchSessionRequest, grpc.ServerStreamingServer[SessionEvent]) error
-	// InboundTunnel is the daemon's end of one inbound flow: its first frame
-	// has open.flow_id from an InboundDial.
+	// InboundTunnel is the daemon's end of one inbound flow. Its first frame
+	// claims the flow: open.flow_id from an InboundDial of the caller's own
+	// session. The manager answers opened OPEN_OK while the agent still
+	// waits (only then does the daemon dial its local port), or ends the
+	// stream: codes.NotFound when the agent gave up, codes.PermissionDenied
+	// for another session's flow. The daemon's second frame is its opened:
+	// whether the local port accepted.
 	InboundTunnel(grpc.BidiStreamingServer[Frame, Frame]) error
-	// WatchAgent streams the intercepts that receive a workload's traffic.
+	// WatchAgent streams the intercepts that receive a workload's traffic on
+	// the ports the agent serves. It and AgentTunnel need the agent role (a
+	// token in group tether:agents) and, with an RBAC policy, verb serve on
+	// resource workloads of API group tether.dev for the workload; every
+	// other call refuses agent tokens. Refusals are codes.PermissionDenied.
 	WatchAgent(*WatchAgentRequest, grpc.ServerStreamingServer[AgentRoutes]) error
 	// AgentTunnel is the agent's end of one inbound flow: its first frame has
-	// open.intercept_id; the manager answers Opened once the owner's daemon
-	// has dialed its local port.
+	// open.intercept_id and open.port, a port the intercept covers; the
+	// manager answers Opened once the owner's daemon has dialed its local
+	// port.
 	AgentTunnel(grpc.BidiStreamingServer[Frame, Frame]) error
 	// Tunnel carries flows (a TCP connection or a UDP 5-tuple each), one at a
 	// time. A flow's first daemon frame has `open`; the manager's first frame

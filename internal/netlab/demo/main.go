@@ -78,7 +78,7 @@ func run(bin string) error {
 	}
 
 	step("traffic manager in namespace %s, daemon in namespace %s (logs in %s)", lab.Mgr, lab.Client, dir)
-	if _, err := lab.Start(lab.Mgr, filepath.Join(dir, "manager.log"), bin, "manager", "--listen", mgrAddr, "--subnet", lab.PodNet.String()); err != nil {
+	if _, err := lab.Start(lab.Mgr, filepath.Join(dir, "manager.log"), bin, "manager", "--listen", mgrAddr, "--subnet", lab.PodNet.String(), "--insecure-listen-any"); err != nil {
 		return err
 	}
 	daemon, err := lab.Start(lab.Client, filepath.Join(dir, "daemon.log"), bin, "--socket", socket, "daemon", "--tun-name", "tether-demo")
