@@ -338,7 +338,7 @@ func (c *Cluster) waitSocket(ctx context.Context, sock string) error {
 
 func (c *Cluster) waitNodeReady(ctx context.Context) error {
 	return poll(ctx, "node "+NodeName, 3*time.Minute, func() error {
-		if err := c.checkAlive("kubelet", "containerd", "kube-proxy", "coredns"); err != nil {
+		if err := c.checkAlive("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet", "kube-proxy", "coredns"); err != nil {
 			return err
 		}
 		out, err := c.Kubectl(ctx, "get", "node", NodeName, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)

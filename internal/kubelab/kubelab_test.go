@@ -363,7 +363,9 @@ spec:
       - name: manager
         image: %s
         imagePullPolicy: Never
-        args: [manager, --subnet, %s, --subnet, %s]
+        # Without a token file the manager listens on loopback only, and
+        # kubelet probes the pod IP.
+        args: [manager, --subnet, %s, --subnet, %s, --insecure-listen-any]
         ports: [{containerPort: 8081}]
         readinessProbe: {tcpSocket: {port: 8081}, periodSeconds: 1}
 `, ns, TetherImage, PodCIDR, ServiceCIDR))
