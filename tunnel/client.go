@@ -40,7 +40,7 @@ var (
 // A Tunnel stream whose flow ended cleanly waits in a pool for the next
 // flow, which then skips the set-up and teardown of an HTTP/2 stream and
 // of the manager's handler, the largest part of a short connection's cost
-// (README, "Multiplexing"). The pool keeps at most maxIdleStreams, each
+// (docs/architecture.md, "Multiplexing"). The pool keeps at most maxIdleStreams, each
 // for at most idleStreamTimeout; an idle daemon's pool empties, so it holds
 // no timer either.
 type Client struct {

@@ -8,7 +8,7 @@
 // what each flow buffers, so a slow reader holds back its own writer and
 // nobody else. A TCP flow that ends cleanly frees its stream for the
 // daemon's next flow, which saves the set-up of a stream and of the
-// manager's handler on every short connection (README, "Multiplexing").
+// manager's handler on every short connection (docs/architecture.md, "Multiplexing").
 //
 // Close rules:
 //   - daemon half-close: a frame with control EOF (or CloseSend, which also

@@ -9,7 +9,7 @@ import (
 	"github.com/tether-dev/tether/tunnel"
 )
 
-// These benchmarks decide how flows share streams (README, Multiplexing).
+// These benchmarks decide how flows share streams (docs/architecture.md, "Multiplexing").
 // Any design pays the manager's dial and one message round trip per new
 // flow; a new stream per flow adds the cost of opening and ending an
 // HTTP/2 stream and the manager's handler, which reusing the stream of an

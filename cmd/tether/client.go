@@ -158,11 +158,11 @@ func newStatusCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON object (fields documented in README.md)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON object (fields documented in docs/operations.md)")
 	return cmd
 }
 
-// statusJSON is the stable output of `tether status --json`; README.md
+// statusJSON is the stable output of `tether status --json`; docs/operations.md
 // documents every field. Add fields, never rename or remove them.
 type statusJSON struct {
 	Connected    bool              `json:"connected"`

@@ -89,7 +89,7 @@ func daemonFlags(f *pflag.FlagSet) map[string]string {
 	f.String("dns-address", "", "dns.address: where the daemon answers cluster DNS (default: the last address of the first IPv4 subnet)")
 	// One P by default: the daemon is one relay pipeline, and handing each
 	// packet between threads cost more than a second core gave. Measured in
-	// the namespace lab (README, Performance): connect p99 3.9 ms -> 0.8 ms,
+	// the namespace lab (docs/performance.md): connect p99 3.9 ms -> 0.8 ms,
 	// bulk 4.7 -> 5.0 Gbit/s.
 	f.Int("max-procs", 1, "runtime.maxProcs: OS threads running Go code at once (0: from 1 up to one per CPU, as the load needs; env GOMAXPROCS wins)")
 	f.StringSlice("ignore-tcp-ports", []string{"53"}, "activity.ignoreTCPPorts: tunnels to these TCP ports are not activity")

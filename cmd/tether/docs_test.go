@@ -3,13 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // The docs tests read the Markdown of the repository as a user would: they
@@ -17,13 +20,17 @@ import (
 
 const repoRoot = "../.."
 
-// docLines are the lines of fenced code blocks in the Markdown files that
-// start with "tether " or "sudo tether ", with their file and line.
+// docLines are the documented command lines of the Markdown files, with
+// their file and line: the lines of fenced code blocks, and the code spans
+// of table rows, that run tether (see tetherCommand).
 type docLine struct {
-	file string
-	line int
-	text string
+	file  string
+	line  int
+	text  string
+	table bool // a code span in a table row
 }
+
+var codeSpan = regexp.MustCompile("`([^`]+)`")
 
 func commandLines(t *testing.T, files []string) []docLine {
 	t.Helper()
@@ -40,13 +47,35 @@ func commandLines(t *testing.T, files []string) []docLine {
 				inFence = !inFence
 				continue
 			}
-			trimmed = strings.TrimPrefix(trimmed, "sudo ")
-			if inFence && strings.HasPrefix(trimmed, "tether ") {
-				out = append(out, docLine{file: f, line: i + 1, text: trimmed})
+			if inFence {
+				if cmd, ok := tetherCommand(trimmed); ok {
+					out = append(out, docLine{file: f, line: i + 1, text: cmd})
+				}
+				continue
+			}
+			if !strings.HasPrefix(trimmed, "|") {
+				continue
+			}
+			// A table cell escapes the | of "bash|zsh|fish" as \|.
+			for _, m := range codeSpan.FindAllStringSubmatch(strings.ReplaceAll(trimmed, `\|`, "|"), -1) {
+				if cmd, ok := tetherCommand(m[1]); ok {
+					out = append(out, docLine{file: f, line: i + 1, text: cmd, table: true})
+				}
 			}
 		}
 	}
 	return out
+}
+
+// netnsExec is how the quickstart runs a command in a lab namespace.
+var netnsExec = regexp.MustCompile(`^ip netns exec \S+ `)
+
+// tetherCommand is the tether command a documented line runs, if any: the
+// line itself, or after "sudo " or "ip netns exec NAME ".
+func tetherCommand(line string) (string, bool) {
+	line = strings.TrimPrefix(strings.TrimSpace(line), "sudo ")
+	line = netnsExec.ReplaceAllString(line, "")
+	return line, strings.HasPrefix(line, "tether ")
 }
 
 // markdownFiles are README.md and every .md file under docs/.
@@ -132,7 +161,10 @@ func TestReadmeCommands(t *testing.T) {
 				i++ // the flag's value
 			}
 		}
-		if err := cmd.ValidateArgs(positional); err != nil {
+		// A table's `tether revoke` names the command; with arguments or
+		// flags it shows a use, whose arguments must fit.
+		mention := dl.table && len(rest) == 0
+		if err := cmd.ValidateArgs(positional); err != nil && !mention {
 			t.Errorf("%s:%d: %q: arguments %q: %v", dl.file, dl.line, dl.text, positional, err)
 		}
 		if err := runHelp(cmd); err != nil {
@@ -213,6 +245,35 @@ func TestDocLinks(t *testing.T) {
 
 func TestDocHelpers(t *testing.T) {
 	for line, want := range map[string]string{
+		"sudo tether daemon install":                        "tether daemon install",
+		"ip netns exec laptop tether connect --manager m:1": "tether connect --manager m:1",
+		"  tether status":                                   "tether status",
+		"ip netns exec pod python3 -m http.server":          "",
+		"curl http://198.18.2.2:8080/":                      "",
+	} {
+		got, ok := tetherCommand(line)
+		if !ok {
+			got = ""
+		}
+		if got != want {
+			t.Errorf("tetherCommand(%q) = %q, want %q", line, got, want)
+		}
+	}
+	dir := t.TempDir()
+	md := filepath.Join(dir, "x.md")
+	doc := "| command | what |\n|---|---|\n| `tether status [--json]` | `tether list` and `curl` |\n" +
+		"| `tether completion bash\\|zsh` | prose `tether` alone |\n```\nip netns exec mgr tether manager\n```\n"
+	if err := os.WriteFile(md, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, dl := range commandLines(t, []string{md}) {
+		got = append(got, fmt.Sprintf("%d:%s", dl.line, dl.text))
+	}
+	if want := []string{"3:tether status [--json]", "3:tether list", "4:tether completion bash|zsh", "6:tether manager"}; !slices.Equal(got, want) {
+		t.Errorf("commandLines = %q, want %q", got, want)
+	}
+	for line, want := range map[string]string{
 		"tether status [--json]        # comment":              "tether status --json",
 		"tether daemon install -- --config /etc/tether/d.yaml": "tether daemon install",
 		"tether config view [daemon|manager|agent]":            "tether config view daemon",
@@ -230,6 +291,32 @@ func TestDocHelpers(t *testing.T) {
 	} {
 		if got := slug(h); got != want {
 			t.Errorf("slug(%q) = %q, want %q", h, got, want)
+		}
+	}
+}
+
+// TestConfigKeysDocumented: every configuration key of every role has a row
+// in the tables of docs/operations.md, so a new key cannot go unexplained.
+func TestConfigKeysDocumented(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot, "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		first, _, _ := strings.Cut(strings.TrimPrefix(line, "| "), " |")
+		for _, m := range codeSpan.FindAllStringSubmatch(first, -1) {
+			rows[m[1]] = true
+		}
+	}
+	for _, r := range configRoles() {
+		for key := range r.flags(pflag.NewFlagSet(r.name, pflag.ContinueOnError)) {
+			if !rows[key] {
+				t.Errorf("%s key %s has no row in docs/operations.md", r.name, key)
+			}
 		}
 	}
 }

@@ -5,8 +5,8 @@
 // goroutine becomes ready while a P is idle; when the bursts are short,
 // that thread mostly finds nothing to do and sleeps again. In the manager
 // those wake-ups cost a quarter of its CPU per new connection, and one P
-// was faster in every lab measurement, bulk transfers included (README,
-// "Performance"). One P also caps a busy process at one core, so Adapt
+// was faster in every lab measurement, bulk transfers included
+// (docs/performance.md). One P also caps a busy process at one core, so Adapt
 // starts at one P and adds one whenever the process keeps all of them
 // busy, and gives it back once the load has been well below it for a
 // while.
