@@ -20,6 +20,8 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/tether-dev/tether/internal/kubelab"
 )
 
 // bins is where etcd and kube-apiserver are: TETHER_KUBE_BINS, or what
@@ -61,6 +63,13 @@ func Start(t testing.TB) *rest.Config {
 			t.Skipf("no %s in %s: build it with `make kube-bins` or point TETHER_KUBE_BINS at it", b, bins)
 		}
 	}
+	lockCtx, lockCancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	unlock, err := kubelab.LockMachine(lockCtx)
+	lockCancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(unlock) // runs last: after the processes below have ended
 	dir := t.TempDir()
 	logf, err := os.Create(filepath.Join(dir, "log"))
 	if err != nil {

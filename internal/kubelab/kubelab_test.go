@@ -51,6 +51,16 @@ func runMain(m *testing.M) int {
 		return m.Run()
 	}
 	dir := envOr("KUBELAB_TEST_DIR", "/tmp/tether-kubelab-test")
+	// Held from the first snapshot to the last, so that another package's
+	// API server (internal/apitest) is not taken for a leftover.
+	lockCtx, lockCancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	unlock, err := LockMachine(lockCtx)
+	lockCancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer unlock()
 	before := snapshotMachine(dir)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
