@@ -2,6 +2,7 @@ package activity
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -25,7 +26,7 @@ import (
 // An idle reporter wakes once per interval, never more often.
 type Reporter struct {
 	tracker  *Tracker
-	interval time.Duration
+	interval time.Duration // Run's goroutine only
 	send     func(context.Context, Snapshot)
 
 	// Run's goroutine only: what the last report with new events carried
@@ -37,12 +38,33 @@ type Reporter struct {
 	sent         bool
 	last         Snapshot
 	lastSent     time.Duration
+
+	// next is a new interval for Run to take (SetInterval); mu guards it.
+	mu      sync.Mutex
+	next    time.Duration
+	changed chan struct{}
 }
 
 // NewReporter returns a Reporter that calls send with each report. send
 // owns error handling: the reporter keeps its rhythm whatever happens.
 func NewReporter(t *Tracker, interval time.Duration, send func(context.Context, Snapshot)) *Reporter {
-	return &Reporter{tracker: t, interval: interval, send: send}
+	return &Reporter{tracker: t, interval: interval, send: send, changed: make(chan struct{}, 1)}
+}
+
+// SetInterval changes the interval (the manager's activity.reportInterval
+// changed): the next report goes out within the new interval. Safe to call
+// from send and from any goroutine; the latest call wins.
+func (r *Reporter) SetInterval(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	r.mu.Lock()
+	r.next = d
+	r.mu.Unlock()
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
 }
 
 // Run reports until ctx ends. The first report goes out at once.
@@ -53,6 +75,14 @@ func (r *Reporter) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-r.changed:
+			r.mu.Lock()
+			d := r.next
+			r.mu.Unlock()
+			if d != r.interval {
+				r.interval = d
+				timer.Reset(d)
+			}
 		case <-timer.C:
 			r.report(ctx)
 			timer.Reset(r.interval)

@@ -84,3 +84,20 @@ func TestReporterRhythm(t *testing.T) {
 		t.Fatalf("heartbeats: %+v then %+v", prev, last)
 	}
 }
+
+// A new activity.reportInterval from the manager takes effect at once: a
+// reporter told an hour paces itself by the new interval.
+func TestReporterSetInterval(t *testing.T) {
+	tr := NewTracker(nil, nil)
+	s := &sink{ch: make(chan struct{}, 1)}
+	r := NewReporter(tr, time.Hour, s.send)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	s.wait(t, 1)
+	r.SetInterval(-time.Second) // ignored: not an interval
+	r.SetInterval(50 * time.Millisecond)
+	s.wait(t, 4) // within s.wait's 5 s, not an hour
+}

@@ -59,7 +59,11 @@ type session struct {
 	host           string
 	creds          atomic.Pointer[creds]
 	tracker        *activity.Tracker
-	metrics        *metrics
+	// reporter sends activity reports at the manager's
+	// activity.reportInterval, which may change with any answer. Set
+	// before the goroutines start.
+	reporter *activity.Reporter
+	metrics  *metrics
 	// view is the manager's view from the last report.
 	view     atomic.Pointer[pbm.SessionView]
 	userName atomic.Pointer[string] // as the manager identified the user
@@ -199,10 +203,11 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 	sctx, s.cancel = context.WithCancel(context.Background())
 	s.icepts.targets = make(map[string]target)
 	s.restoreTargets(cfg.targets, resp.Resumed)
+	s.reporter = activity.NewReporter(s.tracker, interval, s.report)
 	s.done.Add(3)
 	go func() { defer s.done.Done(); s.supervise(sctx) }()
 	go func() { defer s.done.Done(); s.watch(sctx) }()
-	go func() { defer s.done.Done(); activity.NewReporter(s.tracker, interval, s.report).Run(sctx) }()
+	go func() { defer s.done.Done(); s.reporter.Run(sctx) }()
 	s.log.Info("connected", "session", resp.SessionId, "subnets", subnets, "device", s.vif.Name())
 	return s, nil
 }
@@ -252,6 +257,8 @@ func (s *session) report(ctx context.Context, snap activity.Snapshot) {
 	switch status.Code(err) {
 	case codes.OK:
 		s.view.Store(resp.Session)
+		// The manager's rules changed while it runs (its configmap).
+		s.reporter.SetInterval(time.Duration(resp.ReportIntervalMs) * time.Millisecond)
 	case codes.Unauthenticated:
 		// A restarted manager that does not know us.
 		s.rearrive(ctx)
@@ -317,6 +324,7 @@ func (s *session) rearrive(ctx context.Context) {
 		s.log.Warn("re-arrive failed", "error", err)
 		return
 	}
+	s.reporter.SetInterval(time.Duration(resp.ReportIntervalMs) * time.Millisecond)
 	if resp.Resumed {
 		s.log.Info("link back; session resumed", "session", resp.SessionId)
 	} else {

@@ -109,13 +109,13 @@ const idleStreams = 64
 // streams: limits.tcpFlowsPerSession and limits.udpFlowsPerSession, and
 // streams up to both plus idleStreams.
 type flowLimits struct {
-	maxTCP, maxUDP int
-	log            *slog.Logger
+	log *slog.Logger
 	// tick orders UDP use: a logical clock, so the least recently used
 	// flow is found without reading the time per datagram.
 	tick atomic.Uint64
 
 	mu                  sync.Mutex // guards what follows
+	maxTCP, maxUDP      int        // change with SetRules
 	streams, tcp        int
 	udp                 map[*udpUse]struct{}
 	warnedTCP           bool // the first refusal is a warning, the rest debug
@@ -142,6 +142,14 @@ func (f *flowLimits) AdmitStream() (string, bool) {
 	}
 	f.streams++
 	return "", true
+}
+
+// setLimits applies new flow limits (SetRules): live flows stay, new ones
+// count against the new limits.
+func (f *flowLimits) setLimits(l Limits) {
+	f.mu.Lock()
+	f.maxTCP, f.maxUDP = l.TCPFlowsPerSession, l.UDPFlowsPerSession
+	f.mu.Unlock()
 }
 
 // StreamDone implements tunnel.Limiter.

@@ -87,20 +87,24 @@ type Server struct {
 	pb.UnimplementedManagerServer
 	subnets []netip.Prefix
 	tunnels *tunnel.Server
-	rules   Rules
-	limits  Limits
 	tokens  Tokens
 	now     func() time.Time
 	log     *slog.Logger
 	reaper  chan struct{} // closed when the reaper returns
-	metrics metrics
+	// rulesChanged wakes the reaper to pace itself by a new
+	// grpc.connectionTTL.
+	rulesChanged chan struct{}
+	metrics      metrics
 
 	// ctx is alive until Shutdown; every session's context derives from it.
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// mu guards sessions, ended and every session's ledger.
+	// mu guards rules, limits, sessions, ended and every session's
+	// ledger. Rules and limits change while running (SetRules).
 	mu       sync.Mutex
+	rules    Rules
+	limits   Limits
 	sessions map[string]*session
 	ended    map[string]ending // sessions the manager ended, so their daemons learn why
 	// intercepts by id; seq orders them by creation.
@@ -145,6 +149,10 @@ type session struct {
 	// Server.mu); a newer stream ends it.
 	watch *watchStream
 	flows *flowLimits // shared by the session's Tunnel streams
+	// reportInterval is the activity.reportInterval the daemon was last
+	// told (guarded by Server.mu): it reports at that pace until its next
+	// answer, so the manager judges it by that, not by a newer rule.
+	reportInterval time.Duration
 	// ctx ends with the session; its flows derive from it.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -192,7 +200,9 @@ func New(cfg Config) (*Server, error) {
 		sessions: make(map[string]*session),
 		ended:    make(map[string]ending),
 		reaper:   make(chan struct{}),
-		metrics:  newMetrics(),
+
+		rulesChanged: make(chan struct{}, 1),
+		metrics:      newMetrics(),
 
 		intercepts: make(map[string]*intercept),
 		agents:     make(map[string]map[*agentWatch]struct{}),
@@ -217,20 +227,33 @@ func New(cfg Config) (*Server, error) {
 }
 
 // reap ends sessions whose TTL ran out. A check every 1/8 of the TTL (at
-// most a second apart) ends them within that much of the deadline.
+// most a second apart) ends them within that much of the deadline; a new
+// TTL (SetRules) sets a new pace.
 func (s *Server) reap() {
 	defer close(s.reaper)
-	every := min(max(s.rules.ConnectionTTL/8, 100*time.Millisecond), time.Second)
-	t := time.NewTicker(every)
+	t := time.NewTicker(s.reapEvery())
 	defer t.Stop()
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
+		case <-s.rulesChanged:
+			t.Reset(s.reapEvery())
 		case <-t.C:
 			s.Expire(s.now())
 		}
 	}
+}
+
+// reapEvery is the reaper's pace for the grpc.connectionTTL in force.
+func (s *Server) reapEvery() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return reapInterval(s.rules.ConnectionTTL)
+}
+
+func reapInterval(ttl time.Duration) time.Duration {
+	return min(max(ttl/8, 100*time.Millisecond), time.Second)
 }
 
 // Expire ends every session inactive for longer than the connection TTL at
@@ -319,11 +342,8 @@ func (s *Server) Arrive(ctx context.Context, req *pb.ArriveRequest) (*pb.ArriveR
 	}
 	resp := &pb.ArriveResponse{
 		Subnets: subnets, ManagerVersion: build.Version, ManagerBuild: build.Proto(),
-		ConnectionTtlMs:        s.rules.ConnectionTTL.Milliseconds(),
-		InactiveBlockTimeoutMs: s.rules.InactiveBlockTimeout.Milliseconds(),
-		ReportIntervalMs:       s.rules.ReportInterval.Milliseconds(),
-		DnsDomains:             s.dnsDomains,
-		DnsSearch:              s.dnsSearch,
+		DnsDomains: s.dnsDomains,
+		DnsSearch:  s.dnsSearch,
 	}
 	now := s.now()
 	s.mu.Lock()
@@ -331,12 +351,16 @@ func (s *Server) Arrive(ctx context.Context, req *pb.ArriveRequest) (*pb.ArriveR
 	if err := s.resumeRefusedLocked(req); err != nil {
 		return nil, err
 	}
+	resp.ConnectionTtlMs = s.rules.ConnectionTTL.Milliseconds()
+	resp.InactiveBlockTimeoutMs = s.rules.InactiveBlockTimeout.Milliseconds()
+	resp.ReportIntervalMs = s.rules.ReportInterval.Milliseconds()
 	if req.ResumeSessionId != "" {
 		if sess := s.sessions[req.ResumeSessionId]; sess != nil && sess.secretMatches(req.ResumeSessionSecret) {
 			if err := s.sameUser(ctx, sess); err != nil {
 				return nil, err
 			}
 			sess.ledger.Arrived(now, req.DaemonInstance, req.ByCli)
+			sess.reportInterval = s.rules.ReportInterval
 			resp.SessionId, resp.SessionSecret, resp.Resumed, resp.User = sess.id, req.ResumeSessionSecret, true, sess.user
 			s.log.Info("session resumed", "session", sess.id, "user", sess.user, "host", sess.host, "by_cli", req.ByCli)
 			return resp, nil
@@ -352,7 +376,7 @@ func (s *Server) Arrive(ctx context.Context, req *pb.ArriveRequest) (*pb.ArriveR
 	id, secret := rand.Text()[:16], rand.Text()
 	sess := &session{id: id, secret: sha256.Sum256([]byte(secret)), user: who.User, groups: who.Groups, host: req.Host,
 		ledger: newLedger(now, req), changed: make(chan struct{}, 1), dials: make(chan *pb.InboundDial, 64),
-		flows: newFlowLimits(s.limits, s.log.With("session", id, "user", who.User))}
+		flows: newFlowLimits(s.limits, s.log.With("session", id, "user", who.User)), reportInterval: s.rules.ReportInterval}
 	sess.ctx, sess.cancel = context.WithCancel(s.ctx)
 	s.sessions[id] = sess
 	s.log.Info("session opened", "session", id, "user", who.User, "host", req.Host, "daemon", req.DaemonInstance)
@@ -430,7 +454,11 @@ func (s *Server) Report(ctx context.Context, req *pb.ReportRequest) (*pb.ReportR
 	if sess.ledger.Apply(now, r, s.rules.ReportInterval) {
 		s.log.Debug("activity", "session", sess.id, "user", sess.user, "idle_for", r.IdleFor)
 	}
-	return &pb.ReportResponse{Session: s.viewLocked(sess, now)}, nil
+	// The view judges the session by the interval it reported at; from
+	// this answer on it reports at the one in force.
+	view := s.viewLocked(sess, now)
+	sess.reportInterval = s.rules.ReportInterval
+	return &pb.ReportResponse{Session: view, ReportIntervalMs: s.rules.ReportInterval.Milliseconds()}, nil
 }
 
 // Sessions implements pb.ManagerServer.
@@ -466,7 +494,7 @@ func (s *Server) viewLocked(sess *session, now time.Time) *pb.SessionView {
 	}
 	return &pb.SessionView{
 		SessionId: sess.id, User: sess.user, Host: sess.host,
-		State:            l.State(now, s.rules.InactiveBlockTimeout, s.rules.ReportInterval).String(),
+		State:            l.State(now, s.rules.InactiveBlockTimeout, sess.reportInterval).String(),
 		IdleMs:           idle.Milliseconds(),
 		HoldsBlockRight:  blocks,
 		BlockRightLeftMs: blockLeft.Milliseconds(),

@@ -86,7 +86,7 @@ func (g gauges) Collect(ch chan<- prometheus.Metric) {
 	s.mu.Lock()
 	n := len(s.sessions)
 	for _, sess := range s.sessions {
-		byState[sess.ledger.State(now, s.rules.InactiveBlockTimeout, s.rules.ReportInterval).String()]++
+		byState[sess.ledger.State(now, s.rules.InactiveBlockTimeout, sess.reportInterval).String()]++
 	}
 	for _, x := range s.intercepts {
 		intercepts[x.state]++

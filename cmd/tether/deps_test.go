@@ -24,6 +24,12 @@ func TestDependencyDirection(t *testing.T) {
 		// The wire contract is imported by every side and imports none.
 		"wire": {"google.golang.org/grpc", mod + "rpc", mod + "manager", mod + "daemon", mod + "agent", mod + "tunnel", mod + "internal"},
 	}
+	// The rules never see Kubernetes: its adapters (kube/...) implement
+	// the rules' interfaces, and the Helm SDK serves only `tether helm`.
+	kubernetes := []string{"k8s.io/client-go", "k8s.io/apiserver", "helm.sh", mod + "kube"}
+	for _, pkg := range []string{"manager", "manager/conflict", "manager/rbac", "activity", "tunnel", "vif", "daemon", "agent"} {
+		forbidden[pkg] = append(forbidden[pkg], kubernetes...)
+	}
 	// exact names forbidden without their subpackages.
 	// The daemon and the agent share the manager's conflict rules, and
 	// the wire contract, never the manager itself.

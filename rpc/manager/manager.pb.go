@@ -914,10 +914,15 @@ func (x *SessionView) GetSinceReportMs() int64 {
 }
 
 type ReportResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Session       *SessionView           `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Session *SessionView           `protobuf:"bytes,1,opt,name=session,proto3" json:"session,omitempty"`
+	// activity.reportInterval now: the manager's rules change while it runs
+	// (the traffic-manager configmap), and a daemon reports at the interval
+	// of the latest answer. The manager judges the session by the interval
+	// it last told it. Absent (0): keep the current one.
+	ReportIntervalMs int64 `protobuf:"varint,2,opt,name=report_interval_ms,json=reportIntervalMs,proto3" json:"report_interval_ms,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ReportResponse) Reset() {
@@ -955,6 +960,13 @@ func (x *ReportResponse) GetSession() *SessionView {
 		return x.Session
 	}
 	return nil
+}
+
+func (x *ReportResponse) GetReportIntervalMs() int64 {
+	if x != nil {
+		return x.ReportIntervalMs
+	}
+	return 0
 }
 
 type SessionsRequest struct {
@@ -2210,9 +2222,10 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\x11holds_block_right\x18\x06 \x01(\bR\x0fholdsBlockRight\x12-\n" +
 	"\x13block_right_left_ms\x18\a \x01(\x03R\x10blockRightLeftMs\x12\x1e\n" +
 	"\vttl_left_ms\x18\b \x01(\x03R\tttlLeftMs\x12&\n" +
-	"\x0fsince_report_ms\x18\t \x01(\x03R\rsinceReportMs\"G\n" +
+	"\x0fsince_report_ms\x18\t \x01(\x03R\rsinceReportMs\"u\n" +
 	"\x0eReportResponse\x125\n" +
-	"\asession\x18\x01 \x01(\v2\x1b.tether.manager.SessionViewR\asession\"\x11\n" +
+	"\asession\x18\x01 \x01(\v2\x1b.tether.manager.SessionViewR\asession\x12,\n" +
+	"\x12report_interval_ms\x18\x02 \x01(\x03R\x10reportIntervalMs\"\x11\n" +
 	"\x0fSessionsRequest\"K\n" +
 	"\x10SessionsResponse\x127\n" +
 	"\bsessions\x18\x01 \x03(\v2\x1b.tether.manager.SessionViewR\bsessions\"\xca\x01\n" +
