@@ -22,11 +22,11 @@ import (
 // refuseAgent refuses a user call (method) that carries an agent's token.
 // A call without a known token is left to the call's own checks.
 func (s *Server) refuseAgent(ctx context.Context, method string) error {
-	if s.tokens == nil {
+	if s.authn == nil {
 		return nil
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	id, ok := s.tokens[bearer(first(md, wire.MDAuthorization))]
+	id, ok, _ := s.authn.AuthenticateToken(ctx, bearer(first(md, wire.MDAuthorization)))
 	if !ok || !id.Agent() {
 		return nil
 	}
@@ -38,7 +38,7 @@ func (s *Server) refuseAgent(ctx context.Context, method string) error {
 // authenticateAgent admits an agent to method: by a token of the agent
 // role. In development mode anyone is admitted, with no identity.
 func (s *Server) authenticateAgent(ctx context.Context, method string) (Identity, error) {
-	if s.tokens == nil {
+	if s.authn == nil {
 		return Identity{}, nil
 	}
 	id, err := s.identify(ctx, "")

@@ -45,11 +45,13 @@ func newManagerCmd(g *globals) *cobra.Command {
 			if err := servePprof(g.pprofAddr, log); err != nil {
 				return err
 			}
-			var tokens manager.Tokens
+			var authn manager.Authenticator
 			if f := v.GetString("auth.tokenFile"); f != "" {
-				if tokens, err = manager.LoadTokens(f); err != nil {
+				tokens, err := manager.LoadTokens(f)
+				if err != nil {
 					return err
 				}
+				authn = tokens
 			} else if v.GetBool("grpc.insecureListenAny") {
 				log.Warn("development mode (no auth.tokenFile) on any address (grpc.insecureListenAny): anyone who reaches the manager may call it as any user or agent", "component", "manager", "listen", settings.listen)
 			} else {
@@ -75,7 +77,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 			}
 			mgr, err := manager.New(manager.Config{
 				Subnets: subnets, DialTimeout: durations["tunnel.dialTimeout"],
-				UDPIdleTimeout: durations["tunnel.udpIdleTimeout"], Log: log, Tokens: tokens,
+				UDPIdleTimeout: durations["tunnel.udpIdleTimeout"], Log: log, Authenticator: authn,
 				Authorizer: authz, Namespace: v.GetString("manager.namespace"),
 				DNSDomains: v.GetStringSlice("dns.domains"), DNSServer: v.GetString("dns.server"),
 				DNSSearch: v.GetStringSlice("dns.search"), Limits: settings.limits,
