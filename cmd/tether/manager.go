@@ -13,6 +13,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	kubeauth "github.com/tether-dev/tether/kube/auth"
 	"github.com/tether-dev/tether/manager"
 	"github.com/tether-dev/tether/manager/rbac"
 	"github.com/tether-dev/tether/tunnel"
@@ -46,7 +51,16 @@ func newManagerCmd(g *globals) *cobra.Command {
 				return err
 			}
 			var authn manager.Authenticator
-			if f := v.GetString("auth.tokenFile"); f != "" {
+			var authz rbac.Authorizer
+			if settings.kubeAuth {
+				a, z, err := kubeAuth(v.GetString("kubernetes.kubeconfig"), durations["auth.cacheTTL"])
+				if err != nil {
+					return err
+				}
+				authn, authz = a, z
+				log.Info("callers identified by TokenReview and authorized by SubjectAccessReview of the API server", "component", "manager",
+					"auth.mode", authModeKubernetes, "auth.cacheTTL", durations["auth.cacheTTL"], "manager.namespace", v.GetString("manager.namespace"))
+			} else if f := v.GetString("auth.tokenFile"); f != "" {
 				tokens, err := manager.LoadTokens(f)
 				if err != nil {
 					return err
@@ -57,7 +71,6 @@ func newManagerCmd(g *globals) *cobra.Command {
 			} else {
 				log.Warn("development mode (no auth.tokenFile): listening on loopback only; give auth.tokenFile, or grpc.insecureListenAny for a lab", "component", "manager", "listen", settings.listen)
 			}
-			var authz rbac.Authorizer
 			if f := v.GetString("rbac.policyFile"); f != "" {
 				policy, err := rbac.LoadPolicy(f)
 				if err != nil {
@@ -146,6 +159,9 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 	f.String("udp-idle-timeout", tunnel.DefaultUDPIdleTimeout.String(), "end UDP flows idle for this long")
 	f.String("connection-ttl", manager.DefaultRules.ConnectionTTL.String(), "grpc.connectionTTL: end sessions inactive for this long")
 	f.String("inactive-block-timeout", manager.DefaultRules.InactiveBlockTimeout.String(), "intercept.inactiveBlockTimeout: an owner inactive this long no longer blocks conflicting intercepts")
+	f.String("auth-mode", authModeTokenFile, "auth.mode: who decides identity and permissions: tokenfile (auth.tokenFile and rbac.policyFile) or kubernetes (the API server: TokenReview and SubjectAccessReview)")
+	f.String("kubeconfig", "", "kubernetes.kubeconfig: kubeconfig of the manager's own Kubernetes credentials, for running it outside the cluster; in-cluster config when empty")
+	f.String("auth-cache-ttl", (10 * time.Second).String(), "auth.cacheTTL: how long the API server's answers (tokens, permissions) are cached with auth.mode kubernetes")
 	f.String("token-file", "", "auth.tokenFile: static token file (token,user,uid,\"groups\"); without it, unauthenticated development mode")
 	f.Int("max-procs", 0, "runtime.maxProcs: OS threads running Go code at once (0: from 1 up to one per CPU, as the load needs; env GOMAXPROCS wins)")
 	f.String("rbac-policy-file", "", "rbac.policyFile: Kubernetes RBAC YAML deciding who may revoke and create intercepts and which workloads each agent serves; needs auth.tokenFile; without it revoke is disabled and agents serve every workload")
@@ -167,7 +183,8 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 		"tunnel.dialTimeout": "dial-timeout", "tunnel.udpIdleTimeout": "udp-idle-timeout",
 		"grpc.connectionTTL": "connection-ttl", "intercept.inactiveBlockTimeout": "inactive-block-timeout",
 		"activity.reportInterval": "report-interval",
-		"auth.tokenFile":          "token-file", "tls.certFile": "tls-cert-file", "tls.keyFile": "tls-key-file",
+		"auth.mode":               "auth-mode", "kubernetes.kubeconfig": "kubeconfig", "auth.cacheTTL": "auth-cache-ttl",
+		"auth.tokenFile": "token-file", "tls.certFile": "tls-cert-file", "tls.keyFile": "tls-key-file",
 		"rbac.policyFile": "rbac-policy-file", "manager.namespace": "namespace", "runtime.maxProcs": "max-procs",
 		"dns.domains": "dns-domain", "dns.server": "dns-server", "dns.search": "dns-search",
 		"grpc.insecureListenAny": "insecure-listen-any",
@@ -204,7 +221,14 @@ type managerValues struct {
 	subnets   []netip.Prefix
 	durations map[string]time.Duration // by key
 	limits    manager.Limits
+	kubeAuth  bool // auth.mode kubernetes
 }
+
+// The values of auth.mode.
+const (
+	authModeTokenFile  = "tokenfile"
+	authModeKubernetes = "kubernetes"
+)
 
 // managerSettings parses and checks the manager's configuration.
 func managerSettings(c *config) (managerValues, error) {
@@ -218,7 +242,7 @@ func managerSettings(c *config) (managerValues, error) {
 	}
 	mv.durations = map[string]time.Duration{}
 	for _, key := range []string{"tunnel.dialTimeout", "tunnel.udpIdleTimeout", "grpc.connectionTTL", "intercept.inactiveBlockTimeout", "activity.reportInterval",
-		"grpc.keepaliveTime", "grpc.keepaliveTimeout"} {
+		"grpc.keepaliveTime", "grpc.keepaliveTimeout", "auth.cacheTTL"} {
 		d, err := time.ParseDuration(c.GetString(key))
 		if err != nil || d <= 0 {
 			return mv, c.errorf(key, "%q is not a positive duration (e.g. 5s)", c.GetString(key))
@@ -238,6 +262,18 @@ func managerSettings(c *config) (managerValues, error) {
 	if (c.GetString("tls.certFile") == "") != (c.GetString("tls.keyFile") == "") {
 		return mv, fmt.Errorf("tls.certFile and tls.keyFile go together")
 	}
+	switch mode := c.GetString("auth.mode"); mode {
+	case authModeTokenFile:
+	case authModeKubernetes:
+		mv.kubeAuth = true
+		for _, key := range []string{"auth.tokenFile", "rbac.policyFile"} {
+			if c.GetString(key) != "" {
+				return mv, c.errorf(key, "is for auth.mode %s; with auth.mode %s the API server decides (remove it, or set auth.mode %s)", authModeTokenFile, authModeKubernetes, authModeTokenFile)
+			}
+		}
+	default:
+		return mv, c.errorf("auth.mode", "%q is neither %s nor %s", mode, authModeTokenFile, authModeKubernetes)
+	}
 	if c.GetString("rbac.policyFile") != "" && c.GetString("auth.tokenFile") == "" {
 		return mv, c.errorf("rbac.policyFile", "needs auth.tokenFile (--token-file): without tokens RBAC would judge the user name each client claims")
 	}
@@ -246,13 +282,39 @@ func managerSettings(c *config) (managerValues, error) {
 	return mv, err
 }
 
+// kubeAuth builds the API server's authenticator and authorizer from the
+// manager's own credentials: kubeconfig, or in-cluster config when empty.
+// They need create on tokenreviews and subjectaccessreviews (the
+// system:auth-delegator ClusterRole).
+func kubeAuth(kubeconfig string, ttl time.Duration) (manager.Authenticator, rbac.Authorizer, error) {
+	var rc *rest.Config
+	var err error
+	if kubeconfig == "" {
+		rc, err = rest.InClusterConfig()
+	} else {
+		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("auth.mode %s: the manager's Kubernetes credentials (kubernetes.kubeconfig, or in-cluster): %w", authModeKubernetes, err)
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("auth.mode %s: %w", authModeKubernetes, err)
+	}
+	a, z, err := kubeauth.New(kubeauth.Config{Client: client, TokenCacheTTL: ttl, AllowCacheTTL: ttl, DenyCacheTTL: ttl})
+	if err != nil {
+		return nil, nil, err
+	}
+	return a, z, nil
+}
+
 // managerListen is the address to listen on. Without auth.tokenFile anyone
 // who reaches the manager may call it as any user or agent, so it listens
 // on loopback only (":8081" becomes "127.0.0.1:8081") unless
 // grpc.insecureListenAny.
 func managerListen(c *config) (string, error) {
 	addr := c.GetString("listen")
-	if c.GetString("auth.tokenFile") != "" || c.GetBool("grpc.insecureListenAny") {
+	if c.GetString("auth.tokenFile") != "" || c.GetString("auth.mode") == authModeKubernetes || c.GetBool("grpc.insecureListenAny") {
 		return addr, nil
 	}
 	host, port, err := net.SplitHostPort(addr)
