@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	kubeauth "github.com/tether-dev/tether/kube/auth"
+	kubelive "github.com/tether-dev/tether/kube/live"
 	"github.com/tether-dev/tether/manager"
 	"github.com/tether-dev/tether/manager/rbac"
 	"github.com/tether-dev/tether/tunnel"
@@ -52,8 +53,15 @@ func newManagerCmd(g *globals) *cobra.Command {
 			}
 			var authn manager.Authenticator
 			var authz rbac.Authorizer
+			var kube kubernetes.Interface // the manager's own credentials, when it needs them
+			if settings.kubeAuth || v.GetBool("kubernetes.watchConfigMap") {
+				if kube, err = kubeClient(v.GetString("kubernetes.kubeconfig")); err != nil {
+					return err
+				}
+			}
 			if settings.kubeAuth {
-				a, z, err := kubeAuth(v.GetString("kubernetes.kubeconfig"), durations["auth.cacheTTL"])
+				a, z, err := kubeauth.New(kubeauth.Config{Client: kube, TokenCacheTTL: durations["auth.cacheTTL"],
+					AllowCacheTTL: durations["auth.cacheTTL"], DenyCacheTTL: durations["auth.cacheTTL"]})
 				if err != nil {
 					return err
 				}
@@ -120,7 +128,19 @@ func newManagerCmd(g *globals) *cobra.Command {
 				"activity.reportInterval", durations["activity.reportInterval"],
 				"grpc.keepaliveTime", durations["grpc.keepaliveTime"], "grpc.keepaliveTimeout", durations["grpc.keepaliveTimeout"],
 				"limits", settings.limits)
-			errc := make(chan error, 1)
+			errc := make(chan error, 2)
+			if kube != nil && v.GetBool("kubernetes.watchConfigMap") {
+				wctx, stopWatch := context.WithCancel(cmd.Context())
+				watched := make(chan struct{})
+				defer func() { stopWatch(); <-watched }()
+				w := kubelive.New(kube, v.GetString("manager.namespace"), rbac.ConfigMapName, mgr.SetRules, log)
+				go func() {
+					defer close(watched)
+					if err := w.Run(wctx); err != nil {
+						errc <- err
+					}
+				}()
+			}
 			go func() { errc <- srv.Serve(ln) }()
 			select {
 			case err = <-errc:
@@ -161,6 +181,7 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 	f.String("inactive-block-timeout", manager.DefaultRules.InactiveBlockTimeout.String(), "intercept.inactiveBlockTimeout: an owner inactive this long no longer blocks conflicting intercepts")
 	f.String("auth-mode", authModeTokenFile, "auth.mode: who decides identity and permissions: tokenfile (auth.tokenFile and rbac.policyFile) or kubernetes (the API server: TokenReview and SubjectAccessReview)")
 	f.String("kubeconfig", "", "kubernetes.kubeconfig: kubeconfig of the manager's own Kubernetes credentials, for running it outside the cluster; in-cluster config when empty")
+	f.Bool("watch-configmap", false, "kubernetes.watchConfigMap: follow configmap traffic-manager in manager.namespace and apply its live values (grpc.connectionTTL, intercept.inactiveBlockTimeout, activity.reportInterval, limits.*) while running")
 	f.String("auth-cache-ttl", (10 * time.Second).String(), "auth.cacheTTL: how long the API server's answers (tokens, permissions) are cached with auth.mode kubernetes")
 	f.String("token-file", "", "auth.tokenFile: static token file (token,user,uid,\"groups\"); without it, unauthenticated development mode")
 	f.Int("max-procs", 0, "runtime.maxProcs: OS threads running Go code at once (0: from 1 up to one per CPU, as the load needs; env GOMAXPROCS wins)")
@@ -183,7 +204,7 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 		"tunnel.dialTimeout": "dial-timeout", "tunnel.udpIdleTimeout": "udp-idle-timeout",
 		"grpc.connectionTTL": "connection-ttl", "intercept.inactiveBlockTimeout": "inactive-block-timeout",
 		"activity.reportInterval": "report-interval",
-		"auth.mode":               "auth-mode", "kubernetes.kubeconfig": "kubeconfig", "auth.cacheTTL": "auth-cache-ttl",
+		"auth.mode":               "auth-mode", "kubernetes.kubeconfig": "kubeconfig", "auth.cacheTTL": "auth-cache-ttl", "kubernetes.watchConfigMap": "watch-configmap",
 		"auth.tokenFile": "token-file", "tls.certFile": "tls-cert-file", "tls.keyFile": "tls-key-file",
 		"rbac.policyFile": "rbac-policy-file", "manager.namespace": "namespace", "runtime.maxProcs": "max-procs",
 		"dns.domains": "dns-domain", "dns.server": "dns-server", "dns.search": "dns-search",
@@ -282,11 +303,12 @@ func managerSettings(c *config) (managerValues, error) {
 	return mv, err
 }
 
-// kubeAuth builds the API server's authenticator and authorizer from the
-// manager's own credentials: kubeconfig, or in-cluster config when empty.
-// They need create on tokenreviews and subjectaccessreviews (the
-// system:auth-delegator ClusterRole).
-func kubeAuth(kubeconfig string, ttl time.Duration) (manager.Authenticator, rbac.Authorizer, error) {
+// kubeClient is the manager's own Kubernetes client: from kubeconfig, or
+// the in-cluster config when empty. With auth.mode kubernetes it needs
+// create on tokenreviews and subjectaccessreviews (the
+// system:auth-delegator ClusterRole); with kubernetes.watchConfigMap, get,
+// list and watch on configmaps and create on events in manager.namespace.
+func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
 	var rc *rest.Config
 	var err error
 	if kubeconfig == "" {
@@ -295,17 +317,9 @@ func kubeAuth(kubeconfig string, ttl time.Duration) (manager.Authenticator, rbac
 		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("auth.mode %s: the manager's Kubernetes credentials (kubernetes.kubeconfig, or in-cluster): %w", authModeKubernetes, err)
+		return nil, fmt.Errorf("the manager's Kubernetes credentials (kubernetes.kubeconfig, or in-cluster): %w", err)
 	}
-	client, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, nil, fmt.Errorf("auth.mode %s: %w", authModeKubernetes, err)
-	}
-	a, z, err := kubeauth.New(kubeauth.Config{Client: client, TokenCacheTTL: ttl, AllowCacheTTL: ttl, DenyCacheTTL: ttl})
-	if err != nil {
-		return nil, nil, err
-	}
-	return a, z, nil
+	return kubernetes.NewForConfig(rc)
 }
 
 // managerListen is the address to listen on. Without auth.tokenFile anyone
