@@ -13,12 +13,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-
+	"github.com/tether-dev/tether/kube"
 	kubeauth "github.com/tether-dev/tether/kube/auth"
-	kubelive "github.com/tether-dev/tether/kube/live"
 	"github.com/tether-dev/tether/manager"
 	"github.com/tether-dev/tether/manager/rbac"
 	"github.com/tether-dev/tether/tunnel"
@@ -53,14 +49,19 @@ func newManagerCmd(g *globals) *cobra.Command {
 			}
 			var authn manager.Authenticator
 			var authz rbac.Authorizer
-			var kube kubernetes.Interface // the manager's own credentials, when it needs them
-			if settings.kubeAuth || v.GetBool("kubernetes.watchConfigMap") {
-				if kube, err = kubeClient(v.GetString("kubernetes.kubeconfig")); err != nil {
-					return err
-				}
+			// In a cluster (or with kube.config) the manager has
+			// Kubernetes credentials of its own: the rules follow the
+			// traffic-manager configmap, and with auth.mode kubernetes the
+			// API server decides who calls and what they may do.
+			kc, err := kube.Client(v.GetString("kube.config"))
+			if err != nil {
+				return fmt.Errorf("kube.config: %w", err)
 			}
 			if settings.kubeAuth {
-				a, z, err := kubeauth.New(kubeauth.Config{Client: kube, TokenCacheTTL: durations["auth.cacheTTL"],
+				if kc == nil {
+					return fmt.Errorf("auth.mode %s needs the manager's Kubernetes credentials: run it in a pod, or give kube.config (--kubeconfig)", authModeKubernetes)
+				}
+				a, z, err := kubeauth.New(kubeauth.Config{Client: kc, TokenCacheTTL: durations["auth.cacheTTL"],
 					AllowCacheTTL: durations["auth.cacheTTL"], DenyCacheTTL: durations["auth.cacheTTL"]})
 				if err != nil {
 					return err
@@ -111,6 +112,16 @@ func newManagerCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if kc != nil {
+				wctx, stopWatch := context.WithCancel(cmd.Context())
+				wait, err := kube.WatchRules(wctx, kc, v.GetString("manager.namespace"), mgr, log)
+				if err != nil {
+					stopWatch()
+					mgr.Shutdown()
+					return err
+				}
+				defer func() { stopWatch(); wait() }()
+			}
 			if err := serveMetrics(metricsAddr, log, mgr.RegisterMetrics); err != nil {
 				return fmt.Errorf("--metrics-addr: %w", err)
 			}
@@ -128,19 +139,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 				"activity.reportInterval", durations["activity.reportInterval"],
 				"grpc.keepaliveTime", durations["grpc.keepaliveTime"], "grpc.keepaliveTimeout", durations["grpc.keepaliveTimeout"],
 				"limits", settings.limits)
-			errc := make(chan error, 2)
-			if kube != nil && v.GetBool("kubernetes.watchConfigMap") {
-				wctx, stopWatch := context.WithCancel(cmd.Context())
-				watched := make(chan struct{})
-				defer func() { stopWatch(); <-watched }()
-				w := kubelive.New(kube, v.GetString("manager.namespace"), rbac.ConfigMapName, mgr.SetRules, log)
-				go func() {
-					defer close(watched)
-					if err := w.Run(wctx); err != nil {
-						errc <- err
-					}
-				}()
-			}
+			errc := make(chan error, 1)
 			go func() { errc <- srv.Serve(ln) }()
 			select {
 			case err = <-errc:
@@ -180,8 +179,6 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 	f.String("connection-ttl", manager.DefaultRules.ConnectionTTL.String(), "grpc.connectionTTL: end sessions inactive for this long")
 	f.String("inactive-block-timeout", manager.DefaultRules.InactiveBlockTimeout.String(), "intercept.inactiveBlockTimeout: an owner inactive this long no longer blocks conflicting intercepts")
 	f.String("auth-mode", authModeTokenFile, "auth.mode: who decides identity and permissions: tokenfile (auth.tokenFile and rbac.policyFile) or kubernetes (the API server: TokenReview and SubjectAccessReview)")
-	f.String("kubeconfig", "", "kubernetes.kubeconfig: kubeconfig of the manager's own Kubernetes credentials, for running it outside the cluster; in-cluster config when empty")
-	f.Bool("watch-configmap", false, "kubernetes.watchConfigMap: follow configmap traffic-manager in manager.namespace and apply its live values (grpc.connectionTTL, intercept.inactiveBlockTimeout, activity.reportInterval, limits.*) while running")
 	f.String("auth-cache-ttl", (10 * time.Second).String(), "auth.cacheTTL: how long the API server's answers (tokens, permissions) are cached with auth.mode kubernetes")
 	f.String("token-file", "", "auth.tokenFile: static token file (token,user,uid,\"groups\"); without it, unauthenticated development mode")
 	f.Int("max-procs", 0, "runtime.maxProcs: OS threads running Go code at once (0: from 1 up to one per CPU, as the load needs; env GOMAXPROCS wins)")
@@ -190,6 +187,7 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 	f.StringSlice("dns-domain", manager.DefaultDNSDomains, "dns.domains: DNS domains daemons resolve through the manager (repeatable)")
 	f.StringSlice("dns-search", nil, "dns.search: search domains daemons configure for short names, e.g. default.svc.cluster.local (repeatable)")
 	f.String("dns-server", "", "dns.server: DNS server (host:port) the manager asks; the system's resolver when empty")
+	f.String("kubeconfig", "", "kube.config: kubeconfig of a manager outside the cluster; in a pod its service account is used; either way the rules follow the configmap traffic-manager in manager.namespace")
 	f.String("namespace", manager.DefaultNamespace, "manager.namespace: namespace of the traffic-manager configmap that RBAC rules name")
 	f.String("tls-cert-file", "", "tls.certFile: serve TLS with this certificate (PEM)")
 	f.String("tls-key-file", "", "tls.keyFile: the certificate's key (PEM)")
@@ -204,12 +202,12 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 		"tunnel.dialTimeout": "dial-timeout", "tunnel.udpIdleTimeout": "udp-idle-timeout",
 		"grpc.connectionTTL": "connection-ttl", "intercept.inactiveBlockTimeout": "inactive-block-timeout",
 		"activity.reportInterval": "report-interval",
-		"auth.mode":               "auth-mode", "kubernetes.kubeconfig": "kubeconfig", "auth.cacheTTL": "auth-cache-ttl", "kubernetes.watchConfigMap": "watch-configmap",
+		"auth.mode":               "auth-mode", "auth.cacheTTL": "auth-cache-ttl",
 		"auth.tokenFile": "token-file", "tls.certFile": "tls-cert-file", "tls.keyFile": "tls-key-file",
 		"rbac.policyFile": "rbac-policy-file", "manager.namespace": "namespace", "runtime.maxProcs": "max-procs",
 		"dns.domains": "dns-domain", "dns.server": "dns-server", "dns.search": "dns-search",
-		"grpc.insecureListenAny": "insecure-listen-any",
-		"grpc.keepaliveTime":     "keepalive-time", "grpc.keepaliveTimeout": "keepalive-timeout",
+		"grpc.insecureListenAny": "insecure-listen-any", "kube.config": "kubeconfig",
+		"grpc.keepaliveTime": "keepalive-time", "grpc.keepaliveTimeout": "keepalive-timeout",
 	}
 	for _, l := range managerLimits {
 		keys[l.key] = l.flag
@@ -301,25 +299,6 @@ func managerSettings(c *config) (managerValues, error) {
 	var err error
 	mv.listen, err = managerListen(c)
 	return mv, err
-}
-
-// kubeClient is the manager's own Kubernetes client: from kubeconfig, or
-// the in-cluster config when empty. With auth.mode kubernetes it needs
-// create on tokenreviews and subjectaccessreviews (the
-// system:auth-delegator ClusterRole); with kubernetes.watchConfigMap, get,
-// list and watch on configmaps and create on events in manager.namespace.
-func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
-	var rc *rest.Config
-	var err error
-	if kubeconfig == "" {
-		rc, err = rest.InClusterConfig()
-	} else {
-		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("the manager's Kubernetes credentials (kubernetes.kubeconfig, or in-cluster): %w", err)
-	}
-	return kubernetes.NewForConfig(rc)
 }
 
 // managerListen is the address to listen on. Without auth.tokenFile anyone
