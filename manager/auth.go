@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -19,6 +20,14 @@ import (
 // source.
 type Authenticator interface {
 	AuthenticateToken(ctx context.Context, token string) (id Identity, ok bool, err error)
+}
+
+// CertAuthenticator is the optional ability of an Authenticator to tell
+// who holds a TLS client certificate (chain: the peer's, leaf first, not
+// yet verified: the Authenticator verifies it against its client CA). The
+// manager asks it for calls without a bearer token.
+type CertAuthenticator interface {
+	AuthenticateCert(ctx context.Context, chain []*x509.Certificate) (id Identity, ok bool, err error)
 }
 
 // AgentGroup is the group that makes an identity an agent. An

@@ -18,7 +18,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/tether-dev/tether/activity"
@@ -309,28 +311,49 @@ func (s *Server) Shutdown() {
 	s.tunnels.Close()
 }
 
-// identify returns the caller's identity: from its bearer token, or in
-// development mode from what the client says.
+// identify returns the caller's identity: from its bearer token, or its
+// TLS client certificate, or in development mode from what the client
+// says.
 func (s *Server) identify(ctx context.Context, claimed string) (Identity, error) {
 	if s.authn == nil {
 		return Identity{User: claimed}, nil
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	tok := bearer(first(md, wire.MDAuthorization))
-	if tok == "" {
-		s.log.Warn("call without a bearer token refused")
+	id, present, ok, err := s.lookup(ctx)
+	if !present {
+		s.log.Warn("call without credentials refused")
 		return Identity{}, status.Error(codes.Unauthenticated, "the traffic manager requires a token: pass --token-file or set TETHER_TOKEN")
 	}
-	id, ok, err := s.authn.AuthenticateToken(ctx, tok)
 	if !ok {
 		if err != nil {
-			s.log.Warn("call with a refused token", "error", err)
-			return Identity{}, status.Errorf(codes.Unauthenticated, "the traffic manager refused this token: %v", err)
+			s.log.Warn("call with refused credentials", "error", err)
+			return Identity{}, status.Errorf(codes.Unauthenticated, "the traffic manager refused these credentials: %v", err)
 		}
 		s.log.Warn("call with an unknown token refused")
 		return Identity{}, status.Error(codes.Unauthenticated, "the traffic manager does not know this token")
 	}
 	return id, nil
+}
+
+// lookup asks the Authenticator about the call's bearer token or, without
+// one, its TLS client certificate (if the Authenticator judges those).
+// present is false when the call carries neither.
+func (s *Server) lookup(ctx context.Context) (id Identity, present, ok bool, err error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if tok := bearer(first(md, wire.MDAuthorization)); tok != "" {
+		id, ok, err = s.authn.AuthenticateToken(ctx, tok)
+		return id, true, ok, err
+	}
+	ca, can := s.authn.(CertAuthenticator)
+	p, _ := peer.FromContext(ctx)
+	if !can || p == nil {
+		return Identity{}, false, false, nil
+	}
+	ti, _ := p.AuthInfo.(credentials.TLSInfo)
+	if len(ti.State.PeerCertificates) == 0 {
+		return Identity{}, false, false, nil
+	}
+	id, ok, err = ca.AuthenticateCert(ctx, ti.State.PeerCertificates)
+	return id, true, ok, err
 }
 
 // Arrive implements pb.ManagerServer.

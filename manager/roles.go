@@ -6,11 +6,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/tether-dev/tether/manager/rbac"
-	"github.com/tether-dev/tether/wire"
 )
 
 // Roles. With auth.tokenFile, an identity in AgentGroup is an agent and
@@ -25,8 +23,7 @@ func (s *Server) refuseAgent(ctx context.Context, method string) error {
 	if s.authn == nil {
 		return nil
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	id, ok, _ := s.authn.AuthenticateToken(ctx, bearer(first(md, wire.MDAuthorization)))
+	id, _, ok, _ := s.lookup(ctx)
 	if !ok || !id.Agent() {
 		return nil
 	}

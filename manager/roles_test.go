@@ -465,7 +465,7 @@ func TestAuthenticatorRefusalSaysWhy(t *testing.T) {
 		authn Authenticator
 		want  string
 	}{
-		{"reason", refusingAuthn{errors.New("token has been invalidated")}, "the traffic manager refused this token: token has been invalidated"},
+		{"reason", refusingAuthn{errors.New("token has been invalidated")}, "the traffic manager refused these credentials: token has been invalidated"},
 		{"unknown", Tokens{"t-alice": {User: "alice"}}, "the traffic manager does not know this token"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,18 +8,22 @@ package auth
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authentication/authenticatorfactory"
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 	"k8s.io/apiserver/pkg/authorization/authorizerfactory"
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tether-dev/tether/manager"
@@ -47,12 +51,42 @@ type Config struct {
 	Client kubernetes.Interface
 	// TTLs of cached answers; the Default*CacheTTL when zero.
 	TokenCacheTTL, AllowCacheTTL, DenyCacheTTL time.Duration
+	// ClientCA (PEM) verifies client certificates, whose common name is
+	// the user and organizations the groups, as the API server maps
+	// them (see ClientCA). Nil: certificates are not accepted.
+	ClientCA []byte
+}
+
+// The configmap where the API server publishes its client CA for
+// aggregated API servers, and its key.
+const (
+	authConfigMapNamespace = "kube-system"
+	authConfigMapName      = "extension-apiserver-authentication"
+	clientCAKey            = "client-ca-file"
+)
+
+// ClientCA reads the cluster's client CA from
+// kube-system/extension-apiserver-authentication (the manager needs get
+// on it: Role extension-apiserver-authentication-reader).
+func ClientCA(ctx context.Context, client kubernetes.Interface) ([]byte, error) {
+	cm, err := client.CoreV1().ConfigMaps(authConfigMapNamespace).Get(ctx, authConfigMapName, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("the cluster's client CA (configmap %s/%s): %w", authConfigMapNamespace, authConfigMapName, err)
+	}
+	ca := cm.Data[clientCAKey]
+	if ca == "" {
+		return nil, fmt.Errorf("the cluster's client CA: configmap %s/%s has no %s", authConfigMapNamespace, authConfigMapName, clientCAKey)
+	}
+	return []byte(ca), nil
 }
 
 // Authenticator identifies bearer tokens by TokenReview.
 type Authenticator struct{ req authenticator.Request }
 
-var _ manager.Authenticator = (*Authenticator)(nil)
+var (
+	_ manager.Authenticator     = (*Authenticator)(nil)
+	_ manager.CertAuthenticator = (*Authenticator)(nil)
+)
 
 // Authorizer decides by SubjectAccessReview.
 type Authorizer struct{ a authorizer.Authorizer }
@@ -71,12 +105,20 @@ func New(cfg Config) (*Authenticator, *Authorizer, error) {
 		return d
 	}
 	b := backoff
-	req, _, err := authenticatorfactory.DelegatingAuthenticatorConfig{
+	ac := authenticatorfactory.DelegatingAuthenticatorConfig{
 		TokenAccessReviewClient:  cfg.Client.AuthenticationV1(),
 		TokenAccessReviewTimeout: reviewTimeout,
 		WebhookRetryBackoff:      &b,
 		CacheTTL:                 or(cfg.TokenCacheTTL, DefaultTokenCacheTTL),
-	}.New()
+	}
+	if cfg.ClientCA != nil {
+		ca, err := dynamiccertificates.NewStaticCAContent("client-ca", cfg.ClientCA)
+		if err != nil {
+			return nil, nil, fmt.Errorf("kube/auth: client CA: %w", err)
+		}
+		ac.ClientCertificateCAContentProvider = ca
+	}
+	req, _, err := ac.New()
 	if err != nil {
 		return nil, nil, fmt.Errorf("kube/auth: delegating authenticator: %w", err)
 	}
@@ -109,6 +151,26 @@ func (a *Authenticator) AuthenticateToken(ctx context.Context, token string) (ma
 			err = errors.New("the API server does not know this token")
 		}
 		return manager.Identity{}, false, fmt.Errorf("TokenReview: %w", err)
+	}
+	u := resp.User
+	return manager.Identity{User: u.GetName(), UID: u.GetUID(), Groups: u.GetGroups()}, true, nil
+}
+
+// AuthenticateCert implements manager.CertAuthenticator: the chain is
+// verified against Config.ClientCA, as the API server's x509
+// authenticator does.
+func (a *Authenticator) AuthenticateCert(ctx context.Context, chain []*x509.Certificate) (manager.Identity, bool, error) {
+	r, err := http.NewRequestWithContext(ctx, http.MethodPost, "/", nil)
+	if err != nil {
+		return manager.Identity{}, false, err
+	}
+	r.TLS = &tls.ConnectionState{PeerCertificates: chain}
+	resp, ok, err := a.req.AuthenticateRequest(r)
+	if !ok || resp == nil || resp.User == nil {
+		if err == nil {
+			err = errors.New("no client CA accepts this certificate")
+		}
+		return manager.Identity{}, false, fmt.Errorf("client certificate: %w", err)
 	}
 	u := resp.User
 	return manager.Identity{User: u.GetName(), UID: u.GetUID(), Groups: u.GetGroups()}, true, nil

@@ -2,6 +2,13 @@ package auth_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,12 +20,14 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/tether-dev/tether/internal/kubelab"
 	"github.com/tether-dev/tether/kube/auth"
@@ -244,4 +253,82 @@ func TestAuthorizerFailureIsNotADenial(t *testing.T) {
 	if ok || err == nil {
 		t.Fatalf("AuthenticateToken without an API server: ok=%v err=%v, want an error", ok, err)
 	}
+}
+
+// TestClientCertificateIdentified: with the cluster's client CA (from
+// kube-system/extension-apiserver-authentication), a manager serving TLS
+// identifies carol by her client certificate (common name and
+// organizations, as the API server maps them); a certificate of another
+// CA is refused.
+func TestClientCertificateIdentified(t *testing.T) {
+	c, admin, _ := labtest.Cluster(t)
+	ca, err := auth.ClientCA(context.Background(), admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authn, authz, err := auth.New(auth.Config{Client: admin, ClientCA: ca, TokenCacheTTL: testTTL, AllowCacheTTL: testTTL, DenyCacheTTL: testTTL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := manager.New(manager.Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")},
+		Authenticator: authn, Authorizer: authz, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverCert := selfSigned(t, "tether-manager")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{serverCert}, ClientAuth: tls.RequestClientCert})))
+	m.Register(srv)
+	go func() { _ = srv.Serve(ln) }()
+	defer func() { m.Shutdown(); srv.Stop() }()
+
+	carol, err := clientcmd.BuildConfigFromFlags("", c.UserKubeconfig("carol", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	carolCert, err := tls.X509KeyPair(carol.TLSClientConfig.CertData, carol.TLSClientConfig.KeyData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	arrive := func(cert tls.Certificate) (*pb.ArriveResponse, error) {
+		cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+			InsecureSkipVerify: true, // the test's own server certificate
+			Certificates:       []tls.Certificate{cert},
+		})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return pb.NewManagerClient(cc).Arrive(ctx, &pb.ArriveRequest{User: "claimed", Host: "laptop"})
+	}
+	resp, err := arrive(carolCert)
+	if err != nil || resp.User != "carol" {
+		t.Fatalf("arrive with carol's certificate: %v %v, want user carol", resp, err)
+	}
+	if _, err := arrive(selfSigned(t, "carol")); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("arrive with a certificate of another CA = %v, want Unauthenticated", err)
+	}
+}
+
+// selfSigned is a certificate of its own CA for cn.
+func selfSigned(t *testing.T, cn string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn, Organization: []string{"tether-dev"}},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
