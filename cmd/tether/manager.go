@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
@@ -49,6 +50,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 			}
 			var authn manager.Authenticator
 			var authz rbac.Authorizer
+			var clientCA []byte // PEM, when client certificates identify callers
 			// In a cluster (or with kube.config) the manager has
 			// Kubernetes credentials of its own: the rules follow the
 			// traffic-manager configmap, and with auth.mode kubernetes the
@@ -61,8 +63,15 @@ func newManagerCmd(g *globals) *cobra.Command {
 				if kc == nil {
 					return fmt.Errorf("auth.mode %s needs the manager's Kubernetes credentials: run it in a pod, or give kube.config (--kubeconfig)", authModeKubernetes)
 				}
+				// Client certificates need TLS and the cluster's client
+				// CA; without them tokens still work.
+				if v.GetString("tls.certFile") != "" {
+					if clientCA, err = kubeauth.ClientCA(cmd.Context(), kc); err != nil {
+						log.Warn("client certificates are not accepted, tokens are", "component", "manager", "error", err)
+					}
+				}
 				a, z, err := kubeauth.New(kubeauth.Config{Client: kc, TokenCacheTTL: durations["auth.cacheTTL"],
-					AllowCacheTTL: durations["auth.cacheTTL"], DenyCacheTTL: durations["auth.cacheTTL"]})
+					AllowCacheTTL: durations["auth.cacheTTL"], DenyCacheTTL: durations["auth.cacheTTL"], ClientCA: clientCA})
 				if err != nil {
 					return err
 				}
@@ -91,11 +100,18 @@ func newManagerCmd(g *globals) *cobra.Command {
 			opts := tunnel.ServerOptions(tunnel.Keepalive{Time: durations["grpc.keepaliveTime"], Timeout: durations["grpc.keepaliveTimeout"]})
 			certFile, keyFile := v.GetString("tls.certFile"), v.GetString("tls.keyFile")
 			if certFile != "" {
-				creds, err := credentials.NewServerTLSFromFile(certFile, keyFile)
+				cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 				if err != nil {
 					return fmt.Errorf("tls.certFile/tls.keyFile: %w", err)
 				}
-				opts = append(opts, grpc.Creds(creds))
+				tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+				if clientCA != nil {
+					// Asked for, not required (token callers send
+					// none); the Authenticator verifies it against
+					// the cluster's client CA.
+					tc.ClientAuth = tls.RequestClientCert
+				}
+				opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 			}
 			mgr, err := manager.New(manager.Config{
 				Subnets: subnets, DialTimeout: durations["tunnel.dialTimeout"],
