@@ -142,9 +142,12 @@ func Down(dir string) error {
 	rec, haveRecord := readRecord(dir)
 	var errs []error
 	var k killer
-	defer k.awaitReaped(5 * time.Second)
+	defer k.awaitReaped(10 * time.Second)
 	stop := func(name string, grace time.Duration) { errs = append(errs, k.stopPid(dir, name, grace)) }
 	stop("kubelet", 20*time.Second)
+	// Shims exit by themselves as their pods go, and containerd 1.6
+	// daemonizes them: noting them now lets Down wait for init to reap them.
+	k.killed = append(k.killed, shimPids(dir)...)
 	if readPid(dir, "containerd") != 0 {
 		errs = append(errs, removePods(filepath.Join(dir, "containerd", "containerd.sock")))
 	}
@@ -167,23 +170,33 @@ func Down(dir string) error {
 	return os.RemoveAll(dir)
 }
 
-// killShims kills the runc shims of this cluster's containerd, found by
-// the containerd address on their command line, and waits until they are
-// gone: containerd 1.6 daemonizes them, so they are nobody's children.
+// killShims kills the shims of this cluster's containerd that are still
+// running.
 func (k *killer) killShims(dir string) error {
+	var errs []error
+	for _, pid := range shimPids(dir) {
+		errs = append(errs, k.kill(pid, 2*time.Second))
+	}
+	return errors.Join(errs...)
+}
+
+// shimPids finds the runc shims of this cluster's containerd by the
+// containerd address on their command line: containerd 1.6 daemonizes
+// them, so they are nobody's children.
+func shimPids(dir string) []int {
 	marker := "-address\x00" + filepath.Join(dir, "containerd", "containerd.sock") + "\x00"
 	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	var errs []error
+	var pids []int
 	for _, f := range cmdlines {
 		b, err := os.ReadFile(f)
 		if err != nil || !strings.Contains(string(b), "containerd-shim") || !strings.Contains(string(b), marker) {
 			continue
 		}
 		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f))); err == nil {
-			errs = append(errs, k.kill(pid, 2*time.Second))
+			pids = append(pids, pid)
 		}
 	}
-	return errors.Join(errs...)
+	return pids
 }
 
 // killNetnsProcs kills whatever still runs in the cluster's namespaces.
