@@ -1,6 +1,8 @@
 package manager
 
 import (
+	"context"
+	"crypto/x509"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -10,7 +12,25 @@ import (
 	"strings"
 )
 
-// AgentGroup is the token-file group that makes an identity an agent. An
+// Authenticator tells who holds a bearer token: the token file
+// (auth.tokenFile, Tokens) or, in a cluster, the API server by
+// TokenReview (kube/auth). When ok is false the token is refused; err, if
+// set, says why (the authority's answer, or that it could not be asked).
+// The roles (AgentGroup) are read from the identity's groups whatever the
+// source.
+type Authenticator interface {
+	AuthenticateToken(ctx context.Context, token string) (id Identity, ok bool, err error)
+}
+
+// CertAuthenticator is the optional ability of an Authenticator to tell
+// who holds a TLS client certificate (chain: the peer's, leaf first, not
+// yet verified: the Authenticator verifies it against its client CA). The
+// manager asks it for calls without a bearer token.
+type CertAuthenticator interface {
+	AuthenticateCert(ctx context.Context, chain []*x509.Certificate) (id Identity, ok bool, err error)
+}
+
+// AgentGroup is the group that makes an identity an agent. An
 // agent may call WatchAgent and AgentTunnel and nothing else; every other
 // identity is a user, who may call everything but those.
 const AgentGroup = "tether:agents"
@@ -36,6 +56,14 @@ func (id Identity) describe() string {
 // Tokens maps bearer tokens to identities, read from a file in the
 // Kubernetes static token format: token,user,uid,"group1,group2".
 type Tokens map[string]Identity
+
+var _ Authenticator = Tokens(nil)
+
+// AuthenticateToken implements Authenticator.
+func (t Tokens) AuthenticateToken(_ context.Context, token string) (Identity, bool, error) {
+	id, ok := t[token]
+	return id, ok, nil
+}
 
 // LoadTokens reads a static token file. Errors name the file and line.
 func LoadTokens(path string) (Tokens, error) {

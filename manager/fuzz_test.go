@@ -111,7 +111,7 @@ func newFuzzWorld(tb testing.TB) *fuzzWorld {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(netlab.ServeDNS(pc, map[string]netip.Addr{"web.default.svc.cluster.local.": netip.MustParseAddr("198.18.2.2")}))
-	m := startGRPC(tb, Config{Tokens: fuzzTokens, Authorizer: fuzzAuthz, DNSServer: pc.LocalAddr().String(),
+	m := startGRPC(tb, Config{Authenticator: fuzzTokens, Authorizer: fuzzAuthz, DNSServer: pc.LocalAddr().String(),
 		Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}})
 	alice := &fuzzCaller{name: "alice", token: "tok-alice", session: true}
 	bob := &fuzzCaller{name: "bob", token: "tok-bob", session: true}

@@ -112,7 +112,7 @@ func newPolicyServer(t *testing.T, policy string, users ...string) (*Server, *lo
 		t.Fatal(err)
 	}
 	s, err := New(Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Now: c.Now,
-		Log: slog.New(slog.DiscardHandler), Authorizer: p, Tokens: testTokens})
+		Log: slog.New(slog.DiscardHandler), Authorizer: p, Authenticator: testTokens})
 	if err != nil {
 		t.Fatal(err)
 	}

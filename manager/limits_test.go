@@ -79,7 +79,7 @@ func TestSessionsPerUser(t *testing.T) {
 // claims changes nothing.
 func TestSessionsPerUserCountsTheTokensIdentity(t *testing.T) {
 	s, err := New(Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Log: slog.New(slog.DiscardHandler),
-		Tokens: Tokens{"tok-alice": {User: "alice"}, "tok-bob": {User: "bob"}}, Limits: Limits{SessionsPerUser: 2}})
+		Authenticator: Tokens{"tok-alice": {User: "alice"}, "tok-bob": {User: "bob"}}, Limits: Limits{SessionsPerUser: 2}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func arriveAs(t *testing.T, s *Server, user string) context.Context {
 // ones were dropped; nobody else's change.
 func TestNoticesPerSessionKeepNewest(t *testing.T) {
 	s, err := New(Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Log: slog.New(slog.DiscardHandler),
-		Authorizer: allowUsers{"alice": true}, Tokens: testTokens, Limits: Limits{NoticesPerSession: 2}})
+		Authorizer: allowUsers{"alice": true}, Authenticator: testTokens, Limits: Limits{NoticesPerSession: 2}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/tether-dev/tether/activity"
@@ -42,14 +44,16 @@ type Config struct {
 	Rules          Rules
 	// Authorizer decides revokes, intercept creation and which workloads
 	// each agent serves (rbac.policyFile). Nil disables revoke and lets
-	// every agent serve every workload. It needs Tokens: RBAC must judge
+	// every agent serve every workload. It needs an Authenticator: RBAC must judge
 	// authenticated identities, not names clients claim.
 	Authorizer rbac.Authorizer
 	// Namespace is manager.namespace; DefaultNamespace when empty.
 	Namespace string
-	// Tokens identify users (auth.tokenFile). Nil: unauthenticated
-	// development mode, where users are who their OS says they are.
-	Tokens Tokens
+	// Authenticator identifies callers by their bearer tokens: Tokens
+	// (auth.tokenFile) or the API server (auth.mode kubernetes). Nil:
+	// unauthenticated development mode, where users are who their OS says
+	// they are.
+	Authenticator Authenticator
 	// DNSDomains are resolved for daemons (dns.domains);
 	// DefaultDNSDomains when empty. DNSServer (dns.server, host:port) is
 	// the resolver to ask; the system's when empty.
@@ -87,7 +91,7 @@ type Server struct {
 	pb.UnimplementedManagerServer
 	subnets []netip.Prefix
 	tunnels *tunnel.Server
-	tokens  Tokens
+	authn   Authenticator // nil: development mode
 	now     func() time.Time
 	log     *slog.Logger
 	reaper  chan struct{} // closed when the reaper returns
@@ -169,8 +173,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Authorizer != nil && cfg.Tokens == nil {
-		return nil, errors.New("manager: rbac.policyFile needs auth.tokenFile: without tokens RBAC would judge the user name each client claims")
+	if cfg.Authorizer != nil && cfg.Authenticator == nil {
+		return nil, errors.New("manager: an authorizer (rbac.policyFile, auth.mode kubernetes) needs an authenticator (auth.tokenFile, auth.mode kubernetes): without one RBAC would judge the user name each client claims")
 	}
 	r := cfg.Rules
 	for _, d := range []struct {
@@ -194,7 +198,7 @@ func New(cfg Config) (*Server, error) {
 		tunnels:  tunnel.NewServer(cfg.DialTimeout, cfg.UDPIdleTimeout, cfg.Log),
 		rules:    r,
 		limits:   limits,
-		tokens:   cfg.Tokens,
+		authn:    cfg.Authenticator,
 		now:      cfg.Now,
 		log:      log,
 		sessions: make(map[string]*session),
@@ -216,7 +220,7 @@ func New(cfg Config) (*Server, error) {
 	if len(s.dnsDomains) == 0 {
 		s.dnsDomains = DefaultDNSDomains
 	}
-	if s.tokens == nil {
+	if s.authn == nil {
 		log.Warn("unauthenticated development mode: no auth.tokenFile, users are who their OS user name says and anyone may be an agent")
 	} else if s.authz == nil {
 		log.Warn("no rbac.policyFile binds agents to workloads: every agent token (group " + AgentGroup + ") may serve every workload")
@@ -307,24 +311,49 @@ func (s *Server) Shutdown() {
 	s.tunnels.Close()
 }
 
-// identify returns the caller's identity: from its bearer token, or in
-// development mode from what the client says.
+// identify returns the caller's identity: from its bearer token, or its
+// TLS client certificate, or in development mode from what the client
+// says.
 func (s *Server) identify(ctx context.Context, claimed string) (Identity, error) {
-	if s.tokens == nil {
+	if s.authn == nil {
 		return Identity{User: claimed}, nil
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	tok := bearer(first(md, wire.MDAuthorization))
-	if tok == "" {
-		s.log.Warn("call without a bearer token refused")
+	id, present, ok, err := s.lookup(ctx)
+	if !present {
+		s.log.Warn("call without credentials refused")
 		return Identity{}, status.Error(codes.Unauthenticated, "the traffic manager requires a token: pass --token-file or set TETHER_TOKEN")
 	}
-	id, ok := s.tokens[tok]
 	if !ok {
+		if err != nil {
+			s.log.Warn("call with refused credentials", "error", err)
+			return Identity{}, status.Errorf(codes.Unauthenticated, "the traffic manager refused these credentials: %v", err)
+		}
 		s.log.Warn("call with an unknown token refused")
 		return Identity{}, status.Error(codes.Unauthenticated, "the traffic manager does not know this token")
 	}
 	return id, nil
+}
+
+// lookup asks the Authenticator about the call's bearer token or, without
+// one, its TLS client certificate (if the Authenticator judges those).
+// present is false when the call carries neither.
+func (s *Server) lookup(ctx context.Context) (id Identity, present, ok bool, err error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if tok := bearer(first(md, wire.MDAuthorization)); tok != "" {
+		id, ok, err = s.authn.AuthenticateToken(ctx, tok)
+		return id, true, ok, err
+	}
+	ca, can := s.authn.(CertAuthenticator)
+	p, _ := peer.FromContext(ctx)
+	if !can || p == nil {
+		return Identity{}, false, false, nil
+	}
+	ti, _ := p.AuthInfo.(credentials.TLSInfo)
+	if len(ti.State.PeerCertificates) == 0 {
+		return Identity{}, false, false, nil
+	}
+	id, ok, err = ca.AuthenticateCert(ctx, ti.State.PeerCertificates)
+	return id, true, ok, err
 }
 
 // Arrive implements pb.ManagerServer.
@@ -550,7 +579,7 @@ func (s *Server) authenticate(ctx context.Context) (*session, error) {
 // pair does not let another user act as its owner. Development mode has
 // no tokens to compare.
 func (s *Server) sameUser(ctx context.Context, sess *session) error {
-	if s.tokens == nil {
+	if s.authn == nil {
 		return nil
 	}
 	who, err := s.identify(ctx, "")

@@ -6,11 +6,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/tether-dev/tether/manager/rbac"
-	"github.com/tether-dev/tether/wire"
 )
 
 // Roles. With auth.tokenFile, an identity in AgentGroup is an agent and
@@ -22,11 +20,10 @@ import (
 // refuseAgent refuses a user call (method) that carries an agent's token.
 // A call without a known token is left to the call's own checks.
 func (s *Server) refuseAgent(ctx context.Context, method string) error {
-	if s.tokens == nil {
+	if s.authn == nil {
 		return nil
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	id, ok := s.tokens[bearer(first(md, wire.MDAuthorization))]
+	id, _, ok, _ := s.lookup(ctx)
 	if !ok || !id.Agent() {
 		return nil
 	}
@@ -38,7 +35,7 @@ func (s *Server) refuseAgent(ctx context.Context, method string) error {
 // authenticateAgent admits an agent to method: by a token of the agent
 // role. In development mode anyone is admitted, with no identity.
 func (s *Server) authenticateAgent(ctx context.Context, method string) (Identity, error) {
-	if s.tokens == nil {
+	if s.authn == nil {
 		return Identity{}, nil
 	}
 	id, err := s.identify(ctx, "")

@@ -2,6 +2,7 @@ package manager
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -28,7 +29,7 @@ type grpcLab struct {
 // newGRPCLab serves a manager with testTokens and policy ("" for none).
 func newGRPCLab(t *testing.T, policy string) *grpcLab {
 	t.Helper()
-	cfg := Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Tokens: testTokens}
+	cfg := Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Authenticator: testTokens}
 	if policy != "" {
 		p, err := rbac.ParsePolicy(strings.NewReader(policy))
 		if err != nil {
@@ -444,5 +445,35 @@ func TestSessionNeedsItsOwnersToken(t *testing.T) {
 	again, err := l.c.Arrive(as("t-alice"), &pb.ArriveRequest{User: "alice", DaemonInstance: "d1", ResumeSessionId: resp.SessionId, ResumeSessionSecret: resp.SessionSecret})
 	if err != nil || !again.Resumed {
 		t.Fatalf("alice's resume: %v %v", again, err)
+	}
+}
+
+// refusingAuthn is an Authenticator whose authority refuses every token
+// with a reason, as the API server's TokenReview does.
+type refusingAuthn struct{ err error }
+
+func (a refusingAuthn) AuthenticateToken(context.Context, string) (Identity, bool, error) {
+	return Identity{}, false, a.err
+}
+
+// TestAuthenticatorRefusalSaysWhy: a refusal by the Authenticator reaches
+// the caller as Unauthenticated with the authority's reason; a token it
+// merely does not know gets the plain refusal.
+func TestAuthenticatorRefusalSaysWhy(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		authn Authenticator
+		want  string
+	}{
+		{"reason", refusingAuthn{errors.New("token has been invalidated")}, "the traffic manager refused these credentials: token has been invalidated"},
+		{"unknown", Tokens{"t-alice": {User: "alice"}}, "the traffic manager does not know this token"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := startGRPC(t, Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Authenticator: tc.authn})
+			_, err := m.client.Arrive(as("t-mallory"), &pb.ArriveRequest{User: "mallory", Host: "h"})
+			if status.Code(err) != codes.Unauthenticated || status.Convert(err).Message() != tc.want {
+				t.Fatalf("Arrive = %v, want Unauthenticated %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -165,6 +165,11 @@ func TestManagerDevelopmentModeListen(t *testing.T) {
 		{"every address if insecure", []string{"--insecure-listen-any"}, ":8081"},
 		{"tokens listen anywhere", []string{"--listen", "198.18.1.2:8081", "--token-file", tokens}, "198.18.1.2:8081"},
 		{"a policy without tokens", []string{"--listen", "127.0.0.1:1", "--rbac-policy-file", "p.yaml"}, "error: rbac.policyFile (flag --rbac-policy-file): needs auth.tokenFile"},
+		{"the API server authenticates", []string{"--listen", "198.18.1.2:8081", "--auth-mode", "kubernetes"}, "198.18.1.2:8081"},
+		{"an unknown auth mode", []string{"--auth-mode", "ldap"}, `error: auth.mode (flag --auth-mode): "ldap" is neither tokenfile nor kubernetes`},
+		{"a token file in kubernetes mode", []string{"--auth-mode", "kubernetes", "--token-file", tokens}, "error: auth.tokenFile (flag --token-file): is for auth.mode tokenfile"},
+		{"a policy in kubernetes mode", []string{"--auth-mode", "kubernetes", "--rbac-policy-file", "p.yaml"}, "error: rbac.policyFile (flag --rbac-policy-file): is for auth.mode tokenfile"},
+		{"a bad cache TTL", []string{"--auth-cache-ttl", "soon"}, "error: auth.cacheTTL (flag --auth-cache-ttl)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := pflag.NewFlagSet("manager", pflag.ContinueOnError)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -14,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/tether-dev/tether/kube"
+	kubeauth "github.com/tether-dev/tether/kube/auth"
 	"github.com/tether-dev/tether/manager"
 	"github.com/tether-dev/tether/manager/rbac"
 	"github.com/tether-dev/tether/tunnel"
@@ -46,17 +49,47 @@ func newManagerCmd(g *globals) *cobra.Command {
 			if err := servePprof(g.pprofAddr, log); err != nil {
 				return err
 			}
-			var tokens manager.Tokens
-			if f := v.GetString("auth.tokenFile"); f != "" {
-				if tokens, err = manager.LoadTokens(f); err != nil {
+			var authn manager.Authenticator
+			var authz rbac.Authorizer
+			var clientCA []byte // PEM, when client certificates identify callers
+			// In a cluster (or with kube.config) the manager has
+			// Kubernetes credentials of its own: the rules follow the
+			// traffic-manager configmap, and with auth.mode kubernetes the
+			// API server decides who calls and what they may do.
+			kc, err := kube.Client(v.GetString("kube.config"))
+			if err != nil {
+				return fmt.Errorf("kube.config: %w", err)
+			}
+			if settings.kubeAuth {
+				if kc == nil {
+					return fmt.Errorf("auth.mode %s needs the manager's Kubernetes credentials: run it in a pod, or give kube.config (--kubeconfig)", authModeKubernetes)
+				}
+				// Client certificates need TLS and the cluster's client
+				// CA; without them tokens still work.
+				if v.GetString("tls.certFile") != "" {
+					if clientCA, err = kubeauth.ClientCA(cmd.Context(), kc); err != nil {
+						log.Warn("client certificates are not accepted, tokens are", "component", "manager", "error", err)
+					}
+				}
+				a, z, err := kubeauth.New(kubeauth.Config{Client: kc, TokenCacheTTL: durations["auth.cacheTTL"],
+					AllowCacheTTL: durations["auth.cacheTTL"], DenyCacheTTL: durations["auth.cacheTTL"], ClientCA: clientCA})
+				if err != nil {
 					return err
 				}
+				authn, authz = a, z
+				log.Info("callers identified by TokenReview and authorized by SubjectAccessReview of the API server", "component", "manager",
+					"auth.mode", authModeKubernetes, "auth.cacheTTL", durations["auth.cacheTTL"], "manager.namespace", v.GetString("manager.namespace"))
+			} else if f := v.GetString("auth.tokenFile"); f != "" {
+				tokens, err := manager.LoadTokens(f)
+				if err != nil {
+					return err
+				}
+				authn = tokens
 			} else if v.GetBool("grpc.insecureListenAny") {
 				log.Warn("development mode (no auth.tokenFile) on any address (grpc.insecureListenAny): anyone who reaches the manager may call it as any user or agent", "component", "manager", "listen", settings.listen)
 			} else {
 				log.Warn("development mode (no auth.tokenFile): listening on loopback only; give auth.tokenFile, or grpc.insecureListenAny for a lab", "component", "manager", "listen", settings.listen)
 			}
-			var authz rbac.Authorizer
 			if f := v.GetString("rbac.policyFile"); f != "" {
 				policy, err := rbac.LoadPolicy(f)
 				if err != nil {
@@ -68,15 +101,22 @@ func newManagerCmd(g *globals) *cobra.Command {
 			opts := tunnel.ServerOptions(tunnel.Keepalive{Time: durations["grpc.keepaliveTime"], Timeout: durations["grpc.keepaliveTimeout"]})
 			certFile, keyFile := v.GetString("tls.certFile"), v.GetString("tls.keyFile")
 			if certFile != "" {
-				creds, err := credentials.NewServerTLSFromFile(certFile, keyFile)
+				cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 				if err != nil {
 					return fmt.Errorf("tls.certFile/tls.keyFile: %w", err)
 				}
-				opts = append(opts, grpc.Creds(creds))
+				tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+				if clientCA != nil {
+					// Asked for, not required (token callers send
+					// none); the Authenticator verifies it against
+					// the cluster's client CA.
+					tc.ClientAuth = tls.RequestClientCert
+				}
+				opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 			}
 			mgr, err := manager.New(manager.Config{
 				Subnets: subnets, DialTimeout: durations["tunnel.dialTimeout"],
-				UDPIdleTimeout: durations["tunnel.udpIdleTimeout"], Log: log, Tokens: tokens,
+				UDPIdleTimeout: durations["tunnel.udpIdleTimeout"], Log: log, Authenticator: authn,
 				Authorizer: authz, Namespace: v.GetString("manager.namespace"),
 				DNSDomains: v.GetStringSlice("dns.domains"), DNSServer: v.GetString("dns.server"),
 				DNSSearch: v.GetStringSlice("dns.search"), Limits: settings.limits,
@@ -89,14 +129,10 @@ func newManagerCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// In a cluster (or with kube.config) the rules follow the
-			// traffic-manager configmap while the manager runs.
-			kc, err := kube.Client(v.GetString("kube.config"))
-			if err != nil {
-				mgr.Shutdown()
-				return fmt.Errorf("kube.config: %w", err)
-			}
-			if kc != nil {
+			if v.GetBool("kube.watchRules") {
+				if kc == nil {
+					return errors.New("kube.watchRules needs the manager's Kubernetes credentials: run it in a pod, or give kube.config (--kubeconfig)")
+				}
 				wctx, stopWatch := context.WithCancel(cmd.Context())
 				wait, err := kube.WatchRules(wctx, kc, v.GetString("manager.namespace"), mgr, log)
 				if err != nil {
@@ -162,9 +198,12 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 	f.String("udp-idle-timeout", tunnel.DefaultUDPIdleTimeout.String(), "end UDP flows idle for this long")
 	f.String("connection-ttl", manager.DefaultRules.ConnectionTTL.String(), "grpc.connectionTTL: end sessions inactive for this long")
 	f.String("inactive-block-timeout", manager.DefaultRules.InactiveBlockTimeout.String(), "intercept.inactiveBlockTimeout: an owner inactive this long no longer blocks conflicting intercepts")
+	f.String("auth-mode", authModeTokenFile, "auth.mode: who decides identity and permissions: tokenfile (auth.tokenFile and rbac.policyFile) or kubernetes (the API server: TokenReview and SubjectAccessReview)")
+	f.String("auth-cache-ttl", (10 * time.Second).String(), "auth.cacheTTL: how long the API server's answers (tokens, permissions) are cached with auth.mode kubernetes")
 	f.String("token-file", "", "auth.tokenFile: static token file (token,user,uid,\"groups\"); without it, unauthenticated development mode")
 	f.Int("max-procs", 0, "runtime.maxProcs: OS threads running Go code at once (0: from 1 up to one per CPU, as the load needs; env GOMAXPROCS wins)")
 	f.String("rbac-policy-file", "", "rbac.policyFile: Kubernetes RBAC YAML deciding who may revoke and create intercepts and which workloads each agent serves; needs auth.tokenFile; without it revoke is disabled and agents serve every workload")
+	f.Bool("watch-configmap", false, "kube.watchRules: follow the configmap traffic-manager in manager.namespace and apply its rules while running (the Helm chart sets it; needs get/list/watch on it and create on events)")
 	f.Bool("insecure-listen-any", false, "grpc.insecureListenAny: without auth.tokenFile, listen on the --listen address even if it is not loopback (a lab only: anyone who reaches it may call as any user or agent)")
 	f.StringSlice("dns-domain", manager.DefaultDNSDomains, "dns.domains: DNS domains daemons resolve through the manager (repeatable)")
 	f.StringSlice("dns-search", nil, "dns.search: search domains daemons configure for short names, e.g. default.svc.cluster.local (repeatable)")
@@ -184,10 +223,11 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 		"tunnel.dialTimeout": "dial-timeout", "tunnel.udpIdleTimeout": "udp-idle-timeout",
 		"grpc.connectionTTL": "connection-ttl", "intercept.inactiveBlockTimeout": "inactive-block-timeout",
 		"activity.reportInterval": "report-interval",
-		"auth.tokenFile":          "token-file", "tls.certFile": "tls-cert-file", "tls.keyFile": "tls-key-file",
+		"auth.mode":               "auth-mode", "auth.cacheTTL": "auth-cache-ttl",
+		"auth.tokenFile": "token-file", "tls.certFile": "tls-cert-file", "tls.keyFile": "tls-key-file",
 		"rbac.policyFile": "rbac-policy-file", "manager.namespace": "namespace", "runtime.maxProcs": "max-procs",
 		"dns.domains": "dns-domain", "dns.server": "dns-server", "dns.search": "dns-search",
-		"grpc.insecureListenAny": "insecure-listen-any", "kube.config": "kubeconfig",
+		"grpc.insecureListenAny": "insecure-listen-any", "kube.config": "kubeconfig", "kube.watchRules": "watch-configmap",
 		"grpc.keepaliveTime": "keepalive-time", "grpc.keepaliveTimeout": "keepalive-timeout",
 	}
 	for _, l := range managerLimits {
@@ -221,7 +261,14 @@ type managerValues struct {
 	subnets   []netip.Prefix
 	durations map[string]time.Duration // by key
 	limits    manager.Limits
+	kubeAuth  bool // auth.mode kubernetes
 }
+
+// The values of auth.mode.
+const (
+	authModeTokenFile  = "tokenfile"
+	authModeKubernetes = "kubernetes"
+)
 
 // managerSettings parses and checks the manager's configuration.
 func managerSettings(c *config) (managerValues, error) {
@@ -235,7 +282,7 @@ func managerSettings(c *config) (managerValues, error) {
 	}
 	mv.durations = map[string]time.Duration{}
 	for _, key := range []string{"tunnel.dialTimeout", "tunnel.udpIdleTimeout", "grpc.connectionTTL", "intercept.inactiveBlockTimeout", "activity.reportInterval",
-		"grpc.keepaliveTime", "grpc.keepaliveTimeout"} {
+		"grpc.keepaliveTime", "grpc.keepaliveTimeout", "auth.cacheTTL"} {
 		d, err := time.ParseDuration(c.GetString(key))
 		if err != nil || d <= 0 {
 			return mv, c.errorf(key, "%q is not a positive duration (e.g. 5s)", c.GetString(key))
@@ -255,6 +302,18 @@ func managerSettings(c *config) (managerValues, error) {
 	if (c.GetString("tls.certFile") == "") != (c.GetString("tls.keyFile") == "") {
 		return mv, fmt.Errorf("tls.certFile and tls.keyFile go together")
 	}
+	switch mode := c.GetString("auth.mode"); mode {
+	case authModeTokenFile:
+	case authModeKubernetes:
+		mv.kubeAuth = true
+		for _, key := range []string{"auth.tokenFile", "rbac.policyFile"} {
+			if c.GetString(key) != "" {
+				return mv, c.errorf(key, "is for auth.mode %s; with auth.mode %s the API server decides (remove it, or set auth.mode %s)", authModeTokenFile, authModeKubernetes, authModeTokenFile)
+			}
+		}
+	default:
+		return mv, c.errorf("auth.mode", "%q is neither %s nor %s", mode, authModeTokenFile, authModeKubernetes)
+	}
 	if c.GetString("rbac.policyFile") != "" && c.GetString("auth.tokenFile") == "" {
 		return mv, c.errorf("rbac.policyFile", "needs auth.tokenFile (--token-file): without tokens RBAC would judge the user name each client claims")
 	}
@@ -269,7 +328,7 @@ func managerSettings(c *config) (managerValues, error) {
 // grpc.insecureListenAny.
 func managerListen(c *config) (string, error) {
 	addr := c.GetString("listen")
-	if c.GetString("auth.tokenFile") != "" || c.GetBool("grpc.insecureListenAny") {
+	if c.GetString("auth.tokenFile") != "" || c.GetString("auth.mode") == authModeKubernetes || c.GetBool("grpc.insecureListenAny") {
 		return addr, nil
 	}
 	host, port, err := net.SplitHostPort(addr)

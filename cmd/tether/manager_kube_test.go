@@ -40,7 +40,7 @@ func TestManagerFollowsTheConfigMap(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 	root := newRoot()
-	root.SetArgs([]string{"manager", "--kubeconfig", apitest.Kubeconfig(t, admin), "--namespace", "tools",
+	root.SetArgs([]string{"manager", "--kubeconfig", apitest.Kubeconfig(t, admin), "--watch-configmap", "--namespace", "tools",
 		"--subnet", "198.18.64.0/18", "--listen", addr, "--log-level", "error"})
 	done := make(chan error, 1)
 	go func() { done <- root.ExecuteContext(ctx) }()

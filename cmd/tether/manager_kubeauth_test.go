@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/tether-dev/tether/internal/apitest"
+	pb "github.com/tether-dev/tether/rpc/manager"
+	"github.com/tether-dev/tether/wire"
+)
+
+// `tether manager --auth-mode kubernetes` asks the API server: a token is
+// who TokenReview says, an unknown one is refused, and revoke is decided
+// by SubjectAccessReview (system:masters may, a bare service account may
+// not, and is told what it misses).
+func TestManagerAuthModeKubernetes(t *testing.T) {
+	admin := apitest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cs := kubernetes.NewForConfigOrDie(admin)
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "tools"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().ServiceAccounts("tools").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "dev"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := cs.CoreV1().ServiceAccounts("tools").CreateToken(ctx, "dev", &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	root := newRoot()
+	root.SetArgs([]string{"manager", "--auth-mode", "kubernetes", "--kubeconfig", apitest.Kubeconfig(t, admin), "--namespace", "tools",
+		"--auth-cache-ttl", "100ms", "--subnet", "198.18.64.0/18", "--listen", addr, "--log-level", "error"})
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := pb.NewManagerClient(cc)
+	arrive := func(token string) (context.Context, *pb.ArriveResponse, error) {
+		tctx := metadata.AppendToOutgoingContext(ctx, wire.MDAuthorization, "Bearer "+token)
+		actx, acancel := context.WithTimeout(tctx, 5*time.Second)
+		defer acancel()
+		resp, err := c.Arrive(actx, &pb.ArriveRequest{User: "claimed", Host: "laptop"})
+		if err != nil {
+			return nil, nil, err
+		}
+		return metadata.AppendToOutgoingContext(tctx, wire.MDSession, resp.SessionId, wire.MDSecret, resp.SessionSecret), resp, nil
+	}
+	// The manager may still be starting: poll the first arrival.
+	var adminCtx context.Context
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var resp *pb.ArriveResponse
+		adminCtx, resp, err = arrive(admin.BearerToken)
+		if err == nil {
+			if resp.User != "admin" {
+				t.Fatalf("the admin token is user %q, want admin (TokenReview)", resp.User)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("arrive with the admin token: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, _, err := arrive("not-a-token"); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("arrive with an unknown token = %v, want Unauthenticated", err)
+	}
+	devCtx, resp, err := arrive(tr.Status.Token)
+	if err != nil || resp.User != "system:serviceaccount:tools:dev" {
+		t.Fatalf("arrive with the service account's token: %v %v", resp, err)
+	}
+	revoke := func(ctx context.Context) error {
+		_, err := c.RevokeIntercept(ctx, &pb.RevokeInterceptRequest{Id: "none"})
+		return err
+	}
+	want := `user "system:serviceaccount:tools:dev" may not get or update configmaps "traffic-manager" in namespace "tools"`
+	if err := revoke(devCtx); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), want) {
+		t.Fatalf("the service account's revoke = %v, want PermissionDenied naming %s", err, want)
+	}
+	if err := revoke(adminCtx); status.Code(err) != codes.NotFound {
+		t.Fatalf("the admin's revoke = %v, want NotFound (allowed; no such intercept)", err)
+	}
+}

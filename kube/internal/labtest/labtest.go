@@ -1,0 +1,137 @@
+// Package labtest shares one real test cluster (internal/kubelab) among
+// the tests of a kube/ package: Main starts it for the test process and
+// tears it down after, or records why the tests skip.
+package labtest
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/tether-dev/tether/internal/kubelab"
+)
+
+var (
+	cluster    *kubelab.Cluster
+	admin      kubernetes.Interface
+	adminREST  *rest.Config
+	skipReason string
+)
+
+// Main runs m's tests with a cluster in dir (KUBELAB_TEST_DIR wins), bins
+// from KUBELAB_BINS or ../../bin/kube. Call it from TestMain.
+func Main(m *testing.M, dir string) {
+	flag.Parse()
+	os.Exit(run(m, dir))
+}
+
+func run(m *testing.M, dir string) int {
+	bins := os.Getenv("KUBELAB_BINS")
+	if bins == "" {
+		bins = "../../bin/kube"
+	}
+	switch {
+	case os.Geteuid() != 0:
+		skipReason = "the test cluster needs root"
+	case testing.Short():
+		skipReason = "the test cluster does not run with -short"
+	case len(kubelab.MissingBinaries(bins)) > 0:
+		skipReason = fmt.Sprintf("the test cluster's binaries (%s) are missing in %s: run make kube-bins",
+			strings.Join(kubelab.MissingBinaries(bins), ", "), bins)
+	}
+	if skipReason != "" {
+		return m.Run()
+	}
+	if d := os.Getenv("KUBELAB_TEST_DIR"); d != "" {
+		dir = d
+	}
+	c, err := upWhenFree(dir, bins)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	code := func() int {
+		rc, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig())
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if admin, err = kubernetes.NewForConfig(rc); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		cluster, adminREST = c, rc
+		return m.Run()
+	}()
+	if err := c.Down(); err != nil {
+		fmt.Fprintln(os.Stderr, "kubelab: teardown:", err)
+		code = 1
+	}
+	return code
+}
+
+// upWhenFree starts the cluster, waiting (at most ten minutes) while
+// another directory's test cluster holds the machine: there is one per
+// machine, and other packages' tests start theirs.
+func upWhenFree(dir, bins string) (*kubelab.Cluster, error) {
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		c, err := kubelab.Up(context.Background(), kubelab.Options{Dir: dir, Bins: bins, Log: os.Stderr})
+		if err == nil || !strings.Contains(err.Error(), "is running") || time.Now().After(deadline) {
+			return c, err
+		}
+		fmt.Fprintln(os.Stderr, "labtest: waiting for the machine's test cluster:", err)
+		time.Sleep(10 * time.Second)
+	}
+}
+
+// Cluster returns the cluster and its admin's client, or skips t saying
+// why there is none.
+func Cluster(t *testing.T) (*kubelab.Cluster, kubernetes.Interface, *rest.Config) {
+	t.Helper()
+	if cluster == nil {
+		t.Skip(skipReason)
+	}
+	return cluster, admin, rest.CopyConfig(adminREST)
+}
+
+// Namespace creates a namespace named after the test, deleted after it.
+func Namespace(t *testing.T, admin kubernetes.Interface) string {
+	t.Helper()
+	name := "t-" + strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	if len(name) > 63 {
+		name = strings.TrimRight(name[:63], "-")
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if _, err := admin.CoreV1().Namespaces().Create(context.Background(), ns, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	return name
+}
+
+// Eventually polls f every tick until it returns nil, for at most limit.
+func Eventually(t *testing.T, what string, limit, tick time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %v", what, limit, err)
+		}
+		time.Sleep(tick)
+	}
+}
