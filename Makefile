@@ -29,10 +29,10 @@ generate: ## regenerate rpc/ from the .proto files (needs protoc)
 		--go-grpc_out=rpc --go-grpc_opt=paths=source_relative \
 		manager/manager.proto daemon/daemon.proto
 
-test: ## run all tests (root: also the namespace-lab end-to-end tests and the test cluster, building its binaries if missing)
+test: ## run all tests, never from the test cache: e2e builds the tether binary itself (root: also the namespace-lab end-to-end tests and the test cluster, building its binaries if missing)
 	$(GO) vet ./...
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory kube-bins image; fi
-	$(GO) test -race -timeout 30m ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 # A pipe into tee hides go test's exit status (POSIX sh has no pipefail), so
 # bench fails by looking for go test's FAIL lines in bench.txt.

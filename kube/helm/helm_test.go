@@ -179,7 +179,7 @@ func TestRenderDefaults(t *testing.T) {
 	if c.Image != "ghcr.io/tether-dev/tether:"+buildinfo.Release || c.ImagePullPolicy != corev1.PullIfNotPresent {
 		t.Fatalf("image %s %s", c.Image, c.ImagePullPolicy)
 	}
-	wantArgs := []string{"manager", "--listen=:8081", "--subnet=198.18.64.0/18", "--subnet=198.18.128.0/20",
+	wantArgs := []string{"manager", "--listen=:8081", "--subnet=198.18.64.0/18", "--subnet=198.18.128.0/20", "--watch-configmap",
 		"--keepalive-time=" + tunnel.DefaultKeepalive.Time.String(), "--keepalive-timeout=" + tunnel.DefaultKeepalive.Timeout.String()}
 	if !slices.Equal(c.Args, wantArgs) {
 		t.Fatalf("args %q, want %q", c.Args, wantArgs)
