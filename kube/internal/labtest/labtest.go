@@ -55,7 +55,17 @@ func run(m *testing.M, dir string) int {
 	if d := os.Getenv("KUBELAB_TEST_DIR"); d != "" {
 		dir = d
 	}
-	c, err := upWhenFree(dir, bins)
+	// Held until after Down: internal/kubelab's tests and internal/apitest
+	// take the machine in turns with this package.
+	lockCtx, lockCancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	unlock, err := kubelab.LockMachine(lockCtx)
+	lockCancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer unlock()
+	c, err := kubelab.Up(context.Background(), kubelab.Options{Dir: dir, Bins: bins, Log: os.Stderr})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -78,21 +88,6 @@ func run(m *testing.M, dir string) int {
 		code = 1
 	}
 	return code
-}
-
-// upWhenFree starts the cluster, waiting (at most ten minutes) while
-// another directory's test cluster holds the machine: there is one per
-// machine, and other packages' tests start theirs.
-func upWhenFree(dir, bins string) (*kubelab.Cluster, error) {
-	deadline := time.Now().Add(10 * time.Minute)
-	for {
-		c, err := kubelab.Up(context.Background(), kubelab.Options{Dir: dir, Bins: bins, Log: os.Stderr})
-		if err == nil || !strings.Contains(err.Error(), "is running") || time.Now().After(deadline) {
-			return c, err
-		}
-		fmt.Fprintln(os.Stderr, "labtest: waiting for the machine's test cluster:", err)
-		time.Sleep(10 * time.Second)
-	}
 }
 
 // Cluster returns the cluster and its admin's client, or skips t saying
