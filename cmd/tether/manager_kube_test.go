@@ -33,29 +33,8 @@ func TestManagerFollowsTheConfigMap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	root := newRoot()
-	root.SetArgs([]string{"manager", "--kubeconfig", apitest.Kubeconfig(t, admin), "--watch-configmap", "--namespace", "tools",
-		"--subnet", "198.18.64.0/18", "--listen", addr, "--log-level", "error"})
-	done := make(chan error, 1)
-	go func() { done <- root.ExecuteContext(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := runManager(t, "--kubeconfig", apitest.Kubeconfig(t, admin), "--watch-configmap", "--namespace", "tools",
+		"--subnet", "198.18.64.0/18", "--log-level", "error")
 	told := func() time.Duration {
 		actx, acancel := context.WithTimeout(ctx, time.Second)
 		defer acancel()
@@ -83,4 +62,34 @@ func TestManagerFollowsTheConfigMap(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait(7 * time.Minute)
+}
+
+// runManager runs `tether manager args... --listen ADDR` in the test's
+// process on a free loopback port until the test ends, and returns a
+// client connection to it. A manager that exits with an error fails t.
+func runManager(t *testing.T, args ...string) *grpc.ClientConn {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	root := newRoot()
+	root.SetArgs(append(append([]string{"manager"}, args...), "--listen", addr))
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
 }

@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -41,28 +38,8 @@ func TestManagerAuthModeKubernetes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	root := newRoot()
-	root.SetArgs([]string{"manager", "--auth-mode", "kubernetes", "--kubeconfig", apitest.Kubeconfig(t, admin), "--namespace", "tools",
-		"--auth-cache-ttl", "100ms", "--subnet", "198.18.64.0/18", "--listen", addr, "--log-level", "error"})
-	done := make(chan error, 1)
-	go func() { done <- root.ExecuteContext(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := runManager(t, "--auth-mode", "kubernetes", "--kubeconfig", apitest.Kubeconfig(t, admin), "--namespace", "tools",
+		"--auth-cache-ttl", "100ms", "--subnet", "198.18.64.0/18", "--log-level", "error")
 	c := pb.NewManagerClient(cc)
 	arrive := func(token string) (context.Context, *pb.ArriveResponse, error) {
 		tctx := metadata.AppendToOutgoingContext(ctx, wire.MDAuthorization, "Bearer "+token)
