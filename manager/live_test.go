@@ -3,8 +3,6 @@ package manager
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -185,11 +183,7 @@ func viewOf(t *testing.T, s *Server, ctx context.Context, user string) *pb.Sessi
 // the old one kept, and paces the reaper by itself.
 func TestSetRulesConnectionTTLForTheReaper(t *testing.T) {
 	c := &clock{now: time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)}
-	s, err := New(Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Now: c.Now, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Shutdown()
+	s := newClockedServer(t, c)
 	resp, _ := s.Arrive(context.Background(), &pb.ArriveRequest{User: "alice", DaemonInstance: "d1", ByCli: true})
 	ctx := withCreds(resp.SessionId, resp.SessionSecret)
 	c.now = c.now.Add(2 * time.Hour)
@@ -221,11 +215,7 @@ func TestSetRulesConnectionTTLForTheReaper(t *testing.T) {
 // rule became 5s.
 func TestSetRulesReportIntervalReachesDaemons(t *testing.T) {
 	c := &clock{now: time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)}
-	s, err := New(Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Now: c.Now, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Shutdown()
+	s := newClockedServer(t, c)
 	resp, _ := s.Arrive(context.Background(), &pb.ArriveRequest{User: "alice", DaemonInstance: "d1", ByCli: true})
 	ctx := withCreds(resp.SessionId, resp.SessionSecret)
 	rep, err := s.Report(ctx, &pb.ReportRequest{DaemonInstance: "d1"})

@@ -16,9 +16,17 @@ import (
 	"github.com/tether-dev/tether/wire"
 )
 
-func newTestServer(t *testing.T) *Server {
+func newTestServer(t *testing.T) *Server { return newClockedServer(t, nil) }
+
+// newClockedServer is a manager of 198.18.2.0/24 on c's time (the wall
+// clock when c is nil), shut down when the test ends.
+func newClockedServer(t *testing.T, c *clock) *Server {
 	t.Helper()
-	s, err := New(Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Log: slog.New(slog.DiscardHandler)})
+	cfg := Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Log: slog.New(slog.DiscardHandler)}
+	if c != nil {
+		cfg.Now = c.Now
+	}
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,11 +118,7 @@ func (c *clock) Now() time.Time { return c.now }
 
 func TestTTLExpiryWithoutWaiting(t *testing.T) {
 	c := &clock{now: time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)}
-	s, err := New(Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Now: c.Now, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Shutdown()
+	s := newClockedServer(t, c)
 	resp, _ := s.Arrive(context.Background(), &pb.ArriveRequest{User: "alice", DaemonInstance: "d1", ByCli: true})
 	ctx := withCreds(resp.SessionId, resp.SessionSecret)
 	sess, _ := s.authenticate(ctx)
@@ -137,7 +141,7 @@ func TestTTLExpiryWithoutWaiting(t *testing.T) {
 	if sess.ctx.Err() == nil {
 		t.Fatal("flows of the expired session were not ended")
 	}
-	_, err = s.Report(ctx, &pb.ReportRequest{DaemonInstance: "d1"})
+	_, err := s.Report(ctx, &pb.ReportRequest{DaemonInstance: "d1"})
 	if status.Code(err) != codes.NotFound || !strings.Contains(status.Convert(err).Message(), "inactive for 24h0m0s (grpc.connectionTTL)") {
 		t.Fatalf("report after expiry: %v", err)
 	}
@@ -145,8 +149,7 @@ func TestTTLExpiryWithoutWaiting(t *testing.T) {
 
 func TestReportViewAndActivity(t *testing.T) {
 	c := &clock{now: time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)}
-	s, _ := New(Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Now: c.Now, Log: slog.New(slog.DiscardHandler)})
-	defer s.Shutdown()
+	s := newClockedServer(t, c)
 	resp, _ := s.Arrive(context.Background(), &pb.ArriveRequest{User: "alice", DaemonInstance: "d1", ByCli: true})
 	ctx := withCreds(resp.SessionId, resp.SessionSecret)
 	c.now = c.now.Add(11 * time.Minute)
@@ -226,11 +229,7 @@ func TestWatchAgentRefusesIncompatibleAgent(t *testing.T) {
 // comes back by itself; only a connect by a person opens a new one.
 func TestTTLIsFinal(t *testing.T) {
 	c := &clock{now: time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)}
-	s, err := New(Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Now: c.Now, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Shutdown()
+	s := newClockedServer(t, c)
 	first, _ := s.Arrive(context.Background(), &pb.ArriveRequest{User: "alice", DaemonInstance: "d1", ByCli: true})
 	c.now = c.now.Add(25 * time.Hour)
 	s.Expire(c.now)
@@ -238,7 +237,7 @@ func TestTTLIsFinal(t *testing.T) {
 		return s.Arrive(context.Background(), &pb.ArriveRequest{User: "alice", DaemonInstance: "d2",
 			ResumeSessionId: first.SessionId, ResumeSessionSecret: secret, ByCli: byCLI})
 	}
-	_, err = resume(first.SessionSecret, false)
+	_, err := resume(first.SessionSecret, false)
 	if status.Code(err) != codes.NotFound || !strings.Contains(status.Convert(err).Message(), "inactive for 24h0m0s (grpc.connectionTTL)") {
 		t.Fatalf("silent resume of an expired session: %v, want NotFound with the reason", err)
 	}
@@ -259,11 +258,7 @@ func TestTTLIsFinal(t *testing.T) {
 // expired) until its first report dates the last activity.
 func TestRestartedManagerDoesNotMakeActive(t *testing.T) {
 	c := &clock{now: time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)}
-	s, err := New(Config{Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Now: c.Now, Log: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Shutdown()
+	s := newClockedServer(t, c)
 	resp, _ := s.Arrive(context.Background(), &pb.ArriveRequest{User: "alice", DaemonInstance: "d1",
 		ResumeSessionId: "before-the-restart", ResumeSessionSecret: "s"})
 	ctx := withCreds(resp.SessionId, resp.SessionSecret)
