@@ -81,13 +81,15 @@ func KubeFlags(kubeconfig string) *genericclioptions.ConfigFlags {
 }
 
 // Install installs the chart with the Helm SDK as the cluster's admin, with
-// Sets(r) and extra values, and waits until the manager is available.
+// Sets(r) and extra values, and waits until the manager is available,
+// writing the progress lines to out.
 func Install(ctx context.Context, c *kubelab.Cluster, r Rules, out io.Writer, extra ...string) error {
 	vals, err := helm.Values(values.Options{Values: append(Sets(r), extra...)})
 	if err != nil {
 		return err
 	}
-	return helm.Install(ctx, helm.Options{Kube: KubeFlags(c.Kubeconfig()), Timeout: 3 * time.Minute, Out: out, Progress: out}, vals)
+	// The notes are for people; the progress lines show a slow install.
+	return helm.Install(ctx, helm.Options{Kube: KubeFlags(c.Kubeconfig()), Timeout: 3 * time.Minute, Out: io.Discard, Progress: out}, vals)
 }
 
 // Uninstall removes the release and waits until its objects are gone.

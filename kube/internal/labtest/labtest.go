@@ -34,11 +34,13 @@ var (
 // (e.g. "pause.tar": every pod needs it) from KUBELAB_IMAGES or
 // ../../bin/image imported into the node. Call it from TestMain.
 func Main(m *testing.M, dir string, images ...string) {
-	flag.Parse()
-	os.Exit(run(m, dir, images))
+	os.Exit(Run(m, dir, images...))
 }
 
-func run(m *testing.M, dir string, images []string) int {
+// Run is Main returning the exit code, for a TestMain with work of its own
+// to undo after.
+func Run(m *testing.M, dir string, images ...string) int {
+	flag.Parse()
 	bins := envOr("KUBELAB_BINS", "../../bin/kube")
 	imageDir := envOr("KUBELAB_IMAGES", "../../bin/image")
 	var tars []string
