@@ -308,6 +308,19 @@ func TestPortForwardFromLaptop(t *testing.T) {
 	}
 }
 
+// The node (the cluster's network namespace) reaches a Service's ClusterIP,
+// as tests that call a workload from inside the cluster do.
+func TestServiceFromNode(t *testing.T) {
+	c := requireCluster(t)
+	ns := newNamespace(t, c)
+	deployWeb(t, c, ns)
+	clusterIP := strings.TrimSpace(kubectl(t, c, "get", "service", "web", "-n", ns, "-o", "jsonpath={.spec.clusterIP}"))
+	out, err := exec.Command("ip", "netns", "exec", ClusterNetns, "curl", "-sS", "-m", "5", "http://"+clusterIP+"/").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "pod=web-") {
+		t.Fatalf("curl %s from the node: %v: %s", clusterIP, err, out)
+	}
+}
+
 // Every laptop reaches the API server with the laptop kubeconfigs, and no
 // pod.
 func TestEveryLaptopReachesOnlyTheAPIServer(t *testing.T) {

@@ -40,6 +40,12 @@ func setupNetwork() error {
 			steps = append(steps, []string{"-n", l.Netns, "route", "add", LaptopGW + "/32", "via", l.GW})
 		}
 	}
+	// The node reaches Service IPs as a node with a default route does:
+	// kube-proxy DNATs them in OUTPUT, after the routing lookup that needs
+	// a route. This one goes to loopback, where what no Service claims is
+	// dropped, so nothing leaves for the host; the source is the node's
+	// address, which the pods route back to.
+	steps = append(steps, []string{"-n", ClusterNetns, "route", "add", ServiceCIDR, "dev", "lo", "src", NodeAddr})
 	for _, s := range steps {
 		if err := run("ip", s...); err != nil {
 			return err
