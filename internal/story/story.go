@@ -196,6 +196,16 @@ func Tell(ctx context.Context, st Stage, tether string, out io.Writer) (err erro
 	}()
 	var procs []*netlab.Proc
 	defer func() {
+		// quit ends what a connect started beside the daemon (a
+		// port-forward of the user's, say), then the daemons stop.
+		for _, l := range []*laptop{s.alice, s.bob, s.carol} {
+			if l != nil {
+				// Also after Ctrl-C, which cancelled s.ctx.
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				_, _ = s.run(ctx, l, "quit")
+				cancel()
+			}
+		}
 		for _, p := range procs {
 			_ = p.Stop()
 		}
@@ -567,6 +577,11 @@ func (s *story) expire() (string, error) {
 func (s *story) tether(l *laptop, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
 	defer cancel()
+	return s.run(ctx, l, args...)
+}
+
+// run runs the CLI on laptop l for as long as ctx allows.
+func (s *story) run(ctx context.Context, l *laptop, args ...string) (string, error) {
 	args = append([]string{"--socket", l.socket}, args...)
 	if s.stage.Env == nil {
 		return s.stage.Lab.Run(ctx, l.ns, s.bin, args...)

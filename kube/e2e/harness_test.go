@@ -123,6 +123,9 @@ func (k *cluster) laptop(i int, user string) *laptop {
 		k.t.Fatal(err)
 	}
 	k.t.Cleanup(func() {
+		// quit ends what connect started beside the daemon (the user's
+		// port-forward); lab.Close stops the daemon after.
+		_, _ = l.try("quit")
 		if k.t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(dir, "daemon.log"))
 			k.t.Logf("%s's daemon log:\n%s", user, lastLines(string(b), 30))
