@@ -45,7 +45,7 @@ func Stage(c *kubelab.Cluster, admin kubernetes.Interface, tether, dir string) (
 		SetUp: func(ctx context.Context) (string, error) {
 			return setUp(ctx, c, admin, tether, dir)
 		},
-		Env: func(user string) []string { return []string{"KUBECONFIG=" + c.UserKubeconfig(user, true)} },
+		Env: func(user string) []string { return UserEnv(c, user, filepath.Join(dir, user+"-home")) },
 		// Without --manager: the kubeconfig's cluster, through a
 		// port-forward.
 		ConnectArgs: func(string) []string { return nil },
@@ -74,6 +74,16 @@ func Stage(c *kubelab.Cluster, admin kubernetes.Interface, tether, dir string) (
 			ignoreNotFound(admin.RbacV1().RoleBindings(StoryNamespace).Delete(ctx, "tether-developers", metav1.DeleteOptions{})))
 	}
 	return st, cleanup
+}
+
+// UserEnv is the environment of user's tether CLI on a laptop: the user's
+// kubeconfig for the laptops, and home (created if missing) as HOME and
+// XDG_RUNTIME_DIR. The laptops' users are all root on this machine, and a
+// user's connect keeps its port-forward's socket and record there: each
+// developer gets their own, as on their own machine.
+func UserEnv(c *kubelab.Cluster, user, home string) []string {
+	_ = os.MkdirAll(home, 0o700)
+	return []string{"KUBECONFIG=" + c.UserKubeconfig(user, true), "HOME=" + home, "XDG_RUNTIME_DIR=" + home}
 }
 
 // AppAnswer is "hello from the app" for an answer of the test app's web

@@ -143,7 +143,8 @@ func (k *cluster) laptop(i int, user string) *laptop {
 func (l *laptop) try(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return l.k.lab.Run(ctx, l.netns, "env", append([]string{"KUBECONFIG=" + l.k.c.UserKubeconfig(l.user, true), tetherBin, "--socket", l.socket}, args...)...)
+	env := kubestage.UserEnv(l.k.c, l.user, filepath.Join(filepath.Dir(l.socket), "home"))
+	return l.k.lab.Run(ctx, l.netns, "env", append(append(env, tetherBin, "--socket", l.socket), args...)...)
 }
 
 // tether runs the CLI and fails the test if it fails.

@@ -189,7 +189,7 @@ func TestAgentInjectedAndRemoved(t *testing.T) {
 			t.Errorf("a pod of web without the agent: %s", s)
 		}
 	}
-	if out := alice.tether("--no-activity", "list", "--workloads"); !strings.Contains(out, kubestage.Web) || !strings.Contains(out, "alice-web") {
+	if out := alice.tether("--no-activity", "list", "--workloads", "-n", ns); !strings.Contains(out, kubestage.Web) || !strings.Contains(out, "alice-web") {
 		t.Errorf("list --workloads does not show web with alice-web:\n%s", out)
 	}
 	out, err := exec.Command(tetherBin, "helm", "uninstall", "--kubeconfig", k.c.Kubeconfig()).CombinedOutput()
