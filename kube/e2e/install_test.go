@@ -119,20 +119,7 @@ func TestConnectWithKubectlPortForward(t *testing.T) {
 	ns := k.web(1)
 	url := k.webURL(ns)
 	l := k.laptop(0, "alice")
-	if _, err := k.lab.Start(l.netns, filepath.Join(t.TempDir(), "port-forward.log"), k.c.KubectlPath(),
-		"--kubeconfig", k.c.UserKubeconfig("alice", true), "port-forward", "-n", kubestage.ManagerNamespace, "svc/traffic-manager", "18081:8081"); err != nil {
-		t.Fatal(err)
-	}
-	labtest.Eventually(t, "kubectl port-forward listens on the laptop", 30*time.Second, 250*time.Millisecond, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		c, err := k.lab.DialContext(ctx, l.netns, "tcp", "127.0.0.1:18081")
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	})
-	l.tether("connect", "--manager", "127.0.0.1:18081")
+	l.connectByKubectl()
 	if st := l.status(); st["connected"] != true {
 		t.Fatalf("status after connect: %v", st)
 	}
@@ -142,4 +129,25 @@ func TestConnectWithKubectlPortForward(t *testing.T) {
 	if got := kubestage.AppAnswer(k.inCluster(url, "")); got != "hello from the app" {
 		t.Fatalf("curl %s from the cluster's network: %q", url, got)
 	}
+}
+
+// connectByKubectl connects as the chart's notes say without --kubeconfig:
+// kubectl port-forward on the laptop as its user, then --manager.
+func (l *laptop) connectByKubectl() {
+	t := l.k.t
+	t.Helper()
+	if _, err := l.k.lab.Start(l.netns, filepath.Join(t.TempDir(), "port-forward.log"), l.k.c.KubectlPath(),
+		"--kubeconfig", l.k.c.UserKubeconfig(l.user, true), "port-forward", "-n", kubestage.ManagerNamespace, "svc/traffic-manager", "18081:8081"); err != nil {
+		t.Fatal(err)
+	}
+	labtest.Eventually(t, "kubectl port-forward listens on the laptop", 30*time.Second, 250*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		c, err := l.k.lab.DialContext(ctx, l.netns, "tcp", "127.0.0.1:18081")
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+	l.tether("connect", "--manager", "127.0.0.1:18081")
 }

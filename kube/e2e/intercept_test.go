@@ -172,11 +172,20 @@ func TestAgentInjectedAndRemoved(t *testing.T) {
 	needInject(t)
 	k := setUp(t)
 	ns := k.web(2)
-	url := k.webURL(ns)
 	before := k.webPods(ns)
 	alice := k.laptop(0, "alice")
 	alice.serveLaptop()
 	alice.connect()
+	k.injectedAndRemoved(ns, before, alice)
+}
+
+// injectedAndRemoved checks, for alice connected, that her intercept of
+// ns/web injects the agent and routes her requests, and that uninstall
+// leaves web's pods as before.
+func (k *cluster) injectedAndRemoved(ns string, before []string, alice *laptop) {
+	t := k.t
+	t.Helper()
+	url := k.webURL(ns)
 	start := time.Now()
 	if out, err := alice.intercept("alice-web", ns, "alice"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
