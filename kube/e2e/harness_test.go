@@ -19,6 +19,7 @@ import (
 	"github.com/tether-dev/tether/internal/kubelab"
 	"github.com/tether-dev/tether/internal/kubestage"
 	"github.com/tether-dev/tether/internal/netlab"
+	"github.com/tether-dev/tether/internal/testlog"
 	"github.com/tether-dev/tether/kube/internal/labtest"
 )
 
@@ -67,7 +68,7 @@ func setUp(t *testing.T, extra ...string) *cluster {
 	k := &cluster{t: t, c: c, admin: admin, rc: rc, lab: &netlab.Lab{}}
 	ctx := context.Background()
 	start := time.Now()
-	if err := kubestage.Install(ctx, c, rules, &testWriter{t: t}, extra...); err != nil {
+	if err := kubestage.Install(ctx, c, rules, testlog.New(t), extra...); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("installed in %s", time.Since(start).Round(100*time.Millisecond))
@@ -80,7 +81,7 @@ func setUp(t *testing.T, extra ...string) *cluster {
 			t.Logf("the manager's last lines:\n%s", out)
 		}
 		// An uninstalled release is fine: a test may remove it itself.
-		if err := kubestage.Uninstall(c, &testWriter{t: t}); err != nil && !strings.Contains(err.Error(), "not installed") {
+		if err := kubestage.Uninstall(c, testlog.New(t)); err != nil && !strings.Contains(err.Error(), "not installed") {
 			t.Error(err)
 		}
 	})
@@ -248,31 +249,6 @@ func requireRoot(t *testing.T) {
 	if tetherBin == "" {
 		t.Skip("no tether binary (root, without -short)")
 	}
-}
-
-// testWriter writes each line to t.Log.
-type testWriter struct {
-	t  *testing.T
-	mu sync.Mutex // guards buf
-	b  strings.Builder
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.b.Write(p)
-	s := w.b.String()
-	for {
-		i := strings.IndexByte(s, '\n')
-		if i < 0 {
-			break
-		}
-		w.t.Log(s[:i])
-		s = s[i+1:]
-	}
-	w.b.Reset()
-	w.b.WriteString(s)
-	return len(p), nil
 }
 
 func lastLines(s string, n int) string {

@@ -25,6 +25,7 @@ import (
 	"github.com/tether-dev/tether/internal/kubestage"
 	"github.com/tether-dev/tether/internal/netlab"
 	"github.com/tether-dev/tether/internal/story"
+	"github.com/tether-dev/tether/internal/testlog"
 	"github.com/tether-dev/tether/kube/internal/labtest"
 	managerpb "github.com/tether-dev/tether/rpc/manager"
 	"github.com/tether-dev/tether/wire"
@@ -321,7 +322,7 @@ func TestStory(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	if err := story.Tell(ctx, st, tetherBin, &testWriter{t: t}); err != nil {
+	if err := story.Tell(ctx, st, tetherBin, testlog.New(t)); err != nil {
 		t.Fatal(err)
 	}
 }
