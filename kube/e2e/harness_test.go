@@ -79,6 +79,10 @@ func setUp(t *testing.T, extra ...string) *cluster {
 		if t.Failed() {
 			out, _ := c.Kubectl(ctx, "logs", "-n", kubestage.ManagerNamespace, "deployment/traffic-manager", "--tail=60")
 			t.Logf("the manager's last lines:\n%s", out)
+			out, _ = c.Kubectl(ctx, "get", "pods", "-A", "-o", "wide")
+			t.Logf("the pods:\n%s", out)
+			out, _ = c.Kubectl(ctx, "get", "events", "-A", "--sort-by=.lastTimestamp")
+			t.Logf("the last events:\n%s", lastLines(string(out), 25))
 		}
 		// An uninstalled release is fine: a test may remove it itself.
 		if err := kubestage.Uninstall(c, testlog.New(t)); err != nil && !strings.Contains(err.Error(), "not installed") {
