@@ -58,6 +58,7 @@ type cluster struct {
 	admin kubernetes.Interface
 	rc    *rest.Config
 	lab   *netlab.Lab // the laptops' processes
+	webs  []string    // namespaces of web
 }
 
 // setUp gives t the cluster with Tether installed by the Helm SDK (extra
@@ -79,6 +80,10 @@ func setUp(t *testing.T, extra ...string) *cluster {
 		if t.Failed() {
 			out, _ := c.Kubectl(ctx, "logs", "-n", kubestage.ManagerNamespace, "deployment/traffic-manager", "--tail=60")
 			t.Logf("the manager's last lines:\n%s", out)
+			for _, ns := range k.webs {
+				out, _ := c.Kubectl(ctx, "logs", "-n", ns, "-l", "app="+kubestage.Web, "-c", "tether-agent", "--tail=30", "--prefix")
+				t.Logf("the agents of %s/web:\n%s", ns, out)
+			}
 			out, _ = c.Kubectl(ctx, "get", "pods", "-A", "-o", "wide")
 			t.Logf("the pods:\n%s", out)
 			out, _ = c.Kubectl(ctx, "get", "events", "-A", "--sort-by=.lastTimestamp")
@@ -100,6 +105,7 @@ func setUp(t *testing.T, extra ...string) *cluster {
 func (k *cluster) web(replicas int32) string {
 	k.t.Helper()
 	ns := labtest.Namespace(k.t, k.admin)
+	k.webs = append(k.webs, ns)
 	ctx := context.Background()
 	if err := kubestage.DeployWeb(ctx, k.admin, ns, replicas); err != nil {
 		k.t.Fatal(err)
