@@ -44,9 +44,9 @@ type Config struct {
 	// DiscoverSubnets: the cluster's networks come from SetSubnets
 	// (kube.discoverSubnets), so Subnets may be empty.
 	DiscoverSubnets bool
-	DialTimeout    time.Duration
-	UDPIdleTimeout time.Duration
-	Rules          Rules
+	DialTimeout     time.Duration
+	UDPIdleTimeout  time.Duration
+	Rules           Rules
 	// Authorizer decides revokes, intercept creation and which workloads
 	// each agent serves (rbac.policyFile). Nil disables revoke and lets
 	// every agent serve every workload. It needs an Authenticator: RBAC must judge
@@ -135,9 +135,9 @@ type Server struct {
 	subnetsChanged chan struct{}
 
 	clusterDomain string
-	dnsDomains []string
-	dnsSearch  []string
-	resolver   *net.Resolver
+	dnsDomains    []string
+	dnsSearch     []string
+	resolver      *net.Resolver
 
 	authz     rbac.Authorizer // nil: revoke disabled
 	namespace string          // manager.namespace, where the traffic-manager configmap lives
@@ -210,15 +210,15 @@ func New(cfg Config) (*Server, error) {
 	log := cfg.Log.With("component", "manager")
 	s := &Server{
 		configured: unionPrefixes(cfg.Subnets),
-		tunnels:  tunnel.NewServer(cfg.DialTimeout, cfg.UDPIdleTimeout, cfg.Log),
-		rules:    r,
-		limits:   limits,
-		authn:    cfg.Authenticator,
-		now:      cfg.Now,
-		log:      log,
-		sessions: make(map[string]*session),
-		ended:    make(map[string]ending),
-		reaper:   make(chan struct{}),
+		tunnels:    tunnel.NewServer(cfg.DialTimeout, cfg.UDPIdleTimeout, cfg.Log),
+		rules:      r,
+		limits:     limits,
+		authn:      cfg.Authenticator,
+		now:        cfg.Now,
+		log:        log,
+		sessions:   make(map[string]*session),
+		ended:      make(map[string]ending),
+		reaper:     make(chan struct{}),
 
 		rulesChanged: make(chan struct{}, 1),
 		metrics:      newMetrics(),
@@ -229,11 +229,11 @@ func New(cfg Config) (*Server, error) {
 
 		subnetsChanged: make(chan struct{}),
 		clusterDomain:  strings.Trim(cmp.Or(cfg.ClusterDomain, DefaultClusterDomain), "."),
-		authz:      cfg.Authorizer,
-		dnsDomains: cfg.DNSDomains,
-		dnsSearch:  cfg.DNSSearch,
-		resolver:   newResolver(cfg.DNSServer),
-		namespace:  cmp.Or(cfg.Namespace, DefaultNamespace),
+		authz:          cfg.Authorizer,
+		dnsDomains:     cfg.DNSDomains,
+		dnsSearch:      cfg.DNSSearch,
+		resolver:       newResolver(cfg.DNSServer),
+		namespace:      cmp.Or(cfg.Namespace, DefaultNamespace),
 	}
 	s.subnets.Store(&s.configured)
 	if len(s.dnsDomains) == 0 {
