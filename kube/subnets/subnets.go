@@ -57,16 +57,22 @@ const (
 // refuses a watch), or ctx ended; the informers stop with ctx, and the
 // returned function waits for them.
 func Watch(ctx context.Context, cs kubernetes.Interface, set Setter, log *slog.Logger) (wait func(), err error) {
+	_, wait, err = watch(ctx, cs, set, log)
+	return wait, err
+}
+
+// watch is Watch, with what the informers saw for tests to look at.
+func watch(ctx context.Context, cs kubernetes.Interface, set Setter, log *slog.Logger) (_ *discovery, wait func(), err error) {
 	log = log.With("component", "subnets")
 	serviceCIDRs, err := servesServiceCIDRs(cs)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	d := &discovery{set: set, nodes: map[string][]netip.Prefix{}, pods: map[string][]netip.Addr{},
 		services: map[string][]netip.Addr{}, serviceCIDRs: map[string][]netip.Prefix{}}
 	factory := informers.NewSharedInformerFactory(cs, 0)
 	synced := []cache.InformerSynced{}
-	watch := func(inf cache.SharedIndexInformer, what string, update func(key string, obj any)) error {
+	follow := func(inf cache.SharedIndexInformer, what string, update func(key string, obj any)) error {
 		// Only what discovery reads is kept: a large cluster's pods
 		// would otherwise sit in the manager's memory whole.
 		if err := inf.SetTransform(slim); err != nil {
@@ -91,21 +97,21 @@ func Watch(ctx context.Context, cs kubernetes.Interface, set Setter, log *slog.L
 		synced = append(synced, inf.HasSynced)
 		return nil
 	}
-	if err := watch(factory.Core().V1().Nodes().Informer(), "nodes", d.node); err != nil {
-		return nil, err
+	if err := follow(factory.Core().V1().Nodes().Informer(), "nodes", d.node); err != nil {
+		return nil, nil, err
 	}
-	if err := watch(factory.Core().V1().Pods().Informer(), "pods", d.pod); err != nil {
-		return nil, err
+	if err := follow(factory.Core().V1().Pods().Informer(), "pods", d.pod); err != nil {
+		return nil, nil, err
 	}
 	source, resource := "ServiceCIDR API", "servicecidrs"
 	if serviceCIDRs {
-		err = watch(factory.Networking().V1().ServiceCIDRs().Informer(), resource, d.serviceCIDR)
+		err = follow(factory.Networking().V1().ServiceCIDRs().Informer(), resource, d.serviceCIDR)
 	} else {
 		source, resource = "Service ClusterIPs (the API server serves no ServiceCIDRs)", "services"
-		err = watch(factory.Core().V1().Services().Informer(), resource, d.service)
+		err = follow(factory.Core().V1().Services().Informer(), resource, d.service)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	log.Info("discovering subnets", "pods", "Node spec.podCIDRs and pod IPs", "services", source)
 	factory.Start(ctx.Done())
@@ -118,12 +124,12 @@ func Watch(ctx context.Context, cs kubernetes.Interface, set Setter, log *slog.L
 	defer cancel()
 	if !cache.WaitForCacheSync(sctx.Done(), synced...) {
 		factory.Shutdown()
-		return nil, fmt.Errorf("cannot watch nodes, pods and %s within %s: is the API server reachable, and does the manager's ClusterRole grant list and watch on them (the chart's does)? Or set kube.discoverSubnets false and give subnets", map[bool]string{true: "servicecidrs", false: "services"}[serviceCIDRs], syncTimeout)
+		return nil, nil, fmt.Errorf("cannot watch nodes, pods and %s within %s: is the API server reachable, and does the manager's ClusterRole grant list and watch on them (the chart's does)? Or set kube.discoverSubnets false and give subnets", map[bool]string{true: "servicecidrs", false: "services"}[serviceCIDRs], syncTimeout)
 	}
 	d.synced.Store(true)
 	d.publish()
 	log.Info("subnets discovered", "subnets", d.subnets())
-	return wait, nil
+	return d, wait, nil
 }
 
 // servesServiceCIDRs reports whether the API server serves
