@@ -26,7 +26,9 @@ import (
 	"github.com/tether-dev/tether/kube/internal/labtest"
 )
 
-func TestMain(m *testing.M) { labtest.Main(m, "/tmp/tether-kubelab-kube-subnets") }
+func TestMain(m *testing.M) {
+	labtest.Main(m, "/tmp/tether-kubelab-kube-subnets", "pause.tar", "testapp.tar")
+}
 
 func prefixes(ss ...string) []netip.Prefix {
 	out := []netip.Prefix{}
