@@ -204,7 +204,9 @@ func asManager(t *testing.T, ctx context.Context, admin kubernetes.Interface, ad
 				continue
 			}
 			_, err = admin.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
-			t.Cleanup(func() { admin.RbacV1().ClusterRoleBindings().Delete(context.Background(), o.Name, metav1.DeleteOptions{}) })
+			t.Cleanup(func() {
+				admin.RbacV1().ClusterRoleBindings().Delete(context.Background(), o.Name, metav1.DeleteOptions{})
+			})
 		}
 		if err != nil {
 			t.Fatal(err)
