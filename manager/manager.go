@@ -239,6 +239,9 @@ func New(cfg Config) (*Server, error) {
 	if len(s.dnsDomains) == 0 {
 		s.dnsDomains = DefaultDNSDomains
 	}
+	if !wire.InDomains(s.clusterDomain, s.dnsDomains) {
+		log.Warn("dns.clusterDomain is outside dns.domains: the daemons do not resolve the namespace's search domains through the manager", "dns.clusterDomain", s.clusterDomain, "dns.domains", s.dnsDomains)
+	}
 	if s.authn == nil {
 		log.Warn("unauthenticated development mode: no auth.tokenFile, users are who their OS user name says and anyone may be an agent")
 	} else if s.authz == nil {
