@@ -60,13 +60,12 @@ type Rules struct {
 }
 
 // Sets are the chart values (helm --set) for the test cluster: the image
-// imported into the node, never pulled; the cluster's networks (which the
-// chart still requires); the rules.
+// imported into the node, never pulled, and the rules. The manager
+// discovers the cluster's networks.
 func Sets(r Rules) []string {
 	repo, tag, _ := strings.Cut(kubelab.TetherImage, ":")
 	return []string{
 		"image.repository=" + repo, "image.tag=" + tag, "image.pullPolicy=Never",
-		fmt.Sprintf("subnets={%s,%s}", kubelab.PodCIDR, kubelab.ServiceCIDR),
 		"intercept.inactiveBlockTimeout=" + r.BlockTimeout.String(),
 		"grpc.connectionTTL=" + r.TTL.String(),
 		"activity.reportInterval=" + r.ReportInterval.String(),
