@@ -268,12 +268,19 @@ func ManagerPod(ctx context.Context, cs kubernetes.Interface) (string, error) {
 	return "", fmt.Errorf("no ready traffic-manager pod among %d in %s", len(pods.Items), ManagerNamespace)
 }
 
-// ManagerAnswers reaches the manager's pod through an API-server
+// ManagerAnswers waits up to 30 s until the manager answers: a Deployment
+// without a readiness probe (the manager on its pod's loopback) is
+// available before the manager listens.
+func ManagerAnswers(ctx context.Context, rc *rest.Config, cs kubernetes.Interface, token string) error {
+	return Poll(ctx, "the traffic manager answers", 30*time.Second, func() error { return managerAnswers(ctx, rc, cs, token) })
+}
+
+// managerAnswers reaches the manager's pod through an API-server
 // port-forward, as the admin, and makes one gRPC call: any answer of the
 // manager's (a refusal too) proves it serves; only an unreachable port or a
 // dead connection fails. The call is tried in plaintext and then with TLS
 // (unverified: this checks that the manager answers, not who it is).
-func ManagerAnswers(ctx context.Context, rc *rest.Config, cs kubernetes.Interface, token string) error {
+func managerAnswers(ctx context.Context, rc *rest.Config, cs kubernetes.Interface, token string) error {
 	pod, err := ManagerPod(ctx, cs)
 	if err != nil {
 		return err

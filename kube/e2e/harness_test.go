@@ -68,11 +68,7 @@ func setUp(t *testing.T, extra ...string) *cluster {
 	c, admin, rc := labtest.Cluster(t)
 	k := &cluster{t: t, c: c, admin: admin, rc: rc, lab: &netlab.Lab{}}
 	ctx := context.Background()
-	start := time.Now()
-	if err := kubestage.Install(ctx, c, rules, testlog.New(t), extra...); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("installed in %s", time.Since(start).Round(100*time.Millisecond))
+	// Registered first: a failed install leaves a release to remove.
 	t.Cleanup(func() {
 		if err := k.lab.Close(); err != nil {
 			t.Error(err)
@@ -94,6 +90,11 @@ func setUp(t *testing.T, extra ...string) *cluster {
 			t.Error(err)
 		}
 	})
+	start := time.Now()
+	if err := kubestage.Install(ctx, c, rules, testlog.New(t), extra...); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("installed in %s", time.Since(start).Round(100*time.Millisecond))
 	if err := kubestage.ManagerAnswers(ctx, rc, admin, kubelab.Users[0].Token); err != nil {
 		t.Fatal(err)
 	}
@@ -177,6 +178,18 @@ func (l *laptop) connect(args ...string) {
 	}
 }
 
+// connectSomehow connects through the kubeconfig where tether connect
+// can (feature "forward"), else by the chart's notes (connectByKubectl):
+// for the tests of what lies behind the connection.
+func (l *laptop) connectSomehow(args ...string) {
+	l.k.t.Helper()
+	if has(l.k.t, []string{"connect"}, "--kubeconfig") {
+		l.connect(args...)
+		return
+	}
+	l.connectByKubectl(args...)
+}
+
 // status is `tether status --json`, without counting as activity.
 func (l *laptop) status() map[string]any {
 	l.k.t.Helper()
@@ -220,18 +233,25 @@ func (k *cluster) inCluster(url, user string) string {
 func feature(t *testing.T, name string, cmd []string, flag string) {
 	t.Helper()
 	requireRoot(t)
+	if !has(t, cmd, flag) {
+		t.Skipf("waits for feature %q: `tether %s` has no %s yet", name, strings.Join(cmd, " "), flag)
+	}
+}
+
+// has says whether `tether CMD --help` shows flag.
+func has(t *testing.T, cmd []string, flag string) bool {
+	t.Helper()
+	requireRoot(t)
 	featureOnce.Lock()
 	defer featureOnce.Unlock()
 	key := strings.Join(cmd, " ") + " " + flag
-	has, ok := features[key]
+	found, ok := features[key]
 	if !ok {
 		out, _ := exec.Command(tetherBin, append(cmd, "--help")...).CombinedOutput()
-		has = strings.Contains(string(out), flag)
-		features[key] = has
+		found = strings.Contains(string(out), flag)
+		features[key] = found
 	}
-	if !has {
-		t.Skipf("waits for feature %q: `tether %s` has no %s yet", name, strings.Join(cmd, " "), flag)
-	}
+	return found
 }
 
 var (

@@ -133,7 +133,7 @@ func TestConnectWithKubectlPortForward(t *testing.T) {
 
 // connectByKubectl connects as the chart's notes say without --kubeconfig:
 // kubectl port-forward on the laptop as its user, then --manager.
-func (l *laptop) connectByKubectl() {
+func (l *laptop) connectByKubectl(args ...string) {
 	t := l.k.t
 	t.Helper()
 	if _, err := l.k.lab.Start(l.netns, filepath.Join(t.TempDir(), "port-forward.log"), l.k.c.KubectlPath(),
@@ -149,5 +149,5 @@ func (l *laptop) connectByKubectl() {
 		}
 		return c.Close()
 	})
-	l.tether("connect", "--manager", "127.0.0.1:18081")
+	l.tether(append([]string{"connect", "--manager", "127.0.0.1:18081"}, args...)...)
 }

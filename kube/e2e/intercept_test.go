@@ -99,14 +99,14 @@ func TestConnectThroughPortForward(t *testing.T) {
 }
 
 // After connect --namespace, a Service answers by NAME.NAMESPACE and by its
-// short name.
+// short name, through the cluster's DNS, on networks the manager
+// discovered.
 func TestServiceByName(t *testing.T) {
-	needForward(t)
 	needDiscover(t)
 	k := setUp(t)
 	ns := k.web(1)
 	l := k.laptop(0, "alice")
-	l.connect("--namespace", ns)
+	l.connectSomehow("--namespace", ns)
 	for _, url := range []string{
 		fmt.Sprintf("http://web.%s:%d/", ns, kubestage.WebPort),
 		fmt.Sprintf("http://web:%d/", kubestage.WebPort),
