@@ -26,6 +26,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -186,19 +187,27 @@ func Poll(ctx context.Context, what string, limit time.Duration, f func() error)
 	}
 }
 
-// Grant creates Role name in ns with rules and binds it to the subjects
-// (see User and Group).
+// Grant creates or replaces Role name in ns with rules and binds it to the
+// subjects (see User and Group).
 func Grant(ctx context.Context, cs kubernetes.Interface, ns, name string, rules []rbacv1.PolicyRule, subjects ...rbacv1.Subject) error {
 	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Rules: rules}
+	if err := cs.RbacV1().Roles(ns).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("role %s/%s: %w", ns, name, err)
+	}
 	if _, err := cs.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("role %s/%s: %w", ns, name, err)
 	}
 	return Bind(ctx, cs, ns, name, rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name}, subjects...)
 }
 
-// Bind creates RoleBinding name in ns of ref to the subjects.
+// Bind creates or replaces RoleBinding name in ns of ref to the subjects:
+// the manager's namespace outlives a release, and its bindings with it.
 func Bind(ctx context.Context, cs kubernetes.Interface, ns, name string, ref rbacv1.RoleRef, subjects ...rbacv1.Subject) error {
 	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, RoleRef: ref, Subjects: subjects}
+	err := cs.RbacV1().RoleBindings(ns).Delete(ctx, name, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("rolebinding %s/%s: %w", ns, name, err)
+	}
 	if _, err := cs.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("rolebinding %s/%s: %w", ns, name, err)
 	}

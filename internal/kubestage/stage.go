@@ -70,8 +70,12 @@ func Stage(c *kubelab.Cluster, admin kubernetes.Interface, tether, dir string) (
 		if out, uerr := exec.Command(tether, "helm", "uninstall", "--kubeconfig", c.Kubeconfig()).CombinedOutput(); uerr != nil && !strings.Contains(string(out), "not installed") {
 			err = errors.Join(err, fmt.Errorf("tether helm uninstall: %w: %s", uerr, out))
 		}
+		rbac := admin.RbacV1()
 		return errors.Join(err, DeleteWeb(ctx, admin, StoryNamespace),
-			ignoreNotFound(admin.RbacV1().RoleBindings(StoryNamespace).Delete(ctx, "tether-developers", metav1.DeleteOptions{})))
+			ignoreNotFound(rbac.RoleBindings(StoryNamespace).Delete(ctx, "tether-developers", metav1.DeleteOptions{})),
+			ignoreNotFound(rbac.RoleBindings(ManagerNamespace).Delete(ctx, "tether-developers", metav1.DeleteOptions{})),
+			ignoreNotFound(rbac.RoleBindings(ManagerNamespace).Delete(ctx, "tether-revoke-carol", metav1.DeleteOptions{})),
+			ignoreNotFound(rbac.Roles(ManagerNamespace).Delete(ctx, "tether-revoke-carol", metav1.DeleteOptions{})))
 	}
 	return st, cleanup
 }
