@@ -422,8 +422,19 @@ func newIdentity(rc *rest.Config) (*identity, error) {
 	return &identity{rt: rt, tls: tlsc}, nil
 }
 
+// hasCert says whether the kubeconfig presents a client certificate now;
+// with an exec plugin that asks the plugin, which may return one or a token.
 func (i *identity) hasCert() bool {
-	return i.tls != nil && (i.tls.GetClientCertificate != nil || len(i.tls.Certificates) > 0)
+	switch {
+	case i.tls == nil:
+		return false
+	case len(i.tls.Certificates) > 0:
+		return true
+	case i.tls.GetClientCertificate != nil:
+		c, err := i.tls.GetClientCertificate(&tls.CertificateRequestInfo{})
+		return err == nil && c != nil && len(c.Certificate) > 0
+	}
+	return false
 }
 
 // clientCert makes tc present the user's client certificate, if any.

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -32,10 +33,18 @@ var (
 // from KUBELAB_BINS or ../../bin/kube. Call it from TestMain.
 func Main(m *testing.M, dir string) {
 	flag.Parse()
-	os.Exit(run(m, dir))
+	os.Exit(run(m, dir, nil))
 }
 
-func run(m *testing.M, dir string) int {
+// MainImages is Main with images imported into the node's containerd:
+// OCI tarballs by name (tether.tar, testapp.tar) from KUBELAB_IMAGES or
+// ../../bin/image (make image).
+func MainImages(m *testing.M, dir string, images ...string) {
+	flag.Parse()
+	os.Exit(run(m, dir, images))
+}
+
+func run(m *testing.M, dir string, images []string) int {
 	bins := os.Getenv("KUBELAB_BINS")
 	if bins == "" {
 		bins = "../../bin/kube"
@@ -48,6 +57,18 @@ func run(m *testing.M, dir string) int {
 	case len(kubelab.MissingBinaries(bins)) > 0:
 		skipReason = fmt.Sprintf("the test cluster's binaries (%s) are missing in %s: run make kube-bins",
 			strings.Join(kubelab.MissingBinaries(bins), ", "), bins)
+	}
+	imageDir := os.Getenv("KUBELAB_IMAGES")
+	if imageDir == "" {
+		imageDir = "../../bin/image"
+	}
+	var tars []string
+	for _, name := range images {
+		tar := filepath.Join(imageDir, name)
+		if _, err := os.Stat(tar); err != nil && skipReason == "" {
+			skipReason = fmt.Sprintf("the test cluster's image %s is missing: run make image", tar)
+		}
+		tars = append(tars, tar)
 	}
 	if skipReason != "" {
 		return m.Run()
@@ -65,7 +86,7 @@ func run(m *testing.M, dir string) int {
 		return 1
 	}
 	defer unlock()
-	c, err := kubelab.Up(context.Background(), kubelab.Options{Dir: dir, Bins: bins, Log: os.Stderr})
+	c, err := kubelab.Up(context.Background(), kubelab.Options{Dir: dir, Bins: bins, Images: tars, Log: os.Stderr})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
