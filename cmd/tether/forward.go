@@ -264,12 +264,24 @@ func ensureForwarder(ctx context.Context, g *globals, t kubeTarget) (addr string
 	if err != nil {
 		return "", false, err
 	}
-	kube, err := forward.Load(forward.Kubeconfig{Path: t.kubeconfig, Context: t.context})
-	if err != nil {
-		return "", false, err
+	if t.kubeconfig != "" {
+		// The forwarder runs in /.
+		if t.kubeconfig, err = filepath.Abs(t.kubeconfig); err != nil {
+			return "", false, err
+		}
+	}
+	ctxName := t.context
+	if paths.env == nil {
+		// The current context, when none is named; under sudo only the
+		// forwarder reads the user's kubeconfig.
+		kube, err := forward.Load(forward.Kubeconfig{Path: t.kubeconfig, Context: t.context})
+		if err != nil {
+			return "", false, err
+		}
+		ctxName = kube.Context
 	}
 	if st, alive := readForwardState(paths.state); alive && socketAnswers(paths.socket) {
-		if st.Context == kube.Context && st.Namespace == t.managerNamespace && st.Kubeconfig == t.kubeconfig {
+		if (ctxName == "" || st.Context == ctxName) && st.Namespace == t.managerNamespace && st.Kubeconfig == t.kubeconfig {
 			return paths.managerAddr(), false, nil
 		}
 		return "", false, fmt.Errorf("a forwarder (pid %d) serves context %s, namespace %s: `tether quit` first", st.PID, st.Context, st.Namespace)
