@@ -335,7 +335,9 @@ func startForwarder(ctx context.Context, g *globals, t kubeTarget, p forwardPath
 	if err != nil {
 		return fmt.Errorf("starting the forwarder: %w", err)
 	}
-	go cmd.Wait() //nolint:errcheck // reaps a forwarder that fails while connect runs
+	// Reaps a forwarder that fails while connect runs; one that serves
+	// outlives connect and is left to init.
+	go func() { _ = cmd.Wait() }()
 	line := make(chan string, 1)
 	go func() {
 		s, _ := bufio.NewReader(r).ReadString('\n')
