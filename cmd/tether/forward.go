@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -197,22 +198,24 @@ func runForward(ctx context.Context, g *globals, t kubeTarget, ready io.Writer) 
 		return err
 	}
 	st := forwardState{PID: os.Getpid(), Socket: paths.socket, Kubeconfig: t.kubeconfig, Context: kube.Context, Namespace: t.managerNamespace, Started: time.Now().UTC()}
-	var fwd *forward.Forwarder
+	var stMu sync.Mutex // guards st; gRPC's dialer records each new pod
 	onPod := func(pod string) {
+		stMu.Lock()
+		defer stMu.Unlock()
 		st.Pod = pod
-		if fwd != nil {
-			st.TLS = fwd.TLS()
-		}
 		if err := writeForwardState(paths.state, st); err != nil {
 			log.Warn("recording the forwarder's state failed", "error", err)
 		}
 	}
 	sctx, cancel := context.WithTimeout(ctx, forwardStartTimeout)
 	defer cancel()
-	fwd, err = forward.New(sctx, forward.Config{Kube: kube, Namespace: t.managerNamespace, Log: log, OnPod: onPod})
+	fwd, err := forward.New(sctx, forward.Config{Kube: kube, Namespace: t.managerNamespace, Log: log, OnPod: onPod})
 	if err != nil {
 		return err
 	}
+	stMu.Lock()
+	st.TLS = fwd.TLS()
+	stMu.Unlock()
 	defer fwd.Close()
 	if err := waitConnReady(sctx, fwd); err != nil {
 		return fmt.Errorf("the traffic manager in namespace %s does not answer through the port-forward: %w (log: %s)", t.managerNamespace, err, paths.log)
