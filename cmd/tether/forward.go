@@ -25,6 +25,7 @@ import (
 	"github.com/tether-dev/tether/internal/privsock"
 	"github.com/tether-dev/tether/kube/forward"
 	"github.com/tether-dev/tether/manager"
+	"github.com/tether-dev/tether/tunnel"
 	"github.com/tether-dev/tether/wire"
 )
 
@@ -226,7 +227,7 @@ func runForward(ctx context.Context, g *globals, t kubeTarget, ready io.Writer) 
 	}
 	// The daemon connects without credentials; whatever identity a caller
 	// puts on a call is replaced by the user's.
-	proxy := grpcproxy.New(fwd.ClientConn(), []string{wire.MDAuthorization}, log)
+	proxy := grpcproxy.New(fwd.ClientConn(), []string{wire.MDAuthorization}, log, tunnel.ServerOptions(tunnel.Keepalive{})...)
 	onPod(fwd.Pod())
 	served := make(chan error, 1)
 	go func() { served <- proxy.Serve(ln) }()

@@ -62,10 +62,13 @@ type Proxy struct {
 }
 
 // New is a proxy to upstream. Incoming metadata keys in strip are dropped.
-func New(upstream *grpc.ClientConn, strip []string, log *slog.Logger) *Proxy {
+// opts are the server's for its clients, e.g. the keepalive policy their
+// pings need (gRPC's default refuses pings more often than every 5
+// minutes and closes such a client's connection).
+func New(upstream *grpc.ClientConn, strip []string, log *slog.Logger, opts ...grpc.ServerOption) *Proxy {
 	p := &Proxy{upstream: upstream, log: log.With("component", "grpcproxy"), strip: strip, conns: map[net.Conn]struct{}{}}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
-	p.srv = grpc.NewServer(grpc.ForceServerCodecV2(codec{}), grpc.UnknownServiceHandler(p.handle))
+	p.srv = grpc.NewServer(append(opts, grpc.ForceServerCodecV2(codec{}), grpc.UnknownServiceHandler(p.handle))...)
 	p.wg.Add(1)
 	go p.watch()
 	return p

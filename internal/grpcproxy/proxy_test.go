@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -107,7 +108,7 @@ func startManager(t *testing.T, addr string) (*grpc.Server, string) {
 	return srv, ln.Addr().String()
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t *testing.T, opts ...grpc.ServerOption) *rig {
 	t.Helper()
 	r := &rig{}
 	r.mgr, r.mgrAddr = startManager(t, "127.0.0.1:0")
@@ -121,11 +122,13 @@ func newRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.proxy = New(up, []string{"authorization"}, slog.New(slog.DiscardHandler))
+	r.proxy = New(up, []string{"authorization"}, slog.New(slog.DiscardHandler), opts...)
 	served := make(chan error, 1)
 	go func() { served <- r.proxy.Serve(ln) }()
 	r.client, err = grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: time.Second}))
+		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: time.Second}),
+		// As often as gRPC lets a client ping: the daemon pings every 30s.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,5 +296,22 @@ func waitState(t *testing.T, cc *grpc.ClientConn, ok func(connectivity.State) bo
 		if !cc.WaitForStateChange(ctx, s) {
 			t.Fatalf("the client's connection never %s (last %s)", what, s)
 		}
+	}
+}
+
+// A client that pings while idle, as the daemon does, keeps its connection
+// when the proxy's policy permits it; gRPC's default policy (pings at most
+// every 5 minutes) would close it at the fourth ping.
+func TestIdleClientPingsKeepItsConnection(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for four keepalive pings (50s)")
+	}
+	r := newRig(t, grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
+	r.client.Connect()
+	waitState(t, r.client, func(s connectivity.State) bool { return s == connectivity.Ready }, "is Ready")
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	defer cancel()
+	if r.client.WaitForStateChange(ctx, connectivity.Ready) {
+		t.Fatalf("the idle client's connection went %s", r.client.GetState())
 	}
 }
