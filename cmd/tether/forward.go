@@ -372,7 +372,10 @@ func stopForwarder() (bool, error) {
 		return false, err
 	}
 	st, alive := readForwardState(paths.state)
-	if !alive {
+	if !alive || !socketAnswers(paths.socket) {
+		// No forwarder, or a record that outlived it (the pid may be
+		// another process's by now).
+		os.Remove(paths.state)
 		return false, nil
 	}
 	if err := syscall.Kill(st.PID, syscall.SIGTERM); err != nil {
