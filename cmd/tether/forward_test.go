@@ -71,3 +71,28 @@ func TestForwardState(t *testing.T) {
 		t.Fatal("a dead forwarder's record counts")
 	}
 }
+
+// A record whose socket nobody serves is stale, even when its pid is alive
+// (reused by another process): quit removes it and signals nobody.
+func TestStopForwarderStaleRecord(t *testing.T) {
+	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
+	t.Setenv("SUDO_UID", "")
+	p, err := userForwardPaths()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(p.dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// This test's own pid: a SIGTERM would end the test binary.
+	if err := writeForwardState(p.state, forwardState{PID: os.Getpid(), Socket: p.socket}); err != nil {
+		t.Fatal(err)
+	}
+	stopped, err := stopForwarder()
+	if stopped || err != nil {
+		t.Fatalf("stopForwarder on a stale record = %v, %v", stopped, err)
+	}
+	if _, err := os.Stat(p.state); !os.IsNotExist(err) {
+		t.Fatalf("the stale record is still there: %v", err)
+	}
+}
