@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	pb "github.com/tether-dev/tether/rpc/daemon"
 )
 
 // The --manager flags of identity and TLS mean nothing through the
@@ -60,6 +62,19 @@ func TestForwardState(t *testing.T) {
 			}
 		})
 	}
+	// status says where the session goes, in words and in JSON.
+	var out strings.Builder
+	printStatus(&out, &pb.StatusResponse{Connected: true, Manager: p.managerAddr(), User: "alice"})
+	if w := "Forward:  port-forward to pod tether/traffic-manager-1 (context lab; TLS verified with configmap tether/traffic-manager-ca; forwarder pid"; !strings.Contains(out.String(), w) {
+		t.Errorf("status lacks %q:\n%s", w, out.String())
+	}
+	if f := toStatusJSON(&pb.StatusResponse{Manager: p.managerAddr()}).Forward; f == nil || f.Pod != "traffic-manager-1" || f.Context != "lab" || !f.TLS {
+		t.Errorf("status --json forward = %+v", f)
+	}
+	if f := toStatusJSON(&pb.StatusResponse{Manager: "198.18.1.2:8081"}).Forward; f != nil {
+		t.Errorf("status --json forward with --manager = %+v, want null", f)
+	}
+
 	// A record of a dead forwarder is not a forwarder.
 	dead := want
 	dead.PID = 1 << 22
