@@ -466,7 +466,8 @@ func BenchmarkIdleMemory(b *testing.B) {
 		// TestMain tries to raise it, which needs CAP_SYS_RESOURCE.
 		b.Skipf("RLIMIT_NOFILE is %d, too few for %d connections", lim.Cur, n)
 	}
-	e := newEnv(b, envOptions{})
+	// limits.tcpFlowsPerSession (4096 by default) would refuse the rest.
+	e := newEnv(b, envOptions{mgrArgs: []string{"--tcp-flows-per-session", strconv.Itoa(n + dialers)}})
 	dpid, mpid := procPID(b, e.daemon), procPID(b, e.mgr)
 	hold := e.startHoldProcess()
 
