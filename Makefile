@@ -38,7 +38,7 @@ test: ## run all tests, never from the test cache: e2e builds the tether binary 
 # bench fails by looking for go test's FAIL lines in bench.txt.
 bench: ## run the benchmarks (root: the namespace lab, as ratios to the direct veth); output also in bench.txt
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./e2e/ 2>&1 | tee bench.txt
-	$(GO) test -run '^$$' -bench . -benchmem ./vif/ ./tunnel/ 2>&1 | tee -a bench.txt
+	$(GO) test -run '^$$' -bench . -benchmem ./tunnel/ ./activity/ ./manager/ ./manager/conflict/ ./agent/ 2>&1 | tee -a bench.txt
 	@! grep -Eq '^(FAIL|--- FAIL)' bench.txt || { echo 'bench: some benchmarks failed, see bench.txt'; exit 1; }
 
 # The demo runs as its own binary, not under `go run`, so Ctrl-C reaches it

@@ -18,6 +18,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -110,6 +111,11 @@ func (e *env) directAddr(port int) string {
 // namespace. Through the VIF, 1- and 4-stream runs alternate, three times per
 // direction: the machine's speed drifts over minutes, and back-to-back
 // batches of one and then the other let the drift decide which is faster.
+// CPU per GB (the daemon's and the manager's CPU time over the bytes
+// received) varies less with the machine's load than the rates do.
+//
+// With TETHER_BENCH_PROFILE=DIR, each VIF run also saves a 4 s CPU profile
+// of the daemon and the manager there (see profileDirEnv).
 func BenchmarkTCPBulk(b *testing.B) {
 	requireLab(b)
 	if _, err := exec.LookPath("iperf3"); err != nil {
@@ -123,24 +129,37 @@ func BenchmarkTCPBulk(b *testing.B) {
 	const rounds = 3 // alternating VIF pairs per direction and iteration
 	streams := [2]int{1, 4}
 	tab := &table{title: fmt.Sprintf("BenchmarkTCPBulk: iperf3 -t 5, Gbit/s received (%d CPUs); VIF 1- and 4-stream runs alternate", runtime.NumCPU())}
-	for _, dir := range []struct {
+	// CPU-s per GB of each direction's 1-stream runs, for the ratio of
+	// download to upload.
+	var perGB1 [2][2]float64 // [upload, download][daemon, manager]
+	for d, dir := range []struct {
 		name    string
 		reverse bool
 	}{{"upload", false}, {"download", true}} {
 		b.Run(dir.name, func(b *testing.B) {
-			// Sums over runs, per stream count: VIF and direct Gbit/s, and
-			// the daemon's and manager's CPU while iperf3 runs through them.
-			var vif, dir2, dCPU, mCPU [2]float64
+			// Per stream count: VIF and direct Gbit/s summed over runs,
+			// each VIF run's rate, and the daemon's and manager's CPU
+			// while iperf3 runs through them.
+			var vif, dir2, dCPU, mCPU, dSecs, mSecs, gb [2]float64
+			var rates [2][]float64
 			for range b.N {
-				for range rounds {
+				for r := range rounds {
 					for i, n := range streams {
-						cpu := cpuDuring(b, func() { vif[i] += e.iperf(b, pod, n, dir.reverse) }, dpid, mpid)
+						var res iperfResult
+						run := func() { res = e.iperf(b, pod, n, dir.reverse) }
+						name := fmt.Sprintf("%s-%d-r%d", dir.name, n, r)
+						cpu := cpuDuring(b, func() { e.profileDuring(b, name, run) }, dpid, mpid)
+						vif[i] += res.gbps
+						rates[i] = append(rates[i], res.gbps)
+						gb[i] += res.bytes / 1e9
 						dCPU[i] += cpu[0].cpuPct
 						mCPU[i] += cpu[1].cpuPct
+						dSecs[i] += cpu[0].cpuSecs
+						mSecs[i] += cpu[1].cpuSecs
 					}
 				}
 				for i, n := range streams {
-					dir2[i] += e.iperf(b, direct, n, dir.reverse)
+					dir2[i] += e.iperf(b, direct, n, dir.reverse).gbps
 				}
 			}
 			b.ReportMetric(0, "ns/op") // the run's duration says nothing here
@@ -153,15 +172,96 @@ func BenchmarkTCPBulk(b *testing.B) {
 				b.ReportMetric(v/d, fmt.Sprintf("ratio-%d", n))
 				b.ReportMetric(dCPU[i]/runs, fmt.Sprintf("daemon-CPU%%-%d", n))
 				b.ReportMetric(mCPU[i]/runs, fmt.Sprintf("mgr-CPU%%-%d", n))
+				b.ReportMetric(dSecs[i]/gb[i], fmt.Sprintf("daemon-CPU-s/GB-%d", n))
+				b.ReportMetric(mSecs[i]/gb[i], fmt.Sprintf("mgr-CPU-s/GB-%d", n))
 				tab.add(name+" (Gbit/s)", v, d)
+				tab.addVIF(name+": each VIF run, min–max (Gbit/s)", slices.Min(rates[i]), slices.Max(rates[i]))
 				tab.addVIF(name+": daemon, manager CPU % of one core", dCPU[i]/runs, mCPU[i]/runs)
+				tab.addVIF(name+": daemon, manager CPU-s per GB", dSecs[i]/gb[i], mSecs[i]/gb[i])
 			}
+			perGB1[d] = [2]float64{dSecs[0] / gb[0], mSecs[0] / gb[0]}
 			four := vif[1] / vif[0]
 			b.ReportMetric(four, "4-vs-1-stream")
 			tab.addVIF(dir.name+": 4 streams / 1 stream through the VIF", four)
 		})
 	}
+	if perGB1[0][0] > 0 && perGB1[1][0] > 0 {
+		tab.addVIF("1 stream, CPU-s per GB download / upload: daemon, manager",
+			perGB1[1][0]/perGB1[0][0], perGB1[1][1]/perGB1[0][1])
+	}
 	tab.print()
+}
+
+// profileDirEnv names a directory: when set, the lab's daemon and manager
+// serve Go's profiler (on pprofDaemon and pprofMgr, loopback of their
+// namespaces) and BenchmarkTCPBulk saves DIR/daemon-NAME.pb.gz and
+// DIR/manager-NAME.pb.gz for each run through the VIF, for
+//
+//	go tool pprof -top -diff_base DIR/daemon-upload-1-r0.pb.gz DIR/daemon-download-1-r0.pb.gz
+const profileDirEnv = "TETHER_BENCH_PROFILE"
+
+const (
+	pprofDaemon = "127.0.0.1:6060"
+	pprofMgr    = "127.0.0.1:6061"
+)
+
+// profileArgs are the global flags that make a process serve the profiler
+// on addr when profileDirEnv is set.
+func profileArgs(addr string) []string {
+	if os.Getenv(profileDirEnv) == "" {
+		return nil
+	}
+	return []string{"--pprof", addr}
+}
+
+// profileDuring runs fn and, when profileDirEnv is set, takes 4 s CPU
+// profiles of the daemon and the manager meanwhile (fn runs iperf3 for 5).
+func (e *env) profileDuring(b *testing.B, name string, fn func()) {
+	b.Helper()
+	dir := os.Getenv(profileDirEnv)
+	if dir == "" {
+		fn()
+		return
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, p := range []struct{ who, ns, addr string }{
+		{"daemon", e.lab.Client, pprofDaemon}, {"manager", e.lab.Mgr, pprofMgr},
+	} {
+		wg.Go(func() {
+			errs[i] = e.saveProfile(p.ns, p.addr, filepath.Join(dir, p.who+"-"+name+".pb.gz"))
+		})
+	}
+	fn()
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// saveProfile fetches a 4 s CPU profile from the profiler at addr in
+// namespace ns into path.
+func (e *env) saveProfile(ns, addr, path string) error {
+	client := http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
+			return e.lab.DialContext(ctx, ns, network, a)
+		}},
+	}
+	resp, err := client.Get("http://" + addr + "/debug/pprof/profile?seconds=4")
+	if err != nil {
+		return fmt.Errorf("CPU profile from %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("CPU profile from %s: %s", addr, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, resp.Body)
+	return errors.Join(err, f.Close())
 }
 
 // startIperf starts `iperf3 -s` bound to ip:port in namespace ns and waits
@@ -176,9 +276,15 @@ func (e *env) startIperf(ns string, ip netip.Addr, port int) netip.AddrPort {
 	return addr
 }
 
-// iperf runs one iperf3 client from the client namespace and returns the
-// receiver's rate in Gbit/s.
-func (e *env) iperf(b *testing.B, server netip.AddrPort, streams int, reverse bool) float64 {
+// iperfResult is what the receiver of one iperf3 run counted.
+type iperfResult struct {
+	gbps  float64
+	bytes float64
+}
+
+// iperf runs one iperf3 client from the client namespace and returns what
+// the receiver counted.
+func (e *env) iperf(b *testing.B, server netip.AddrPort, streams int, reverse bool) iperfResult {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -193,6 +299,7 @@ func (e *env) iperf(b *testing.B, server netip.AddrPort, streams int, reverse bo
 		End struct {
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
+				Bytes         float64 `json:"bytes"`
 			} `json:"sum_received"`
 		} `json:"end"`
 		Error string `json:"error"`
@@ -204,7 +311,7 @@ func (e *env) iperf(b *testing.B, server netip.AddrPort, streams int, reverse bo
 		}
 		b.Fatalf("iperf3 %s: %v; JSON %v; iperf3 error %q", strings.Join(args, " "), err, jerr, r.Error)
 	}
-	return r.End.SumReceived.BitsPerSecond / 1e9
+	return iperfResult{gbps: r.End.SumReceived.BitsPerSecond / 1e9, bytes: r.End.SumReceived.Bytes}
 }
 
 // BenchmarkConnect: 5,000 sequential short connections, each dial + read of
@@ -359,7 +466,8 @@ func BenchmarkIdleMemory(b *testing.B) {
 		// TestMain tries to raise it, which needs CAP_SYS_RESOURCE.
 		b.Skipf("RLIMIT_NOFILE is %d, too few for %d connections", lim.Cur, n)
 	}
-	e := newEnv(b, envOptions{})
+	// limits.tcpFlowsPerSession (4096 by default) would refuse the rest.
+	e := newEnv(b, envOptions{mgrArgs: []string{"--tcp-flows-per-session", strconv.Itoa(n + dialers)}})
 	dpid, mpid := procPID(b, e.daemon), procPID(b, e.mgr)
 	hold := e.startHoldProcess()
 
@@ -599,6 +707,7 @@ func settledMem(b *testing.B, pid int) procMem {
 // cpuRate is CPU use and wake-ups of one process over a window.
 type cpuRate struct {
 	cpuPct  float64 // of one core
+	cpuSecs float64
 	wakeups float64 // context switches per second, all threads
 }
 
@@ -679,6 +788,7 @@ func cpuDuring(b *testing.B, fn func(), pids ...int) []cpuRate {
 	for i := range pids {
 		r[i] = cpuRate{
 			cpuPct:  float64(after[i].ticks-before[i].ticks) / clockTicks / secs * 100,
+			cpuSecs: float64(after[i].ticks-before[i].ticks) / clockTicks,
 			wakeups: float64(after[i].switches-before[i].switches) / secs,
 		}
 	}

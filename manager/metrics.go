@@ -16,7 +16,7 @@ const (
 
 // metrics are the manager's counters; gauges are computed at scrape time
 // from the sessions and intercepts themselves, so they cannot drift.
-// docs/grafana/tether-dashboard.json draws them; TestDashboardMetricsExist
+// charts/tether/dashboards/tether.json (Grafana) draws them; TestDashboardMetricsExist
 // keeps the two in step.
 type metrics struct {
 	expirations prometheus.Counter

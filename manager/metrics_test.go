@@ -104,7 +104,7 @@ func TestInterceptMetrics(t *testing.T) {
 // expressions use is exported by a real Server, with the labels the
 // expressions group by; and every manager metric has a panel.
 func TestDashboardMetricsExist(t *testing.T) {
-	b, err := os.ReadFile("../docs/grafana/tether-dashboard.json")
+	b, err := os.ReadFile("../charts/tether/dashboards/tether.json")
 	if err != nil {
 		t.Fatal(err)
 	}

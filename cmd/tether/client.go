@@ -48,14 +48,35 @@ func callDaemon(ctx context.Context, g *globals, timeout time.Duration, fn func(
 func newConnectCmd(g *globals) *cobra.Command {
 	var mgr, tokenFile, caFile, namespace string
 	var allow, useTLS bool
+	var kt kubeTarget
 	cmd := &cobra.Command{
 		Use:   "connect",
-		Short: "Connect to a traffic manager and route its subnets through the VIF",
+		Short: "Connect to a traffic manager (through the kubeconfig's cluster, or --manager) and route its subnets through the VIF",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var fwd *forwardStart
+			if mgr == "" {
+				for _, f := range []string{"token-file", "tls", "ca-file"} {
+					if cmd.Flags().Changed(f) {
+						return fmt.Errorf("--%s is for --manager: through the kubeconfig your kubeconfig's identity is used, and the manager is verified with the chart's CA", f)
+					}
+				}
+				addr, started, err := ensureForwarder(cmd.Context(), g, kt)
+				if err != nil {
+					return err
+				}
+				mgr, fwd = addr, &forwardStart{started: started}
+				defer fwd.undo()
+			}
 			token, err := bearerToken(tokenFile, "--token-file")
 			if err != nil {
 				return err
+			}
+			if fwd != nil {
+				token = "" // the daemon gets no credential: the forwarder adds the user's
+				if namespace == "" {
+					namespace = fwd.contextNamespace()
+				}
 			}
 			req := &pb.ConnectRequest{Manager: mgr, AllowConflictingSubnets: allow, User: currentUser(), Tls: useTLS, Token: token, Namespace: namespace}
 			if caFile != "" {
@@ -91,14 +112,20 @@ func newConnectCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Connected to %s: routing %s through %s\n", resp.Manager, strings.Join(resp.Subnets, ", "), resp.Device)
+			fwd.keep()
+			where := resp.Manager
+			if st, ok := forwardedVia(resp.Manager); ok {
+				where = fmt.Sprintf("the traffic manager in namespace %s through a port-forward to pod %s (context %s)", st.Namespace, st.Pod, st.Context)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Connected to %s: routing %s through %s\n", where, strings.Join(resp.Subnets, ", "), resp.Device)
 			for _, n := range versionNotes(resp) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "tether: note: %s\n", n)
 			}
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&mgr, "manager", os.Getenv("TETHER_MANAGER"), "traffic manager host:port (env TETHER_MANAGER)")
+	cmd.Flags().StringVar(&mgr, "manager", os.Getenv("TETHER_MANAGER"), "traffic manager host:port (env TETHER_MANAGER); without it, the manager in the kubeconfig's cluster through an API-server port-forward")
+	kubeFlags(cmd.Flags().StringVar, &kt)
 	cmd.Flags().BoolVar(&allow, "allow-conflicting-subnets", false, "route subnets even when they overlap a network the host is directly connected to")
 	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the bearer token for the manager (or env TETHER_TOKEN)")
 	cmd.Flags().BoolVar(&useTLS, "tls", false, "use TLS to the manager, verified with the system roots")
@@ -125,6 +152,11 @@ func newQuitCmd(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "Disconnected")
+			if stopped, err := stopForwarder(); err != nil {
+				return err
+			} else if stopped {
+				fmt.Fprintln(cmd.OutOrStdout(), "Stopped the port-forward to the cluster")
+			}
 			if !stop {
 				return nil
 			}
@@ -195,6 +227,17 @@ type statusJSON struct {
 	// VersionNotes name a daemon or manager whose protocol differs from
 	// the client's, and which side to upgrade.
 	VersionNotes []string `json:"version_notes"`
+	// Forward is the port-forward the session goes through, null with
+	// --manager.
+	Forward *forwardJSON `json:"forward"`
+}
+
+type forwardJSON struct {
+	Context   string `json:"context"`
+	Namespace string `json:"namespace"`
+	Pod       string `json:"pod"`
+	TLS       bool   `json:"tls"`
+	PID       int    `json:"pid"`
 }
 
 type lastActivityJSON struct {
@@ -243,6 +286,9 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 	out.DNS, out.DNSDomains, out.DNSConfig = r.Dns, append([]string{}, r.DnsDomains...), r.DnsConfig
 	out.RefusedSubnets, out.Namespace, out.DNSSearch = append([]string{}, r.RefusedSubnets...), r.Namespace, append([]string{}, r.DnsSearch...)
 	out.VersionNotes = append([]string{}, versionNotes(r)...)
+	if st, ok := forwardedVia(r.Manager); ok {
+		out.Forward = &forwardJSON{Context: st.Context, Namespace: st.Namespace, Pod: st.Pod, TLS: st.TLS, PID: st.PID}
+	}
 	for _, li := range r.Intercepts {
 		x := toInterceptJSON(li.Info)
 		x.LocalPort, x.PortMap = li.LocalPort, li.PortMap
@@ -286,6 +332,13 @@ func printStatus(w io.Writer, r *pb.StatusResponse) {
 	}
 	c := r.GetCounters()
 	fmt.Fprintf(w, "Connected to %s (%s)\n", r.Manager, r.Link)
+	if st, ok := forwardedVia(r.Manager); ok {
+		tlsNote := "TLS verified with configmap " + st.Namespace + "/traffic-manager-ca"
+		if !st.TLS {
+			tlsNote = "no TLS"
+		}
+		fmt.Fprintf(w, "  Forward:  port-forward to pod %s/%s (context %s; %s; forwarder pid %d)\n", st.Namespace, st.Pod, st.Context, tlsNote, st.PID)
+	}
 	fmt.Fprintf(w, "  User:     %s\n", r.User)
 	fmt.Fprintf(w, "  Session:  %s\n", r.SessionId)
 	if a := r.Activity; a != nil && a.LastSecondsAgo >= 0 {

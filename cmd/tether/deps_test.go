@@ -21,6 +21,8 @@ func TestDependencyDirection(t *testing.T) {
 		"agent": {"gvisor.dev/gvisor", "golang.zx2c4.com/wireguard", mod + "vif", mod + "daemon", mod + "platform", mod + "activity"},
 		// The daemon talks to the manager through rpc and wire only.
 		"daemon": {mod + "agent"},
+		// The forwarder's proxy knows gRPC only; kube/forward adds Kubernetes.
+		"internal/grpcproxy": {mod + "kube", "k8s.io/client-go", mod + "daemon", mod + "manager"},
 		// The wire contract is imported by every side and imports none.
 		"wire": {"google.golang.org/grpc", mod + "rpc", mod + "manager", mod + "daemon", mod + "agent", mod + "tunnel", mod + "internal"},
 	}

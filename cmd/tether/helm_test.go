@@ -31,7 +31,16 @@ func TestHelmInstallDryRun(t *testing.T) {
 // The chart's Deployment runs `tether manager` with flags it has and the
 // variables of its configuration keys.
 func TestHelmDeploymentMatchesTheManager(t *testing.T) {
-	vals, err := helm.Values(values.Options{Values: []string{"subnets={198.18.64.0/18}", "auth.tokenSecret=t", "grpc.insecureListenAny=true"}})
+	for name, sets := range map[string][]string{
+		"defaults (auth.mode kubernetes, TLS)": {"subnets={198.18.64.0/18}"},
+		"token file":                           {"subnets={198.18.64.0/18}", "auth.mode=tokenfile", "auth.tokenSecret=t", "grpc.insecureListenAny=true"},
+	} {
+		t.Run(name, func(t *testing.T) { checkDeploymentFlags(t, sets) })
+	}
+}
+
+func checkDeploymentFlags(t *testing.T, sets []string) {
+	vals, err := helm.Values(values.Options{Values: sets})
 	if err != nil {
 		t.Fatal(err)
 	}

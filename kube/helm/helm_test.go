@@ -2,6 +2,8 @@ package helm
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io/fs"
 	"reflect"
@@ -147,6 +149,7 @@ func TestRenderDefaults(t *testing.T) {
 		"Role kube-system/traffic-manager-tether", "RoleBinding kube-system/traffic-manager-tether",
 		"ClusterRole /traffic-manager-tether", "ClusterRoleBinding /traffic-manager-tether",
 		"ClusterRole /tether-developer", "Role tether/tether-developer",
+		"Secret tether/traffic-manager-tls", "ConfigMap tether/traffic-manager-ca",
 	}
 	var got []string
 	for k := range objs {
@@ -190,7 +193,8 @@ func TestRenderDefaults(t *testing.T) {
 		t.Fatalf("image %s %s", c.Image, c.ImagePullPolicy)
 	}
 	wantArgs := []string{"manager", "--listen=:8081", "--subnet=198.18.64.0/18", "--subnet=198.18.128.0/20", "--watch-configmap",
-		"--keepalive-time=" + tunnel.DefaultKeepalive.Time.String(), "--keepalive-timeout=" + tunnel.DefaultKeepalive.Timeout.String()}
+		"--keepalive-time=" + tunnel.DefaultKeepalive.Time.String(), "--keepalive-timeout=" + tunnel.DefaultKeepalive.Timeout.String(),
+		"--auth-mode=kubernetes", "--tls-cert-file=/etc/tether/tls/tls.crt", "--tls-key-file=/etc/tether/tls/tls.key"}
 	if !slices.Equal(c.Args, wantArgs) {
 		t.Fatalf("args %q, want %q", c.Args, wantArgs)
 	}
@@ -209,18 +213,73 @@ func TestRenderDefaults(t *testing.T) {
 	if e := env["TETHER_MANAGER_NAMESPACE"]; e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
 		t.Errorf("manager.namespace is not the pod's namespace: %+v", e)
 	}
-	// Development mode listens on loopback: a probe on the pod's address
-	// would never pass.
-	if c.ReadinessProbe != nil {
-		t.Errorf("readiness probe in development mode: %+v", c.ReadinessProbe)
+	// The API server decides who calls: the manager listens on the pod's
+	// address (agents come through the Service), and is probed there.
+	if c.ReadinessProbe == nil || c.ReadinessProbe.TCPSocket == nil {
+		t.Errorf("no readiness probe in auth.mode kubernetes: %+v", c.ReadinessProbe)
+	}
+	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/etc/tether/tls" || pod.Volumes[0].Secret.SecretName != "traffic-manager-tls" {
+		t.Errorf("the TLS secret is not mounted: %+v %+v", c.VolumeMounts, pod.Volumes)
 	}
 
 	svc := get[*corev1.Service](t, objs, "Service tether/traffic-manager")
 	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 8081 || svc.Spec.Ports[0].TargetPort.String() != "grpc" || svc.Spec.Selector["app.kubernetes.io/component"] != "traffic-manager" {
 		t.Fatalf("service: %+v", svc.Spec)
 	}
-	if !strings.Contains(notes, "kubectl port-forward -n tether svc/traffic-manager 8081:8081") || !strings.Contains(notes, "tether connect --manager 127.0.0.1:8081") {
+	if !strings.Contains(notes, "\n  tether connect\n") {
 		t.Fatalf("notes do not say how to connect:\n%s", notes)
+	}
+}
+
+// The chart issues the manager's certificate for the Service's names and
+// publishes the CA that verifies it, as tether connect checks it.
+func TestTLS(t *testing.T) {
+	objs, _ := render(t, labSubnets)
+	sec := get[*corev1.Secret](t, objs, "Secret tether/traffic-manager-tls")
+	ca := get[*corev1.ConfigMap](t, objs, "ConfigMap tether/traffic-manager-ca")
+	if strings.TrimSpace(string(sec.Data["ca.crt"])) != strings.TrimSpace(ca.Data["ca.crt"]) {
+		t.Fatalf("the configmap's CA is not the secret's:\n%s\n%s", ca.Data["ca.crt"], sec.Data["ca.crt"])
+	}
+	pair, err := tls.X509KeyPair(sec.Data["tls.crt"], sec.Data["tls.key"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM([]byte(ca.Data["ca.crt"])) {
+		t.Fatal("no CA in configmap traffic-manager-ca")
+	}
+	for _, name := range []string{"traffic-manager", "traffic-manager.tether", "traffic-manager.tether.svc", "localhost", "127.0.0.1"} {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: name}); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: "traffic-manager.other.svc"}); err == nil {
+		t.Error("the certificate is good for another namespace's Service")
+	}
+
+	// Without TLS: no certificate, and the manager serves plaintext.
+	objs, _ = render(t, labSubnets, "tls.enabled=false")
+	for _, key := range []string{"Secret tether/traffic-manager-tls", "ConfigMap tether/traffic-manager-ca"} {
+		if _, ok := objs[key]; ok {
+			t.Errorf("%s with tls.enabled=false", key)
+		}
+	}
+	c := get[*appsv1.Deployment](t, objs, "Deployment tether/traffic-manager").Spec.Template.Spec.Containers[0]
+	if slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--tls-") }) || len(c.VolumeMounts) != 0 {
+		t.Errorf("TLS arguments or mounts with tls.enabled=false: %q %+v", c.Args, c.VolumeMounts)
+	}
+}
+
+// A token file is for auth.mode tokenfile; with the API server deciding it
+// would be ignored, so the chart refuses it.
+func TestTokenSecretNeedsTokenfileMode(t *testing.T) {
+	_, err := Render("tether", set(t, labSubnets, "auth.tokenSecret=tether-tokens"))
+	if err == nil || !strings.Contains(err.Error(), "auth.tokenSecret is for auth.mode tokenfile") {
+		t.Fatalf("token secret with auth.mode kubernetes: %v", err)
 	}
 }
 
@@ -276,6 +335,7 @@ func TestRBAC(t *testing.T) {
 			{"", "services", "", "get,list"},
 			{"", "pods", "", "get,list"},
 			{"", "pods/portforward", "", "create"},
+			{"", "configmaps", "traffic-manager-ca", "get"},
 		}},
 	} {
 		t.Run(tc.key, func(t *testing.T) {
@@ -336,7 +396,7 @@ func TestRenderOverrides(t *testing.T) {
 	def, _ := render(t, labSubnets)
 	objs, notes := render(t, labSubnets, "intercept.inactiveBlockTimeout=5m", "limits.sessionsPerUser=2",
 		"image.repository=tether.local/tether,image.tag=dev,image.pullPolicy=Never", "developers.groups={devs}", "developers.users={alice}",
-		"auth.tokenSecret=tether-tokens", "service.port=9000")
+		"auth.mode=tokenfile", "auth.tokenSecret=tether-tokens", "service.port=9000")
 	cm := get[*corev1.ConfigMap](t, objs, "ConfigMap tether/traffic-manager")
 	if cm.Data["intercept.inactiveBlockTimeout"] != "5m" || cm.Data["limits.sessionsPerUser"] != "2" {
 		t.Fatalf("configmap: %v", cm.Data)
@@ -350,7 +410,7 @@ func TestRenderOverrides(t *testing.T) {
 	if c.Image != "tether.local/tether:dev" || c.ImagePullPolicy != corev1.PullNever {
 		t.Fatalf("image %s %s", c.Image, c.ImagePullPolicy)
 	}
-	if !slices.Contains(c.Args, "--token-file=/etc/tether/auth/tokens.csv") || len(c.VolumeMounts) != 1 || d.Spec.Template.Spec.Volumes[0].Secret.SecretName != "tether-tokens" {
+	if !slices.Contains(c.Args, "--token-file=/etc/tether/auth/tokens.csv") || !slices.Contains(c.Args, "--auth-mode=tokenfile") || len(c.VolumeMounts) != 2 || d.Spec.Template.Spec.Volumes[0].Secret.SecretName != "tether-tokens" {
 		t.Fatalf("token file: %q %+v", c.Args, d.Spec.Template.Spec.Volumes)
 	}
 	if c.ReadinessProbe == nil || c.ReadinessProbe.TCPSocket == nil {
@@ -375,7 +435,7 @@ func TestRenderOverrides(t *testing.T) {
 			t.Errorf("%s subjects %+v", key, subjects)
 		}
 	}
-	if !strings.Contains(notes, "8081:9000") {
+	if !strings.Contains(notes, "--manager traffic-manager.tether:9000") {
 		t.Errorf("notes with service.port=9000:\n%s", notes)
 	}
 }

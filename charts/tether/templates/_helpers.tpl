@@ -35,9 +35,17 @@ limits.interceptsPerSession: {{ .Values.limits.interceptsPerSession | int | quot
 limits.noticesPerSession: {{ .Values.limits.noticesPerSession | int | quote }}
 {{- end }}
 
-{{/* Whether the manager listens on the pod's address, not loopback only. */}}
+{{/* Whether the manager listens on the pod's address, not loopback only:
+the API server or a token file decides who calls, or a lab says anyone may. */}}
 {{- define "tether.listensOnPod" -}}
-{{- if or .Values.auth.tokenSecret .Values.grpc.insecureListenAny }}true{{ end }}
+{{- if or (eq .Values.auth.mode "kubernetes") .Values.auth.tokenSecret .Values.grpc.insecureListenAny }}true{{ end }}
+{{- end }}
+
+{{/* The SANs of the manager's certificate: its Service's names, and
+loopback for a port-forward by hand. */}}
+{{- define "tether.tlsDNSNames" -}}
+{{- $ns := .Release.Namespace -}}
+{{ list "traffic-manager" (printf "traffic-manager.%s" $ns) (printf "traffic-manager.%s.svc" $ns) "localhost" | toJson }}
 {{- end }}
 
 {{/* The mutating webhook's name (issue 13 item 5), which the manager's RBAC names already. */}}
