@@ -6,7 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os/exec"
+	osexec "os/exec"
 	"reflect"
 	"strings"
 	"testing"
@@ -100,19 +100,51 @@ func TestConnectThroughPortForward(t *testing.T) {
 
 // After connect --namespace, a Service answers by NAME.NAMESPACE and by its
 // short name, through the cluster's DNS, on networks the manager
-// discovered.
+// discovered. The laptop's namespace has no resolver configuration of its
+// own, so the test asks the daemon's DNS server (status "dns") down the
+// search list (status "dns_search") as the OS resolver would, with dig,
+// and curl connects to the name at the address found.
 func TestServiceByName(t *testing.T) {
 	needDiscover(t)
+	if _, err := osexec.LookPath("dig"); err != nil {
+		t.Skip("dig not installed")
+	}
 	k := setUp(t)
 	ns := k.web(1)
+	ip, err := kubestage.ClusterIP(context.Background(), k.admin, ns, kubestage.Web)
+	if err != nil {
+		t.Fatal(err)
+	}
 	l := k.laptop(0, "alice")
 	l.connectSomehow("--namespace", ns)
-	for _, url := range []string{
-		fmt.Sprintf("http://web.%s:%d/", ns, kubestage.WebPort),
-		fmt.Sprintf("http://web:%d/", kubestage.WebPort),
-	} {
-		if got := l.curl(url, ""); !strings.HasPrefix(got, "pod=web-") {
-			t.Errorf("curl %s: %q", url, got)
+	st := l.status()
+	server, _ := st["dns"].(string)
+	server = strings.TrimSuffix(server, ":53")
+	var search []string
+	for _, d := range st["dns_search"].([]any) {
+		search = append(search, d.(string))
+	}
+	if len(search) == 0 || search[0] != ns+".svc.cluster.local" {
+		t.Fatalf("search domains %v, want %s.svc.cluster.local first", search, ns)
+	}
+	for _, name := range []string{"web." + ns, "web"} {
+		found := ""
+		for _, domain := range search {
+			out, err := l.k.lab.Run(context.Background(), l.netns, "dig", "+short", "+time=3", "+tries=1", "@"+server, name+"."+domain)
+			if a := strings.TrimSpace(out); err == nil && a != "" {
+				found = a
+				break
+			}
+		}
+		if found != ip {
+			t.Errorf("%s resolves to %q through the daemon's DNS %s, want web's ClusterIP %s", name, found, server, ip)
+			continue
+		}
+		url := fmt.Sprintf("http://%s:%d/", name, kubestage.WebPort)
+		out, err := l.k.lab.Run(context.Background(), l.netns, "curl", "-sS", "--max-time", "5",
+			"--resolve", fmt.Sprintf("%s:%d:%s", name, kubestage.WebPort, found), url)
+		if err != nil || !strings.HasPrefix(out, "pod=web-") {
+			t.Errorf("curl %s: %v: %s", url, err, out)
 		}
 	}
 }
@@ -202,7 +234,7 @@ func (k *cluster) injectedAndRemoved(ns string, before []string, alice *laptop) 
 	if out := alice.tether("--no-activity", "list", "--workloads", "-n", ns); !strings.Contains(out, kubestage.Web) || !strings.Contains(out, "alice-web") {
 		t.Errorf("list --workloads does not show web with alice-web:\n%s", out)
 	}
-	out, err := exec.Command(tetherBin, "helm", "uninstall", "--kubeconfig", k.c.Kubeconfig()).CombinedOutput()
+	out, err := osexec.Command(tetherBin, "helm", "uninstall", "--kubeconfig", k.c.Kubeconfig()).CombinedOutput()
 	if err != nil {
 		t.Fatalf("tether helm uninstall: %v\n%s", err, out)
 	}

@@ -8,8 +8,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -83,6 +85,19 @@ func Run(m *testing.M, dir string, images ...string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	// An interrupted run tears down before it exits: the lock goes with
+	// the process, and a cluster left running would stop the next
+	// package's.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		if _, ok := <-sigs; ok {
+			fmt.Fprintln(os.Stderr, "kubelab: interrupted; tearing down")
+			_ = c.Down()
+			os.Exit(1)
+		}
+	}()
 	code := func() int {
 		rc, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig())
 		if err != nil {
