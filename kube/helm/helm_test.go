@@ -13,6 +13,7 @@ import (
 	"helm.sh/helm/v3/pkg/cli/values"
 	"helm.sh/helm/v3/pkg/lint"
 	"helm.sh/helm/v3/pkg/lint/support"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/tether-dev/tether/charts"
 	"github.com/tether-dev/tether/internal/buildinfo"
+	"github.com/tether-dev/tether/kube/inject"
 	"github.com/tether-dev/tether/manager"
 	"github.com/tether-dev/tether/tunnel"
 )
@@ -137,6 +139,7 @@ func TestRenderDefaults(t *testing.T) {
 		"Role kube-system/traffic-manager-tether", "RoleBinding kube-system/traffic-manager-tether",
 		"ClusterRole /traffic-manager-tether", "ClusterRoleBinding /traffic-manager-tether",
 		"ClusterRole /tether-developer", "Role tether/tether-developer",
+		"MutatingWebhookConfiguration /tether-agent-injector-tether",
 	}
 	var got []string
 	for k := range objs {
@@ -180,7 +183,9 @@ func TestRenderDefaults(t *testing.T) {
 		t.Fatalf("image %s %s", c.Image, c.ImagePullPolicy)
 	}
 	wantArgs := []string{"manager", "--listen=:8081", "--subnet=198.18.64.0/18", "--subnet=198.18.128.0/20", "--watch-configmap",
-		"--keepalive-time=" + tunnel.DefaultKeepalive.Time.String(), "--keepalive-timeout=" + tunnel.DefaultKeepalive.Timeout.String()}
+		"--keepalive-time=" + tunnel.DefaultKeepalive.Time.String(), "--keepalive-timeout=" + tunnel.DefaultKeepalive.Timeout.String(),
+		"--webhook-port=8443", "--agent-image=ghcr.io/tether-dev/tether:" + buildinfo.Release, "--agent-image-pull-policy=IfNotPresent",
+		"--agent-manager=traffic-manager.tether.svc:8081"}
 	if !slices.Equal(c.Args, wantArgs) {
 		t.Fatalf("args %q, want %q", c.Args, wantArgs)
 	}
@@ -206,7 +211,7 @@ func TestRenderDefaults(t *testing.T) {
 	}
 
 	svc := get[*corev1.Service](t, objs, "Service tether/traffic-manager")
-	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 8081 || svc.Spec.Ports[0].TargetPort.String() != "grpc" || svc.Spec.Selector["app.kubernetes.io/component"] != "traffic-manager" {
+	if len(svc.Spec.Ports) != 2 || svc.Spec.Ports[0].Port != 8081 || svc.Spec.Ports[0].TargetPort.String() != "grpc" || svc.Spec.Selector["app.kubernetes.io/component"] != "traffic-manager" {
 		t.Fatalf("service: %+v", svc.Spec)
 	}
 	if !strings.Contains(notes, "kubectl port-forward -n tether svc/traffic-manager 8081:8081") || !strings.Contains(notes, "tether connect --manager 127.0.0.1:8081") {
@@ -246,6 +251,7 @@ func TestRBAC(t *testing.T) {
 		{"ClusterRole /traffic-manager-tether", []rule{
 			{"", "nodes", "", "get,list,watch"},
 			{"", "pods", "", "get,list,watch"},
+			{"", "pods", "", "delete"},
 			{"", "services", "", "get,list,watch"},
 			{"networking.k8s.io", "servicecidrs", "", "get,list,watch"},
 			{"apps", "deployments", "", "get,list,watch,patch"},
@@ -253,7 +259,7 @@ func TestRBAC(t *testing.T) {
 			{"apps", "replicasets", "", "get,list,watch,patch"},
 			{"authentication.k8s.io", "tokenreviews", "", "create"},
 			{"authorization.k8s.io", "subjectaccessreviews", "", "create"},
-			{"admissionregistration.k8s.io", "mutatingwebhookconfigurations", "tether-agent-injector-tether", "get,update"},
+			{"admissionregistration.k8s.io", "mutatingwebhookconfigurations", "tether-agent-injector-tether", "get,patch"},
 		}},
 		{"ClusterRole /tether-developer", []rule{
 			{"apps", "deployments", "", "get,list"},
@@ -429,5 +435,41 @@ func TestValuesAreTheManagersDefaults(t *testing.T) {
 		if err != nil || got != want {
 			t.Errorf("values.yaml %s = %v (%v), the manager's default %s", key, got, err, want)
 		}
+	}
+}
+
+// The agent injector: only pods the manager marked, never its own
+// namespace's, on pod creation, Ignore when the manager is down, served on
+// the Service's webhook port by the manager's container.
+func TestAgentInjectorWebhook(t *testing.T) {
+	objs, _ := render(t, labSubnets, "webhook.port=9443")
+	mwc := get[*admissionregistrationv1.MutatingWebhookConfiguration](t, objs, "MutatingWebhookConfiguration /"+inject.WebhookName("tether"))
+	if len(mwc.Webhooks) != 1 {
+		t.Fatalf("webhooks %+v", mwc.Webhooks)
+	}
+	wh := mwc.Webhooks[0]
+	if *wh.FailurePolicy != admissionregistrationv1.Ignore || *wh.SideEffects != admissionregistrationv1.SideEffectClassNone {
+		t.Errorf("failurePolicy %s, sideEffects %s", *wh.FailurePolicy, *wh.SideEffects)
+	}
+	if s := wh.ClientConfig.Service; s == nil || s.Name != inject.ServiceName || s.Namespace != "tether" || *s.Path != inject.Path || *s.Port != 9443 || len(wh.ClientConfig.CABundle) != 0 {
+		t.Errorf("clientConfig %+v: want the manager's Service on the webhook port, caBundle patched in by the manager", wh.ClientConfig)
+	}
+	if len(wh.Rules) != 1 || !slices.Equal(wh.Rules[0].Operations, []admissionregistrationv1.OperationType{admissionregistrationv1.Create}) ||
+		!slices.Equal(wh.Rules[0].Resources, []string{"pods"}) {
+		t.Errorf("rules %+v", wh.Rules)
+	}
+	if !reflect.DeepEqual(wh.ObjectSelector.MatchLabels, map[string]string{inject.LabelAgent: "enabled"}) {
+		t.Errorf("objectSelector %+v", wh.ObjectSelector)
+	}
+	if e := wh.NamespaceSelector.MatchExpressions; len(e) != 1 || e[0].Key != "kubernetes.io/metadata.name" || e[0].Operator != "NotIn" || !slices.Equal(e[0].Values, []string{"tether"}) {
+		t.Errorf("namespaceSelector %+v", wh.NamespaceSelector)
+	}
+	svc := get[*corev1.Service](t, objs, "Service tether/traffic-manager")
+	if p := svc.Spec.Ports[1]; p.Name != "webhook" || p.Port != 9443 || p.TargetPort.String() != "webhook" {
+		t.Errorf("service's webhook port %+v", p)
+	}
+	c := get[*appsv1.Deployment](t, objs, "Deployment tether/traffic-manager").Spec.Template.Spec.Containers[0]
+	if !slices.Contains(c.Args, "--webhook-port=9443") || len(c.Ports) != 2 || c.Ports[1].Name != "webhook" || c.Ports[1].ContainerPort != 9443 {
+		t.Errorf("manager's args %q, ports %+v", c.Args, c.Ports)
 	}
 }
