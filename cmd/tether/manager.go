@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
@@ -14,9 +15,12 @@ import (
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/tether-dev/tether/kube"
 	kubeauth "github.com/tether-dev/tether/kube/auth"
+	"github.com/tether-dev/tether/kube/inject"
 	"github.com/tether-dev/tether/manager"
 	"github.com/tether-dev/tether/manager/rbac"
 	"github.com/tether-dev/tether/tunnel"
@@ -114,12 +118,17 @@ func newManagerCmd(g *globals) *cobra.Command {
 				}
 				opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 			}
+			injector, stopWebhook, err := startInjector(cmd.Context(), v, kc, log)
+			if err != nil {
+				return err
+			}
+			defer stopWebhook()
 			mgr, err := manager.New(manager.Config{
 				Subnets: subnets, DialTimeout: durations["tunnel.dialTimeout"],
 				UDPIdleTimeout: durations["tunnel.udpIdleTimeout"], Log: log, Authenticator: authn,
 				Authorizer: authz, Namespace: v.GetString("manager.namespace"),
 				DNSDomains: v.GetStringSlice("dns.domains"), DNSServer: v.GetString("dns.server"),
-				DNSSearch: v.GetStringSlice("dns.search"), Limits: settings.limits,
+				DNSSearch: v.GetStringSlice("dns.search"), Limits: settings.limits, Injector: injector,
 				Rules: manager.Rules{
 					ConnectionTTL:        durations["grpc.connectionTTL"],
 					InactiveBlockTimeout: durations["intercept.inactiveBlockTimeout"],
@@ -215,6 +224,10 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 	f.String("report-interval", manager.DefaultRules.ReportInterval.String(), "activity.reportInterval: how often daemons report")
 	f.String("keepalive-time", tunnel.DefaultKeepalive.Time.String(), "grpc.keepaliveTime: ping a client connection silent for this long (at least 1s)")
 	f.String("keepalive-timeout", tunnel.DefaultKeepalive.Timeout.String(), "grpc.keepaliveTimeout: close a connection whose ping is unanswered for this long, ending its sessions' streams")
+	f.Int("webhook-port", 0, "webhook.port: serve the agent injector (a mutating admission webhook, HTTPS) on this port and inject agents into intercepted workloads (the chart sets it; needs the manager's Kubernetes credentials); 0: agents are started by hand")
+	f.String("agent-image", "", "webhook.agentImage: the injected agents' image, the manager's own (needed with webhook.port)")
+	f.String("agent-image-pull-policy", string(corev1.PullIfNotPresent), "webhook.agentImagePullPolicy: the injected agents' imagePullPolicy")
+	f.String("agent-manager", "", "webhook.agentManager: the manager's address (host:port) injected agents dial, e.g. traffic-manager.tether.svc:8081 (needed with webhook.port)")
 	for _, l := range managerLimits {
 		f.Int(l.flag, l.def, l.key+": "+l.usage)
 	}
@@ -229,6 +242,8 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 		"dns.domains": "dns-domain", "dns.server": "dns-server", "dns.search": "dns-search",
 		"grpc.insecureListenAny": "insecure-listen-any", "kube.config": "kubeconfig", "kube.watchRules": "watch-configmap",
 		"grpc.keepaliveTime": "keepalive-time", "grpc.keepaliveTimeout": "keepalive-timeout",
+		"webhook.port": "webhook-port", "webhook.agentImage": "agent-image", "webhook.agentImagePullPolicy": "agent-image-pull-policy",
+		"webhook.agentManager": "agent-manager",
 	}
 	for _, l := range managerLimits {
 		keys[l.key] = l.flag
@@ -342,4 +357,43 @@ func managerListen(c *config) (string, error) {
 		return addr, nil
 	}
 	return "", c.errorf("listen", "%s is not a loopback address, and without auth.tokenFile (--token-file) anyone who reaches the manager may call it as any user or agent; give auth.tokenFile, or grpc.insecureListenAny (--insecure-listen-any) for a lab network", addr)
+}
+
+// startInjector serves the agent injector's webhook when webhook.port is
+// set, and returns the manager's Injector (nil without it) and what stops
+// the webhook and waits for it.
+func startInjector(ctx context.Context, c *config, kc kubernetes.Interface, log *slog.Logger) (manager.Injector, func(), error) {
+	port := c.GetInt("webhook.port")
+	if port == 0 {
+		return nil, func() {}, nil
+	}
+	if kc == nil {
+		return nil, nil, c.errorf("webhook.port", "needs the manager's Kubernetes credentials: run it in a pod, or give kube.config (--kubeconfig)")
+	}
+	agent := inject.Agent{Image: c.GetString("webhook.agentImage"), PullPolicy: corev1.PullPolicy(c.GetString("webhook.agentImagePullPolicy")),
+		Manager: c.GetString("webhook.agentManager")}
+	for key, v := range map[string]string{"webhook.agentImage": agent.Image, "webhook.agentManager": agent.Manager} {
+		if v == "" {
+			return nil, nil, c.errorf(key, "is needed with webhook.port: injected agents run the manager's image and dial its Service")
+		}
+	}
+	switch agent.PullPolicy {
+	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		return nil, nil, c.errorf("webhook.agentImagePullPolicy", "%q is not Always, IfNotPresent or Never", agent.PullPolicy)
+	}
+	ns := c.GetString("manager.namespace")
+	wh, err := inject.NewWebhook(kc, ns, ":"+strconv.Itoa(port), agent, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := wh.Run(wctx); err != nil {
+			log.Error("agent injector stopped", "component", "webhook", "error", err)
+		}
+	}()
+	return inject.New(kc, ns, log), func() { cancel(); <-done }, nil
 }

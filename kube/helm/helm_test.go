@@ -13,8 +13,10 @@ import (
 	"helm.sh/helm/v3/pkg/cli/values"
 	"helm.sh/helm/v3/pkg/lint"
 	"helm.sh/helm/v3/pkg/lint/support"
+	"helm.sh/helm/v3/pkg/release"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -471,5 +473,38 @@ func TestAgentInjectorWebhook(t *testing.T) {
 	c := get[*appsv1.Deployment](t, objs, "Deployment tether/traffic-manager").Spec.Template.Spec.Containers[0]
 	if !slices.Contains(c.Args, "--webhook-port=9443") || len(c.Ports) != 2 || c.Ports[1].Name != "webhook" || c.Ports[1].ContainerPort != 9443 {
 		t.Errorf("manager's args %q, ports %+v", c.Args, c.Ports)
+	}
+}
+
+// Plain `helm uninstall` runs a pre-delete Job that takes the agents out
+// with the manager's service account, in the manager's image.
+func TestRemoveAgentsHook(t *testing.T) {
+	rel, err := Render("tether", set(t, labSubnets, "image.repository=tether.local/tether,image.tag=dev,image.pullPolicy=Never"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rel.Hooks) != 1 {
+		t.Fatalf("hooks %+v", rel.Hooks)
+	}
+	h := rel.Hooks[0]
+	if len(h.Events) != 1 || h.Events[0] != release.HookPreDelete {
+		t.Fatalf("hook %s on %v, want pre-delete", h.Name, h.Events)
+	}
+	obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(h.Manifest), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, ok := obj.(*batchv1.Job)
+	if !ok {
+		t.Fatalf("hook is a %T", obj)
+	}
+	pod := job.Spec.Template.Spec
+	c := pod.Containers[0]
+	if pod.ServiceAccountName != "traffic-manager" || c.Image != "tether.local/tether:dev" || c.ImagePullPolicy != corev1.PullNever ||
+		!slices.Equal(c.Args, []string{"uninstall", "--agents", "--in-cluster"}) {
+		t.Fatalf("job pod: service account %s, image %s %s, args %q", pod.ServiceAccountName, c.Image, c.ImagePullPolicy, c.Args)
+	}
+	if job.Spec.ActiveDeadlineSeconds == nil || !*c.SecurityContext.ReadOnlyRootFilesystem {
+		t.Fatalf("job: deadline %v, security context %+v", job.Spec.ActiveDeadlineSeconds, c.SecurityContext)
 	}
 }

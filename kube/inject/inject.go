@@ -271,13 +271,14 @@ func (in *Injector) replacePods(ctx context.Context, namespace string, selector 
 // pod template's metadata back as it was and loses its marks, so it rolls
 // back to its pods of before the first intercept.
 func (in *Injector) RemoveAll(ctx context.Context) error {
-	return RemoveAll(ctx, in.client, in.log)
+	_, err := RemoveAll(ctx, in.client, in.log)
+	return err
 }
 
 // RemoveAll restores every workload the manager marked, in every
 // namespace, with client's rights (`tether helm uninstall` uses the
-// user's).
-func RemoveAll(ctx context.Context, client kubernetes.Interface, log *slog.Logger) error {
+// user's), and names those it restored ("Deployment shop/web").
+func RemoveAll(ctx context.Context, client kubernetes.Interface, log *slog.Logger) ([]string, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -286,7 +287,7 @@ func RemoveAll(ctx context.Context, client kubernetes.Interface, log *slog.Logge
 	var marked []object
 	ds, err := apps.Deployments("").List(ctx, list)
 	if err != nil {
-		return fmt.Errorf("find the workloads with agents: %w", err)
+		return nil, fmt.Errorf("find the workloads with agents: %w", err)
 	}
 	for i := range ds.Items {
 		d := &ds.Items[i]
@@ -294,7 +295,7 @@ func RemoveAll(ctx context.Context, client kubernetes.Interface, log *slog.Logge
 	}
 	ss, err := apps.StatefulSets("").List(ctx, list)
 	if err != nil {
-		return fmt.Errorf("find the workloads with agents: %w", err)
+		return nil, fmt.Errorf("find the workloads with agents: %w", err)
 	}
 	for i := range ss.Items {
 		s := &ss.Items[i]
@@ -302,7 +303,7 @@ func RemoveAll(ctx context.Context, client kubernetes.Interface, log *slog.Logge
 	}
 	rs, err := apps.ReplicaSets("").List(ctx, list)
 	if err != nil {
-		return fmt.Errorf("find the workloads with agents: %w", err)
+		return nil, fmt.Errorf("find the workloads with agents: %w", err)
 	}
 	for i := range rs.Items {
 		r := &rs.Items[i]
@@ -310,12 +311,15 @@ func RemoveAll(ctx context.Context, client kubernetes.Interface, log *slog.Logge
 	}
 	in := &Injector{client: client, log: log}
 	var errs []error
+	var restored []string
 	for _, o := range marked {
 		if err := in.restore(ctx, o); err != nil {
 			errs = append(errs, err)
+			continue
 		}
+		restored = append(restored, o.kind+" "+o.meta.Namespace+"/"+o.meta.Name)
 	}
-	return errors.Join(errs...)
+	return restored, errors.Join(errs...)
 }
 
 func (in *Injector) restore(ctx context.Context, o object) error {
