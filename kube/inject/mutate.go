@@ -194,7 +194,13 @@ func (a Agent) Mutate(pod *corev1.Pod, namespace string) ([]PatchOp, error) {
 		if i > 0 {
 			name = fmt.Sprintf("%s-%d", ContainerName, t.app.ContainerPort)
 		}
-		ops = append(ops, PatchOp{Op: "add", Path: "/spec/containers/-", Value: a.container(name, namespace+"/"+workload, t)})
+		c := a.container(name, namespace+"/"+workload, t)
+		// The kubelet gives the token file (0600) to a pod-level
+		// runAsUser: the agent must run as that user to read it.
+		if sc := pod.Spec.SecurityContext; sc != nil && sc.RunAsUser != nil && *sc.RunAsUser != 0 {
+			c.SecurityContext.RunAsUser, c.SecurityContext.RunAsGroup = nil, nil
+		}
+		ops = append(ops, PatchOp{Op: "add", Path: "/spec/containers/-", Value: c})
 	}
 	vol := tokenVolumeSpec()
 	if pod.Spec.Volumes == nil {
@@ -231,7 +237,8 @@ func (a Agent) container(name, workload string, t takeover) corev1.Container {
 		SecurityContext: &corev1.SecurityContext{
 			RunAsNonRoot: ptr.To(true),
 			// The image has no /etc/passwd: a numeric user lets the
-			// kubelet check runAsNonRoot.
+			// kubelet check runAsNonRoot. The token file, 0644 unless
+			// the pod has one user, is readable to it.
 			RunAsUser:                ptr.To[int64](65532),
 			RunAsGroup:               ptr.To[int64](65532),
 			AllowPrivilegeEscalation: ptr.To(false),

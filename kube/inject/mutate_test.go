@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 )
 
 var testAgent = Agent{Image: "tether.local/tether:dev", PullPolicy: corev1.PullNever, Manager: "traffic-manager.tether.svc:8081"}
@@ -189,6 +190,36 @@ func checkAgent(t *testing.T, a *corev1.Container, w agentPort) {
 	}
 	if a.Resources.Limits.Memory().IsZero() || a.Resources.Requests.Cpu().IsZero() {
 		t.Errorf("%s resources %+v", a.Name, a.Resources)
+	}
+}
+
+// In a pod with a runAsUser of its own the agent runs as that user, who
+// owns the token file.
+func TestMutatePodUser(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		user *int64
+		want *int64
+	}{
+		{"no pod user", nil, ptr.To[int64](65532)},
+		{"pod user", ptr.To[int64](1000), nil},
+		{"pod user root: the agent stays non-root", ptr.To[int64](0), ptr.To[int64](65532)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := appPod("8080", corev1.ContainerPort{Name: "http", ContainerPort: 8080})
+			pod.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: tc.user}
+			ops, err := testAgent.Mutate(pod, "shop")
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := container(mutated(t, pod, ops), ContainerName)
+			if got := a.SecurityContext.RunAsUser; (got == nil) != (tc.want == nil) || (got != nil && *got != *tc.want) {
+				t.Fatalf("agent's runAsUser %v, want %v", got, tc.want)
+			}
+			if !*a.SecurityContext.RunAsNonRoot {
+				t.Fatal("agent may run as root")
+			}
+		})
 	}
 }
 

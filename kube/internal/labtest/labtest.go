@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,10 +27,15 @@ var (
 	admin      kubernetes.Interface
 	adminREST  *rest.Config
 	skipReason string
+	// noImages says why the cluster has not the images of make image,
+	// empty when it has.
+	noImages string
 )
 
 // Main runs m's tests with a cluster in dir (KUBELAB_TEST_DIR wins), bins
-// from KUBELAB_BINS or ../../bin/kube. Call it from TestMain.
+// from KUBELAB_BINS or ../../bin/kube, and the images of make image from
+// KUBELAB_IMAGES or ../../bin/image when they are there (see Images).
+// Call it from TestMain.
 func Main(m *testing.M, dir string) {
 	flag.Parse()
 	os.Exit(run(m, dir))
@@ -65,7 +71,21 @@ func run(m *testing.M, dir string) int {
 		return 1
 	}
 	defer unlock()
-	c, err := kubelab.Up(context.Background(), kubelab.Options{Dir: dir, Bins: bins, Log: os.Stderr})
+	images := os.Getenv("KUBELAB_IMAGES")
+	if images == "" {
+		images = "../../bin/image"
+	}
+	var tars []string
+	for _, name := range []string{"pause.tar", "testapp.tar", "tether.tar"} {
+		tar := filepath.Join(images, name)
+		if _, err := os.Stat(tar); err != nil {
+			noImages = fmt.Sprintf("the test cluster's image %s is missing: run make image", tar)
+			tars = nil
+			break
+		}
+		tars = append(tars, tar)
+	}
+	c, err := kubelab.Up(context.Background(), kubelab.Options{Dir: dir, Bins: bins, Images: tars, Log: os.Stderr})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -98,6 +118,15 @@ func Cluster(t *testing.T) (*kubelab.Cluster, kubernetes.Interface, *rest.Config
 		t.Skip(skipReason)
 	}
 	return cluster, admin, rest.CopyConfig(adminREST)
+}
+
+// Images skips t when the cluster runs without the images of make image
+// (tether.local/tether:dev, tether.local/testapp:dev), saying why.
+func Images(t *testing.T) {
+	t.Helper()
+	if noImages != "" {
+		t.Skip(noImages)
+	}
 }
 
 // Namespace creates a namespace named after the test, deleted after it.
