@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -115,6 +116,12 @@ func installChart(t *testing.T, c *kubelab.Cluster, admin kubernetes.Interface) 
 		if t.Failed() {
 			logs, _ := c.Kubectl(context.Background(), "logs", "-n", helm.DefaultNamespace, "deployment/traffic-manager")
 			t.Logf("manager's log:\n%s", logs)
+			b, _ := os.ReadFile(filepath.Join(c.Dir, "logs", "kube-apiserver.log"))
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.Contains(l, "webhook") || strings.Contains(l, "tether") {
+					t.Logf("kube-apiserver: %s", l)
+				}
+			}
 		}
 	})
 	labtest.Eventually(t, "the caBundle patched in", time.Minute, 250*time.Millisecond, func() error {
