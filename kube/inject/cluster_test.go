@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"helm.sh/helm/v3/pkg/action"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -36,7 +37,8 @@ func TestMain(m *testing.M) { labtest.Main(m, "/tmp/tether-kubelab-kube-inject")
 // name, the Service's endpoints move to the agent's port and requests
 // still reach the app through it; RemoveAll, and then `tether helm
 // uninstall`, leave the pod template as it was, with pods of the original
-// ReplicaSet.
+// ReplicaSet; so does plain `helm uninstall`, through the chart's
+// pre-delete hook.
 func TestInjectAndRemoveOnTheCluster(t *testing.T) {
 	c, admin, _ := labtest.Cluster(t)
 	labtest.Images(t)
@@ -85,7 +87,25 @@ func TestInjectAndRemoveOnTheCluster(t *testing.T) {
 	}
 	checkRestored(t, admin, ns, orig, origHash)
 
-	// tether helm uninstall takes the agents out before the release.
+	// Plain helm uninstall: the chart's pre-delete hook takes the agents
+	// out.
+	if err := in.Inject(ctx, w, []uint16{8080}); err != nil {
+		t.Fatal(err)
+	}
+	rolledOut(t, admin, ns)
+	cfg := &action.Configuration{}
+	if err := cfg.Init(opts.Kube, opts.Namespace, "secret", func(string, ...any) {}); err != nil {
+		t.Fatal(err)
+	}
+	un := action.NewUninstall(cfg)
+	un.Wait, un.Timeout = true, 2*time.Minute
+	if _, err := un.Run(helm.ReleaseName); err != nil {
+		t.Fatalf("helm uninstall: %v", err)
+	}
+	checkRestored(t, admin, ns, orig, origHash)
+
+	// tether helm uninstall takes them out itself before the release.
+	opts = installChart(t, c, admin)
 	if err := in.Inject(ctx, w, []uint16{8080}); err != nil {
 		t.Fatal(err)
 	}
