@@ -168,8 +168,21 @@ func service(name string, target intstr.IntOrString) *corev1.Service {
 // targets its port by name.
 func startWeb(t *testing.T, admin kubernetes.Interface, ns string) *appsv1.Deployment {
 	t.Helper()
+	d := webDeployment()
+	ctx := context.Background()
+	if _, err := admin.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CoreV1().Services(ns).Create(ctx, service("web", intstr.FromString("http")), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return rolledOut(t, admin, ns)
+}
+
+// webDeployment runs the test app, its port named http.
+func webDeployment() *appsv1.Deployment {
 	labels := map[string]string{"app": "web"}
-	d := &appsv1.Deployment{
+	return &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: "web"},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To[int32](1),
@@ -187,14 +200,6 @@ func startWeb(t *testing.T, admin kubernetes.Interface, ns string) *appsv1.Deplo
 			},
 		},
 	}
-	ctx := context.Background()
-	if _, err := admin.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.CoreV1().Services(ns).Create(ctx, service("web", intstr.FromString("http")), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return rolledOut(t, admin, ns)
 }
 
 func deployment(t *testing.T, admin kubernetes.Interface, ns string) *appsv1.Deployment {
@@ -294,5 +299,65 @@ func checkRestored(t *testing.T, admin kubernetes.Interface, ns string, orig cor
 	pod := podOf(t, admin, ns)
 	if h := pod.Labels[appsv1.DefaultDeploymentUniqueLabelKey]; h != origHash || len(pod.Spec.Containers) != 1 {
 		t.Fatalf("pod %s of template %s with %d containers; want one of %s with the app alone", pod.Name, h, len(pod.Spec.Containers), origHash)
+	}
+}
+
+// A bare ReplicaSet does not roll out a changed template: its pods are
+// replaced, with an agent and again without.
+func TestInjectBareReplicaSetOnTheCluster(t *testing.T) {
+	c, admin, _ := labtest.Cluster(t)
+	labtest.Images(t)
+	ctx := context.Background()
+	opts := installChart(t, c, admin)
+	t.Cleanup(func() {
+		if err := helm.Uninstall(context.Background(), opts); err != nil {
+			t.Error(err)
+		}
+	})
+	ns := labtest.Namespace(t, admin)
+	d := webDeployment()
+	rs := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: appsv1.ReplicaSetSpec{Replicas: d.Spec.Replicas, Selector: d.Spec.Selector, Template: d.Spec.Template}}
+	created, err := admin.AppsV1().ReplicaSets(ns).Create(ctx, rs, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CoreV1().Services(ns).Create(ctx, service("web", intstr.FromString("http")), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	containers := func(want int) *corev1.Pod {
+		var pod *corev1.Pod
+		labtest.Eventually(t, fmt.Sprintf("one ready pod with %d containers", want), time.Minute, 250*time.Millisecond, func() error {
+			pods, err := admin.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+			if err != nil {
+				return err
+			}
+			if len(pods.Items) != 1 || len(pods.Items[0].Spec.Containers) != want || pods.Items[0].Status.Phase != corev1.PodRunning {
+				return fmt.Errorf("%d pods", len(pods.Items))
+			}
+			pod = &pods.Items[0]
+			return nil
+		})
+		return pod
+	}
+	before := containers(1)
+	in := inject.New(admin, helm.DefaultNamespace, slog.New(slog.NewTextHandler(os.Stderr, nil)))
+	w := manager.Workload{WorkloadRef: manager.WorkloadRef{Namespace: ns, Name: "web", Kind: inject.KindReplicaSet}}
+	if err := in.Inject(ctx, w, []uint16{8080}); err != nil {
+		t.Fatal(err)
+	}
+	if after := containers(2); after.Name == before.Name || after.Spec.Containers[1].Name != inject.ContainerName {
+		t.Fatalf("pod %s with %s, want a new pod with the agent", after.Name, after.Spec.Containers[1].Name)
+	}
+	if err := in.RemoveAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	containers(1)
+	got, err := admin.AppsV1().ReplicaSets(ns).Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !apiequality.Semantic.DeepEqual(got.Spec.Template, created.Spec.Template) {
+		t.Fatalf("pod template\n%+v\nwant\n%+v", got.Spec.Template, created.Spec.Template)
 	}
 }
