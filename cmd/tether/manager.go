@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"net/netip"
 	"strconv"
 	"time"
@@ -228,6 +229,7 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 	f.String("agent-image", "", "webhook.agentImage: the injected agents' image, the manager's own (needed with webhook.port)")
 	f.String("agent-image-pull-policy", string(corev1.PullIfNotPresent), "webhook.agentImagePullPolicy: the injected agents' imagePullPolicy")
 	f.String("agent-manager", "", "webhook.agentManager: the manager's address (host:port) injected agents dial, e.g. traffic-manager.tether.svc:8081 (needed with webhook.port)")
+	f.String("agent-ca-file", "", "webhook.agentCAFile: the CA (PEM) that issued the manager's TLS certificate, which injected agents verify it with; empty: agents talk plaintext")
 	for _, l := range managerLimits {
 		f.Int(l.flag, l.def, l.key+": "+l.usage)
 	}
@@ -243,7 +245,7 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 		"grpc.insecureListenAny": "insecure-listen-any", "kube.config": "kubeconfig", "kube.watchRules": "watch-configmap",
 		"grpc.keepaliveTime": "keepalive-time", "grpc.keepaliveTimeout": "keepalive-timeout",
 		"webhook.port": "webhook-port", "webhook.agentImage": "agent-image", "webhook.agentImagePullPolicy": "agent-image-pull-policy",
-		"webhook.agentManager": "agent-manager",
+		"webhook.agentManager": "agent-manager", "webhook.agentCAFile": "agent-ca-file",
 	}
 	for _, l := range managerLimits {
 		keys[l.key] = l.flag
@@ -376,6 +378,16 @@ func startInjector(ctx context.Context, c *config, kc kubernetes.Interface, log 
 		if v == "" {
 			return nil, nil, c.errorf(key, "is needed with webhook.port: injected agents run the manager's image and dial its Service")
 		}
+	}
+	if f := c.GetString("webhook.agentCAFile"); f != "" {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return nil, nil, c.errorf("webhook.agentCAFile", "%v", err)
+		}
+		if _, err := tunnel.ClientTLS(pem); err != nil {
+			return nil, nil, c.errorf("webhook.agentCAFile", "%s: %v", f, err)
+		}
+		agent.CA = pem
 	}
 	switch agent.PullPolicy {
 	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:

@@ -24,6 +24,10 @@ const (
 	// AnnotationWorkload on a pod template names the workload (its
 	// namespace is the pod's): the agent's --workload.
 	AnnotationWorkload = "tether.dev/workload"
+	// AnnotationManagerCA on a pod holds the CA that verifies the
+	// manager's TLS certificate, which the agent reads as a file (the
+	// downward API): a volume cannot come from the manager's namespace.
+	AnnotationManagerCA = "tether.dev/manager-ca"
 	// LabelInjected on a workload marks it for RemoveAll.
 	LabelInjected = "tether.dev/injected"
 	// AnnotationRestore on a workload holds the JSON merge patch of its pod
@@ -58,6 +62,8 @@ type Agent struct {
 	PullPolicy corev1.PullPolicy
 	// Manager is the traffic manager's gRPC address, host:port.
 	Manager string
+	// CA (PEM) verifies the manager's TLS certificate; nil: plaintext.
+	CA []byte
 }
 
 // PatchOp is one JSON patch (RFC 6902) operation.
@@ -202,7 +208,10 @@ func (a Agent) Mutate(pod *corev1.Pod, namespace string) ([]PatchOp, error) {
 		}
 		ops = append(ops, PatchOp{Op: "add", Path: "/spec/containers/-", Value: c})
 	}
-	vol := tokenVolumeSpec()
+	vol := a.volume()
+	if a.CA != nil {
+		ops = append(ops, PatchOp{Op: "add", Path: "/metadata/annotations/" + strings.ReplaceAll(AnnotationManagerCA, "/", "~1"), Value: string(a.CA)})
+	}
 	if pod.Spec.Volumes == nil {
 		ops = append(ops, PatchOp{Op: "add", Path: "/spec/volumes", Value: []corev1.Volume{vol}})
 	} else {
@@ -220,9 +229,7 @@ func (a Agent) container(name, workload string, t takeover) corev1.Container {
 		Name:            name,
 		Image:           a.Image,
 		ImagePullPolicy: a.PullPolicy,
-		Args: []string{"agent", "--manager", a.Manager, "--workload", workload, "--port", port,
-			"--app", "127.0.0.1:" + port, "--listen", ":" + strconv.Itoa(int(t.agentPort)),
-			"--token-file", TokenDir + "/token"},
+		Args: a.args(workload, port, t.agentPort),
 		Ports: []corev1.ContainerPort{{Name: t.app.Name, ContainerPort: t.agentPort, Protocol: corev1.ProtocolTCP}},
 		// Ready once it listens: the Service sends nothing to it before.
 		ReadinessProbe: &corev1.Probe{
@@ -249,12 +256,28 @@ func (a Agent) container(name, workload string, t takeover) corev1.Container {
 	}
 }
 
-// tokenVolumeSpec is the agent's projected service-account token, for the
-// manager's TokenReview only (its own audience), rotated by the kubelet.
-func tokenVolumeSpec() corev1.Volume {
-	return corev1.Volume{Name: tokenVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
-		Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
-			Audience: TokenAudience, ExpirationSeconds: ptr.To[int64](tokenExpiration), Path: "token",
-		}}},
+func (a Agent) args(workload, port string, agentPort int32) []string {
+	args := []string{"agent", "--manager", a.Manager, "--workload", workload, "--port", port,
+		"--app", "127.0.0.1:" + port, "--listen", ":" + strconv.Itoa(int(agentPort)),
+		"--token-file", TokenDir + "/token"}
+	if a.CA != nil {
+		args = append(args, "--ca-file", TokenDir+"/ca.crt")
+	}
+	return args
+}
+
+// volume is the agent's projected service-account token, for the
+// manager's TokenReview only (its own audience), rotated by the kubelet;
+// with TLS also the CA of the manager's certificate, from the pod's
+// annotation.
+func (a Agent) volume() corev1.Volume {
+	sources := []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+		Audience: TokenAudience, ExpirationSeconds: ptr.To[int64](tokenExpiration), Path: "token",
 	}}}
+	if a.CA != nil {
+		sources = append(sources, corev1.VolumeProjection{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{{
+			Path: "ca.crt", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations['" + AnnotationManagerCA + "']"},
+		}}}})
+	}
+	return corev1.Volume{Name: tokenVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: sources}}}
 }

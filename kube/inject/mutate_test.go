@@ -223,6 +223,35 @@ func TestMutatePodUser(t *testing.T) {
 	}
 }
 
+// With a CA the agent verifies the manager's TLS certificate: the CA
+// reaches it through the pod's annotation and the downward API, beside
+// the token.
+func TestMutateWithCA(t *testing.T) {
+	a := testAgent
+	a.CA = []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+	pod := appPod("8080", corev1.ContainerPort{Name: "http", ContainerPort: 8080})
+	ops, err := a.Mutate(pod, "shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := mutated(t, pod, ops)
+	if got.Annotations[AnnotationManagerCA] != string(a.CA) || got.Annotations[AnnotationPorts] != "8080" {
+		t.Fatalf("annotations %v", got.Annotations)
+	}
+	agent := container(got, ContainerName)
+	if n := len(agent.Args); n < 2 || agent.Args[n-2] != "--ca-file" || agent.Args[n-1] != TokenDir+"/ca.crt" {
+		t.Fatalf("args %q", agent.Args)
+	}
+	src := got.Spec.Volumes[0].Projected.Sources
+	if len(src) != 2 || src[1].DownwardAPI == nil || src[1].DownwardAPI.Items[0].Path != "ca.crt" ||
+		src[1].DownwardAPI.Items[0].FieldRef.FieldPath != "metadata.annotations['"+AnnotationManagerCA+"']" {
+		t.Fatalf("projected sources %+v", src)
+	}
+	if again, err := a.Mutate(got, "shop"); err != nil || len(again) != 0 {
+		t.Fatalf("second mutation: %+v %v", again, err)
+	}
+}
+
 // A pod with volumes of its own gets the token volume appended.
 func TestMutateAppendsVolume(t *testing.T) {
 	pod := appPod("8080", corev1.ContainerPort{Name: "http", ContainerPort: 8080})
