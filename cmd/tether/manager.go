@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"net/netip"
+	"os"
 	"strconv"
 	"time"
 

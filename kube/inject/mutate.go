@@ -229,8 +229,8 @@ func (a Agent) container(name, workload string, t takeover) corev1.Container {
 		Name:            name,
 		Image:           a.Image,
 		ImagePullPolicy: a.PullPolicy,
-		Args: a.args(workload, port, t.agentPort),
-		Ports: []corev1.ContainerPort{{Name: t.app.Name, ContainerPort: t.agentPort, Protocol: corev1.ProtocolTCP}},
+		Args:            a.args(workload, port, t.agentPort),
+		Ports:           []corev1.ContainerPort{{Name: t.app.Name, ContainerPort: t.agentPort, Protocol: corev1.ProtocolTCP}},
 		// Ready once it listens: the Service sends nothing to it before.
 		ReadinessProbe: &corev1.Probe{
 			ProbeHandler:  corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(t.agentPort)}},
