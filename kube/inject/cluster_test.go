@@ -69,8 +69,16 @@ func TestInjectAndRemoveOnTheCluster(t *testing.T) {
 		t.Fatalf("check: %v", err)
 	}
 
-	if err := in.Inject(ctx, w, []uint16{8080}); err != nil {
-		t.Fatal(err)
+	// Two intercepts at once: both patches are conditional, and the
+	// loser finds the template marked.
+	errc := make(chan error, 2)
+	for range 2 {
+		go func() { errc <- in.Inject(ctx, w, []uint16{8080}) }()
+	}
+	for range 2 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
 	}
 	injected := rolledOut(t, admin, ns)
 	checkInjected(t, c, admin, ns)

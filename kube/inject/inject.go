@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/tether-dev/tether/manager"
 )
@@ -166,15 +167,37 @@ func (in *Injector) Inject(ctx context.Context, w manager.Workload, ports []uint
 	if err := in.Check(ctx, w, ports); err != nil {
 		return err
 	}
-	o, err := in.get(ctx, w.WorkloadRef)
-	if err != nil {
+	// Two intercepts of one workload may mark it at once: the patch is
+	// conditional on what was read, and the loser reads again.
+	var o object
+	var all []uint16
+	var changed bool
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() (err error) {
+		if o, err = in.get(ctx, w.WorkloadRef); err != nil {
+			return err
+		}
+		all, changed, err = in.mark(ctx, o, w, ports)
+		return err
+	})
+	if err != nil || !changed {
 		return err
 	}
+	in.log.Info("agent injection: workload rolls out", "workload", w.Key(), "kind", o.kind, "ports", all)
+	if o.kind == KindReplicaSet {
+		return in.replacePods(ctx, w.Namespace, o.selector, w.Name)
+	}
+	return nil
+}
+
+// mark patches o's pod template with the marks for ports and those it
+// has, if it lacks one, and records the original values on the first
+// mark. The patch fails with a conflict when o changed since it was read.
+func (in *Injector) mark(ctx context.Context, o object, w manager.Workload, ports []uint16) ([]uint16, bool, error) {
 	all := slices.Clone(ports)
 	if have, ok := o.tmpl.Annotations[AnnotationPorts]; ok {
 		old, err := parsePorts(have)
 		if err != nil {
-			return fmt.Errorf("%s %s: %w", o.kind, w.Key(), err)
+			return nil, false, fmt.Errorf("%s %s: %w", o.kind, w.Key(), err)
 		}
 		all = append(all, old...)
 	}
@@ -185,26 +208,25 @@ func (in *Injector) Inject(ctx context.Context, w manager.Workload, ports []uint
 		"annotations": {AnnotationPorts: formatPorts(all), AnnotationWorkload: w.Name},
 	}
 	if o.tmpl.Labels[LabelAgent] == "enabled" && o.tmpl.Annotations[AnnotationPorts] == formatPorts(all) && o.tmpl.Annotations[AnnotationWorkload] == w.Name {
-		return nil
+		return all, false, nil
 	}
 	meta := map[string]any{"resourceVersion": o.meta.ResourceVersion}
 	if _, marked := o.meta.Annotations[AnnotationRestore]; !marked {
 		restore, err := json.Marshal(restorePatch(o.tmpl, marks))
 		if err != nil {
-			return err
+			return nil, false, err
 		}
 		meta["labels"] = map[string]string{LabelInjected: "true"}
 		meta["annotations"] = map[string]string{AnnotationRestore: string(restore)}
 	}
 	patch := map[string]any{"metadata": meta, "spec": map[string]any{"template": map[string]any{"metadata": marks}}}
 	if err := in.patch(ctx, o.kind, w.Namespace, w.Name, patch); err != nil {
-		return fmt.Errorf("mark the pod template of %s %s for its agent: %w", o.kind, w.Key(), err)
+		if apierrors.IsConflict(err) {
+			return nil, false, err
+		}
+		return nil, false, fmt.Errorf("mark the pod template of %s %s for its agent: %w", o.kind, w.Key(), err)
 	}
-	in.log.Info("agent injection: workload rolls out", "workload", w.Key(), "kind", o.kind, "ports", all)
-	if o.kind == KindReplicaSet {
-		return in.replacePods(ctx, w.Namespace, o.selector, w.Name)
-	}
-	return nil
+	return all, true, nil
 }
 
 // restorePatch is the merge patch of a pod template's metadata that gives
@@ -313,7 +335,7 @@ func RemoveAll(ctx context.Context, client kubernetes.Interface, log *slog.Logge
 	var errs []error
 	var restored []string
 	for _, o := range marked {
-		if err := in.restore(ctx, o); err != nil {
+		if err := in.restoreFresh(ctx, o); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -322,6 +344,7 @@ func RemoveAll(ctx context.Context, client kubernetes.Interface, log *slog.Logge
 	return restored, errors.Join(errs...)
 }
 
+// restore patches o back, conditional on the version read.
 func (in *Injector) restore(ctx context.Context, o object) error {
 	key := o.meta.Namespace + "/" + o.meta.Name
 	var tmplMeta json.RawMessage = []byte("{}")
@@ -339,7 +362,25 @@ func (in *Injector) restore(ctx context.Context, o object) error {
 		},
 		"spec": map[string]any{"template": map[string]any{"metadata": tmplMeta}},
 	}
-	if err := in.patch(ctx, o.kind, o.meta.Namespace, o.meta.Name, patch); err != nil {
+	return in.patch(ctx, o.kind, o.meta.Namespace, o.meta.Name, patch)
+}
+
+// restoreFresh restores o, reading it again when it changed since it was
+// listed (a conflict).
+func (in *Injector) restoreFresh(ctx context.Context, o object) error {
+	key := o.meta.Namespace + "/" + o.meta.Name
+	first := true
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if !first {
+			var err error
+			if o, err = in.get(ctx, manager.WorkloadRef{Namespace: o.meta.Namespace, Name: o.meta.Name, Kind: o.kind}); err != nil {
+				return err
+			}
+		}
+		first = false
+		return in.restore(ctx, o)
+	})
+	if err != nil {
 		return fmt.Errorf("restore the pod template of %s %s: %w", o.kind, key, err)
 	}
 	in.log.Info("agent removed: workload rolls back", "workload", key, "kind", o.kind)
