@@ -30,7 +30,9 @@ import (
 	"github.com/tether-dev/tether/manager"
 )
 
-func TestMain(m *testing.M) { labtest.Main(m, "/tmp/tether-kubelab-kube-inject") }
+func TestMain(m *testing.M) {
+	labtest.Main(m, "/tmp/tether-kubelab-kube-inject", "pause.tar", "testapp.tar", "tether.tar")
+}
 
 // The chart's manager injects the agent into a real Deployment and takes
 // it out again: the webhook adds tether-agent with the Service's port
@@ -41,7 +43,6 @@ func TestMain(m *testing.M) { labtest.Main(m, "/tmp/tether-kubelab-kube-inject")
 // pre-delete hook.
 func TestInjectAndRemoveOnTheCluster(t *testing.T) {
 	c, admin, _ := labtest.Cluster(t)
-	labtest.Images(t)
 	ctx := context.Background()
 	opts := installChart(t, c, admin)
 
@@ -314,7 +315,6 @@ func checkRestored(t *testing.T, admin kubernetes.Interface, ns string, orig cor
 // replaced, with an agent and again without.
 func TestInjectBareReplicaSetOnTheCluster(t *testing.T) {
 	c, admin, _ := labtest.Cluster(t)
-	labtest.Images(t)
 	ctx := context.Background()
 	opts := installChart(t, c, admin)
 	t.Cleanup(func() {

@@ -27,24 +27,23 @@ var (
 	admin      kubernetes.Interface
 	adminREST  *rest.Config
 	skipReason string
-	// noImages says why the cluster has not the images of make image,
-	// empty when it has.
-	noImages string
 )
 
 // Main runs m's tests with a cluster in dir (KUBELAB_TEST_DIR wins), bins
-// from KUBELAB_BINS or ../../bin/kube, and the images of make image from
-// KUBELAB_IMAGES or ../../bin/image when they are there (see Images).
-// Call it from TestMain.
-func Main(m *testing.M, dir string) {
+// from KUBELAB_BINS or ../../bin/kube, and the OCI tarballs named by images
+// (e.g. "pause.tar": every pod needs it) from KUBELAB_IMAGES or
+// ../../bin/image imported into the node. Call it from TestMain.
+func Main(m *testing.M, dir string, images ...string) {
 	flag.Parse()
-	os.Exit(run(m, dir))
+	os.Exit(run(m, dir, images))
 }
 
-func run(m *testing.M, dir string) int {
-	bins := os.Getenv("KUBELAB_BINS")
-	if bins == "" {
-		bins = "../../bin/kube"
+func run(m *testing.M, dir string, images []string) int {
+	bins := envOr("KUBELAB_BINS", "../../bin/kube")
+	imageDir := envOr("KUBELAB_IMAGES", "../../bin/image")
+	var tars []string
+	for _, img := range images {
+		tars = append(tars, filepath.Join(imageDir, img))
 	}
 	switch {
 	case os.Geteuid() != 0:
@@ -54,6 +53,12 @@ func run(m *testing.M, dir string) int {
 	case len(kubelab.MissingBinaries(bins)) > 0:
 		skipReason = fmt.Sprintf("the test cluster's binaries (%s) are missing in %s: run make kube-bins",
 			strings.Join(kubelab.MissingBinaries(bins), ", "), bins)
+	default:
+		for _, tar := range tars {
+			if _, err := os.Stat(tar); err != nil {
+				skipReason = fmt.Sprintf("the test cluster's image %s is missing: run make image (make test does it as root)", tar)
+			}
+		}
 	}
 	if skipReason != "" {
 		return m.Run()
@@ -71,20 +76,6 @@ func run(m *testing.M, dir string) int {
 		return 1
 	}
 	defer unlock()
-	images := os.Getenv("KUBELAB_IMAGES")
-	if images == "" {
-		images = "../../bin/image"
-	}
-	var tars []string
-	for _, name := range []string{"pause.tar", "testapp.tar", "tether.tar"} {
-		tar := filepath.Join(images, name)
-		if _, err := os.Stat(tar); err != nil {
-			noImages = fmt.Sprintf("the test cluster's image %s is missing: run make image", tar)
-			tars = nil
-			break
-		}
-		tars = append(tars, tar)
-	}
 	c, err := kubelab.Up(context.Background(), kubelab.Options{Dir: dir, Bins: bins, Images: tars, Log: os.Stderr})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -110,6 +101,13 @@ func run(m *testing.M, dir string) int {
 	return code
 }
 
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
 // Cluster returns the cluster and its admin's client, or skips t saying
 // why there is none.
 func Cluster(t *testing.T) (*kubelab.Cluster, kubernetes.Interface, *rest.Config) {
@@ -118,15 +116,6 @@ func Cluster(t *testing.T) (*kubelab.Cluster, kubernetes.Interface, *rest.Config
 		t.Skip(skipReason)
 	}
 	return cluster, admin, rest.CopyConfig(adminREST)
-}
-
-// Images skips t when the cluster runs without the images of make image
-// (tether.local/tether:dev, tether.local/testapp:dev), saying why.
-func Images(t *testing.T) {
-	t.Helper()
-	if noImages != "" {
-		t.Skip(noImages)
-	}
 }
 
 // Namespace creates a namespace named after the test, deleted after it.
