@@ -286,3 +286,12 @@ func (d *Daemon) Revoke(ctx context.Context, req *pbm.RevokeInterceptRequest) (*
 	}
 	return pbm.NewManagerClient(s.cc).RevokeIntercept(ctx, req)
 }
+
+// RemoveAgents implements pb.DaemonServer.
+func (d *Daemon) RemoveAgents(ctx context.Context, req *pbm.RemoveAgentsRequest) (*pbm.RemoveAgentsResponse, error) {
+	s, err := d.sessionOrErr()
+	if err != nil {
+		return nil, err
+	}
+	return pbm.NewManagerClient(s.cc).RemoveAgents(ctx, req)
+}

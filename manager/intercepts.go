@@ -55,7 +55,10 @@ const inboundDialTimeout = 5 * time.Second
 
 // CreateIntercept implements pb.ManagerServer. Checking conflicts and
 // creating or superseding happen under one lock: two users racing for the
-// same workload cannot both win.
+// same workload cannot both win. With an Injector, a workload whose pods
+// cannot take an agent is refused before anything changes, and a new
+// intercept's agents are injected (a rollout); until they watch, the
+// intercept waits for them as for agents started by hand.
 func (s *Server) CreateIntercept(ctx context.Context, req *pb.CreateInterceptRequest) (*pb.InterceptInfo, error) {
 	sess, err := s.authenticate(ctx)
 	if err != nil {
@@ -72,23 +75,41 @@ func (s *Server) CreateIntercept(ctx context.Context, req *pb.CreateInterceptReq
 	if err := s.mayCreate(ctx, sess, spec.Workload); err != nil {
 		return nil, err
 	}
+	// Resolve (Workloads) gives the cluster's view of it.
+	w := Workload{WorkloadRef: workloadRef(spec.Workload)}
+	if err := s.checkAgents(ctx, w, spec); err != nil {
+		return nil, err
+	}
+	x, info, err := s.addIntercept(sess, spec, ci)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.injectAgents(ctx, w, x); err != nil {
+		return nil, err
+	}
+	return info, nil
+}
+
+// addIntercept creates sess's intercept of spec, or refuses it: checking
+// conflicts and creating or superseding happen under one lock.
+func (s *Server) addIntercept(sess *session, spec *pb.InterceptSpec, ci conflict.Intercept) (*intercept, *pb.InterceptInfo, error) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sessions[sess.id] != sess {
-		return nil, status.Error(codes.NotFound, "the session ended")
+		return nil, nil, status.Error(codes.NotFound, "the session ended")
 	}
 	ports := s.coveredPortsLocked(spec)
 	if len(ports) == 0 {
-		return nil, status.Errorf(codes.FailedPrecondition, "replace intercept %q covers no port: no agent of %s has declared its ports; give --port or --to-port, or start the workload's agents first", spec.Name, spec.Workload)
+		return nil, nil, status.Errorf(codes.FailedPrecondition, "replace intercept %q covers no port: no agent of %s has declared its ports; give --port or --to-port, or start the workload's agents first", spec.Name, spec.Workload)
 	}
 	for _, x := range s.intercepts {
 		if x.owner == sess && x.spec.Name == spec.Name {
-			return nil, status.Errorf(codes.AlreadyExists, "you already have an intercept named %q", spec.Name)
+			return nil, nil, status.Errorf(codes.AlreadyExists, "you already have an intercept named %q", spec.Name)
 		}
 	}
 	if err := s.interceptLimitLocked(sess); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	id := rand.Text()
 	var superseded []string // messages, by position in olds
@@ -104,7 +125,7 @@ func (s *Server) CreateIntercept(ctx context.Context, req *pb.CreateInterceptReq
 		idle, blocks := s.idle(x.owner, now)
 		if x.owner == sess || blocks {
 			s.metrics.conflicts.WithLabelValues(conflictRefused).Inc()
-			return nil, status.Error(codes.FailedPrecondition, s.blockedMessage(spec, x, ex, why, idle, now))
+			return nil, nil, status.Error(codes.FailedPrecondition, s.blockedMessage(spec, x, ex, why, idle, now))
 		}
 		olds = append(olds, x)
 		inactive := fmt.Sprintf("you were inactive for %s, longer than intercept.inactiveBlockTimeout (%s)", idle.Round(time.Second), s.rules.InactiveBlockTimeout)
@@ -126,7 +147,7 @@ func (s *Server) CreateIntercept(ctx context.Context, req *pb.CreateInterceptReq
 	s.log.Info("intercept created", "intercept", x.id, "name", spec.Name, "user", sess.user, "workload", spec.Workload, "port", spec.Port, "kind", spec.Kind, "ports", ports)
 	notify(sess.changed)
 	s.notifyAgentsLocked(spec.Workload)
-	return s.infoLocked(x, now), nil
+	return x, s.infoLocked(x, now), nil
 }
 
 // mayCreate checks, when a policy is set, that sess's user may create

@@ -73,6 +73,9 @@ type Config struct {
 	ClusterDomain string
 	// Limits bound sessions, flows, intercepts and notices (limits.*).
 	Limits Limits
+	// Injector puts agents into intercepted workloads' pods (webhook.port);
+	// nil in the namespace lab, where agents are started by hand.
+	Injector Injector
 	// Now is the manager's clock; time.Now when nil. Tests inject one.
 	Now func() time.Time
 	Log *slog.Logger
@@ -140,6 +143,7 @@ type Server struct {
 	resolver      *net.Resolver
 
 	authz     rbac.Authorizer // nil: revoke disabled
+	injector  Injector        // nil: agents started by hand
 	namespace string          // manager.namespace, where the traffic-manager configmap lives
 }
 
@@ -230,6 +234,7 @@ func New(cfg Config) (*Server, error) {
 		subnetsChanged: make(chan struct{}),
 		clusterDomain:  strings.Trim(cmp.Or(cfg.ClusterDomain, DefaultClusterDomain), "."),
 		authz:          cfg.Authorizer,
+		injector:       cfg.Injector,
 		dnsDomains:     cfg.DNSDomains,
 		dnsSearch:      cfg.DNSSearch,
 		resolver:       newResolver(cfg.DNSServer),

@@ -25,6 +25,9 @@ func TestDependencyDirection(t *testing.T) {
 		"internal/grpcproxy": {mod + "kube", "k8s.io/client-go", mod + "daemon", mod + "manager"},
 		// The wire contract is imported by every side and imports none.
 		"wire": {"google.golang.org/grpc", mod + "rpc", mod + "manager", mod + "daemon", mod + "agent", mod + "tunnel", mod + "internal"},
+		// The agent injector is a Kubernetes adapter of the manager's
+		// Injector: no Helm SDK, nothing of the laptop's side.
+		"kube/inject": {"helm.sh", mod + "daemon", mod + "vif", mod + "platform", mod + "agent"},
 	}
 	// The rules never see Kubernetes: its adapters (kube/...) implement
 	// the rules' interfaces, and the Helm SDK serves only `tether helm`.

@@ -109,12 +109,12 @@ func newHelmUpgradeCmd(g *globals) *cobra.Command {
 func newHelmUninstallCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "uninstall",
-		Short: "Remove the traffic manager and its roles from the cluster",
+		Short: "Take the injected agents out (workloads roll back), then remove the traffic manager and its roles from the cluster",
 		Args:  cobra.NoArgs,
 	}
 	h := addHelmFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		return helm.Uninstall(h.options(cmd, g))
+		return helm.Uninstall(cmd.Context(), h.options(cmd, g))
 	}
 	return cmd
 }

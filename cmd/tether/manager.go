@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"time"
 
@@ -14,9 +16,12 @@ import (
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/tether-dev/tether/kube"
 	kubeauth "github.com/tether-dev/tether/kube/auth"
+	"github.com/tether-dev/tether/kube/inject"
 	kubesubnets "github.com/tether-dev/tether/kube/subnets"
 	"github.com/tether-dev/tether/manager"
 	"github.com/tether-dev/tether/manager/rbac"
@@ -124,13 +129,18 @@ func newManagerCmd(g *globals) *cobra.Command {
 				}
 				return errors.New("subnets: with kube.discoverSubnets false, give the cluster's networks (--subnet CIDR, repeatable)")
 			}
+			injector, stopWebhook, err := startInjector(cmd.Context(), v, kc, log)
+			if err != nil {
+				return err
+			}
+			defer stopWebhook()
 			mgr, err := manager.New(manager.Config{
 				Subnets: subnets, DiscoverSubnets: discover, ClusterDomain: v.GetString("dns.clusterDomain"),
 				DialTimeout:    durations["tunnel.dialTimeout"],
 				UDPIdleTimeout: durations["tunnel.udpIdleTimeout"], Log: log, Authenticator: authn,
 				Authorizer: authz, Namespace: v.GetString("manager.namespace"),
 				DNSDomains: v.GetStringSlice("dns.domains"), DNSServer: v.GetString("dns.server"),
-				DNSSearch: v.GetStringSlice("dns.search"), Limits: settings.limits,
+				DNSSearch: v.GetStringSlice("dns.search"), Limits: settings.limits, Injector: injector,
 				Rules: manager.Rules{
 					ConnectionTTL:        durations["grpc.connectionTTL"],
 					InactiveBlockTimeout: durations["intercept.inactiveBlockTimeout"],
@@ -238,6 +248,11 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 	f.String("report-interval", manager.DefaultRules.ReportInterval.String(), "activity.reportInterval: how often daemons report")
 	f.String("keepalive-time", tunnel.DefaultKeepalive.Time.String(), "grpc.keepaliveTime: ping a client connection silent for this long (at least 1s)")
 	f.String("keepalive-timeout", tunnel.DefaultKeepalive.Timeout.String(), "grpc.keepaliveTimeout: close a connection whose ping is unanswered for this long, ending its sessions' streams")
+	f.Int("webhook-port", 0, "webhook.port: serve the agent injector (a mutating admission webhook, HTTPS) on this port and inject agents into intercepted workloads (the chart sets it; needs the manager's Kubernetes credentials); 0: agents are started by hand")
+	f.String("agent-image", "", "webhook.agentImage: the injected agents' image, the manager's own (needed with webhook.port)")
+	f.String("agent-image-pull-policy", string(corev1.PullIfNotPresent), "webhook.agentImagePullPolicy: the injected agents' imagePullPolicy")
+	f.String("agent-manager", "", "webhook.agentManager: the manager's address (host:port) injected agents dial, e.g. traffic-manager.tether.svc:8081 (needed with webhook.port)")
+	f.String("agent-ca-file", "", "webhook.agentCAFile: the CA (PEM) that issued the manager's TLS certificate, which injected agents verify it with; empty: agents talk plaintext")
 	for _, l := range managerLimits {
 		f.Int(l.flag, l.def, l.key+": "+l.usage)
 	}
@@ -253,6 +268,8 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 		"grpc.insecureListenAny": "insecure-listen-any", "kube.config": "kubeconfig", "kube.watchRules": "watch-configmap",
 		"kube.discoverSubnets": "discover-subnets", "dns.clusterDomain": "cluster-domain",
 		"grpc.keepaliveTime": "keepalive-time", "grpc.keepaliveTimeout": "keepalive-timeout",
+		"webhook.port": "webhook-port", "webhook.agentImage": "agent-image", "webhook.agentImagePullPolicy": "agent-image-pull-policy",
+		"webhook.agentManager": "agent-manager", "webhook.agentCAFile": "agent-ca-file",
 	}
 	for _, l := range managerLimits {
 		keys[l.key] = l.flag
@@ -366,4 +383,53 @@ func managerListen(c *config) (string, error) {
 		return addr, nil
 	}
 	return "", c.errorf("listen", "%s is not a loopback address, and without auth.tokenFile (--token-file) anyone who reaches the manager may call it as any user or agent; give auth.tokenFile, or grpc.insecureListenAny (--insecure-listen-any) for a lab network", addr)
+}
+
+// startInjector serves the agent injector's webhook when webhook.port is
+// set, and returns the manager's Injector (nil without it) and what stops
+// the webhook and waits for it.
+func startInjector(ctx context.Context, c *config, kc kubernetes.Interface, log *slog.Logger) (manager.Injector, func(), error) {
+	port := c.GetInt("webhook.port")
+	if port == 0 {
+		return nil, func() {}, nil
+	}
+	if kc == nil {
+		return nil, nil, c.errorf("webhook.port", "needs the manager's Kubernetes credentials: run it in a pod, or give kube.config (--kubeconfig)")
+	}
+	agent := inject.Agent{Image: c.GetString("webhook.agentImage"), PullPolicy: corev1.PullPolicy(c.GetString("webhook.agentImagePullPolicy")),
+		Manager: c.GetString("webhook.agentManager")}
+	for key, v := range map[string]string{"webhook.agentImage": agent.Image, "webhook.agentManager": agent.Manager} {
+		if v == "" {
+			return nil, nil, c.errorf(key, "is needed with webhook.port: injected agents run the manager's image and dial its Service")
+		}
+	}
+	if f := c.GetString("webhook.agentCAFile"); f != "" {
+		pem, err := os.ReadFile(f)
+		if err != nil {
+			return nil, nil, c.errorf("webhook.agentCAFile", "%v", err)
+		}
+		if _, err := tunnel.ClientTLS(pem); err != nil {
+			return nil, nil, c.errorf("webhook.agentCAFile", "%s: %v", f, err)
+		}
+		agent.CA = pem
+	}
+	switch agent.PullPolicy {
+	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		return nil, nil, c.errorf("webhook.agentImagePullPolicy", "%q is not Always, IfNotPresent or Never", agent.PullPolicy)
+	}
+	ns := c.GetString("manager.namespace")
+	wh, err := inject.NewWebhook(kc, ns, ":"+strconv.Itoa(port), agent, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := wh.Run(wctx); err != nil {
+			log.Error("agent injector stopped", "component", "webhook", "error", err)
+		}
+	}()
+	return inject.New(kc, ns, log), func() { cancel(); <-done }, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +23,7 @@ import (
 // `tether manager --auth-mode kubernetes` asks the API server: a token is
 // who TokenReview says, an unknown one is refused, and revoke is decided
 // by SubjectAccessReview (system:masters may, a bare service account may
-// not, and is told what it misses).
+// not, and is told what it misses), as is the removal of every agent.
 func TestManagerAuthModeKubernetes(t *testing.T) {
 	admin := apitest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -38,8 +39,17 @@ func TestManagerAuthModeKubernetes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// With the agent injector (its webhook configuration is not there:
+	// the manager says so and serves on).
+	whl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, whPort, _ := net.SplitHostPort(whl.Addr().String())
+	whl.Close()
 	cc := runManager(t, "--auth-mode", "kubernetes", "--kubeconfig", apitest.Kubeconfig(t, admin), "--namespace", "tools",
-		"--auth-cache-ttl", "100ms", "--subnet", "198.18.64.0/18", "--log-level", "error")
+		"--auth-cache-ttl", "100ms", "--subnet", "198.18.64.0/18", "--log-level", "error",
+		"--webhook-port", whPort, "--agent-image", "tether.local/tether:dev", "--agent-manager", "traffic-manager.tools.svc:8081")
 	c := pb.NewManagerClient(cc)
 	arrive := func(token string) (context.Context, *pb.ArriveResponse, error) {
 		tctx := metadata.AppendToOutgoingContext(ctx, wire.MDAuthorization, "Bearer "+token)
@@ -85,5 +95,16 @@ func TestManagerAuthModeKubernetes(t *testing.T) {
 	}
 	if err := revoke(adminCtx); status.Code(err) != codes.NotFound {
 		t.Fatalf("the admin's revoke = %v, want NotFound (allowed; no such intercept)", err)
+	}
+	// tether uninstall --agents is decided as revoke is.
+	removeAgents := func(ctx context.Context) error {
+		_, err := c.RemoveAgents(ctx, &pb.RemoveAgentsRequest{})
+		return err
+	}
+	if err := removeAgents(devCtx); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), want) {
+		t.Fatalf("the service account's agent removal = %v, want PermissionDenied naming %s", err, want)
+	}
+	if err := removeAgents(adminCtx); err != nil {
+		t.Fatalf("the admin's agent removal = %v, want done (no workload had an agent)", err)
 	}
 }

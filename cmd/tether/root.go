@@ -50,7 +50,7 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.pprofAddr, "pprof", "", "serve Go's profiler on this address (daemon and manager), e.g. 127.0.0.1:6060")
 	root.AddCommand(
 		newLogsCmd(g), newConfigCmd(),
-		newDaemonCmd(g), newConnectCmd(g), newStatusCmd(g), newQuitCmd(g), newSessionsCmd(g), newInterceptCmd(g), newLeaveCmd(g), newListCmd(g), newRevokeCmd(g), newManagerCmd(g), newAgentCmd(g), newVersionCmd(g), newHelmCmd(g), newForwardCmd(g),
+		newDaemonCmd(g), newConnectCmd(g), newStatusCmd(g), newQuitCmd(g), newSessionsCmd(g), newInterceptCmd(g), newLeaveCmd(g), newListCmd(g), newRevokeCmd(g), newUninstallCmd(g), newManagerCmd(g), newAgentCmd(g), newVersionCmd(g), newHelmCmd(g), newForwardCmd(g),
 	)
 	return root
 }

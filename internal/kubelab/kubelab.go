@@ -276,6 +276,9 @@ func (c *Cluster) apiserverArgs() []string {
 		"--service-account-key-file", pki("sa.pub"), "--service-account-signing-key-file", pki("sa.key"),
 		"--allow-privileged=true", "--kubelet-preferred-address-types", "InternalIP",
 		"--profiling=false",
+		// Webhooks (the agent injector) are called at their Service's
+		// endpoints: the node's namespace has no route to ClusterIPs.
+		"--enable-aggregator-routing=true",
 	}
 }
 

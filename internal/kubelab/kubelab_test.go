@@ -413,8 +413,9 @@ spec:
         image: %s
         imagePullPolicy: Never
         # Without a token file the manager listens on loopback only, and
-        # kubelet probes the pod IP.
-        args: [manager, --subnet, %s, --subnet, %s, --insecure-listen-any]
+        # kubelet probes the pod IP. Its service account has no RBAC, so
+        # it cannot discover the subnets: it is given them.
+        args: [manager, --subnet, %s, --subnet, %s, --insecure-listen-any, --discover-subnets=false]
         ports: [{containerPort: 8081}]
         readinessProbe: {tcpSocket: {port: 8081}, periodSeconds: 1}
 `, ns, TetherImage, PodCIDR, ServiceCIDR))

@@ -279,7 +279,7 @@ func install(t *testing.T, c *kubelab.Cluster, admin kubernetes.Interface) {
 		t.Fatalf("install: %v\n%s", err, out.String())
 	}
 	t.Cleanup(func() {
-		if err := helm.Uninstall(o); err != nil {
+		if err := helm.Uninstall(context.Background(), o); err != nil {
 			t.Errorf("uninstall: %v", err)
 		}
 	})

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -21,8 +22,10 @@ import (
 	"helm.sh/helm/v3/pkg/release"
 	"helm.sh/helm/v3/pkg/storage/driver"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/tether-dev/tether/charts"
+	"github.com/tether-dev/tether/kube/inject"
 )
 
 // Defaults of the release.
@@ -194,15 +197,35 @@ func Upgrade(ctx context.Context, o Options, vals map[string]any, reset bool) er
 	return nil
 }
 
-// Uninstall removes the release from o.Namespace and waits until its
-// objects are gone.
-func Uninstall(o Options) error {
+// Uninstall takes the injected agents out (the workloads roll back to
+// their pods of before the first intercept), then removes the release
+// from o.Namespace and waits until its objects are gone.
+func Uninstall(ctx context.Context, o Options) error {
 	cfg, err := o.config()
 	if err != nil {
 		return err
 	}
+	rc, err := o.Kube.ToRESTConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	kc, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	fmt.Fprintln(o.Progress, "Removing the injected agents: intercepted workloads roll back...")
+	restored, err := inject.RemoveAll(ctx, kc, slog.New(slog.DiscardHandler))
+	for _, w := range restored {
+		fmt.Fprintf(o.Progress, "  %s: agent removed, rolling back\n", w)
+	}
+	if err != nil {
+		return fmt.Errorf("the agents were not all removed, so the release stays (run `tether helm uninstall` again once the cause is fixed): %w", err)
+	}
 	un := action.NewUninstall(cfg)
 	un.Wait, un.Timeout = true, o.Timeout
+	// The chart's pre-delete hook would remove the agents again, in a
+	// Job that needs the image to run.
+	un.DisableHooks = true
 	if _, err := un.Run(ReleaseName); err != nil {
 		if errors.Is(err, driver.ErrReleaseNotFound) {
 			return fmt.Errorf("tether is not installed in namespace %s: nothing to uninstall (give --namespace if it is elsewhere)", o.Namespace)

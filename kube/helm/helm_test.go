@@ -15,7 +15,10 @@ import (
 	"helm.sh/helm/v3/pkg/cli/values"
 	"helm.sh/helm/v3/pkg/lint"
 	"helm.sh/helm/v3/pkg/lint/support"
+	"helm.sh/helm/v3/pkg/release"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -23,6 +26,7 @@ import (
 
 	"github.com/tether-dev/tether/charts"
 	"github.com/tether-dev/tether/internal/buildinfo"
+	"github.com/tether-dev/tether/kube/inject"
 	"github.com/tether-dev/tether/manager"
 	"github.com/tether-dev/tether/tunnel"
 )
@@ -150,6 +154,7 @@ func TestRenderDefaults(t *testing.T) {
 		"ClusterRole /traffic-manager-tether", "ClusterRoleBinding /traffic-manager-tether",
 		"ClusterRole /tether-developer", "Role tether/tether-developer",
 		"Secret tether/traffic-manager-tls", "ConfigMap tether/traffic-manager-ca",
+		"MutatingWebhookConfiguration /tether-agent-injector-tether",
 	}
 	var got []string
 	for k := range objs {
@@ -194,7 +199,10 @@ func TestRenderDefaults(t *testing.T) {
 	}
 	wantArgs := []string{"manager", "--listen=:8081", "--subnet=198.18.64.0/18", "--subnet=198.18.128.0/20", "--watch-configmap",
 		"--keepalive-time=" + tunnel.DefaultKeepalive.Time.String(), "--keepalive-timeout=" + tunnel.DefaultKeepalive.Timeout.String(),
-		"--auth-mode=kubernetes", "--tls-cert-file=/etc/tether/tls/tls.crt", "--tls-key-file=/etc/tether/tls/tls.key"}
+		"--auth-mode=kubernetes",
+		"--webhook-port=8443", "--agent-image=ghcr.io/tether-dev/tether:" + buildinfo.Release, "--agent-image-pull-policy=IfNotPresent",
+		"--agent-manager=traffic-manager.tether.svc:8081",
+		"--tls-cert-file=/etc/tether/tls/tls.crt", "--tls-key-file=/etc/tether/tls/tls.key", "--agent-ca-file=/etc/tether/tls/ca.crt"}
 	if !slices.Equal(c.Args, wantArgs) {
 		t.Fatalf("args %q, want %q", c.Args, wantArgs)
 	}
@@ -223,7 +231,7 @@ func TestRenderDefaults(t *testing.T) {
 	}
 
 	svc := get[*corev1.Service](t, objs, "Service tether/traffic-manager")
-	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 8081 || svc.Spec.Ports[0].TargetPort.String() != "grpc" || svc.Spec.Selector["app.kubernetes.io/component"] != "traffic-manager" {
+	if len(svc.Spec.Ports) != 2 || svc.Spec.Ports[0].Port != 8081 || svc.Spec.Ports[0].TargetPort.String() != "grpc" || svc.Spec.Selector["app.kubernetes.io/component"] != "traffic-manager" {
 		t.Fatalf("service: %+v", svc.Spec)
 	}
 	if !strings.Contains(notes, "\n  tether connect\n") {
@@ -315,6 +323,7 @@ func TestRBAC(t *testing.T) {
 		{"ClusterRole /traffic-manager-tether", []rule{
 			{"", "nodes", "", "get,list,watch"},
 			{"", "pods", "", "get,list,watch"},
+			{"", "pods", "", "delete"},
 			{"", "services", "", "get,list,watch"},
 			{"networking.k8s.io", "servicecidrs", "", "get,list,watch"},
 			{"apps", "deployments", "", "get,list,watch,patch"},
@@ -322,7 +331,7 @@ func TestRBAC(t *testing.T) {
 			{"apps", "replicasets", "", "get,list,watch,patch"},
 			{"authentication.k8s.io", "tokenreviews", "", "create"},
 			{"authorization.k8s.io", "subjectaccessreviews", "", "create"},
-			{"admissionregistration.k8s.io", "mutatingwebhookconfigurations", "tether-agent-injector-tether", "get,update"},
+			{"admissionregistration.k8s.io", "mutatingwebhookconfigurations", "tether-agent-injector-tether", "get,patch"},
 		}},
 		{"ClusterRole /tether-developer", []rule{
 			{"apps", "deployments", "", "get,list"},
@@ -499,5 +508,74 @@ func TestValuesAreTheManagersDefaults(t *testing.T) {
 		if err != nil || got != want {
 			t.Errorf("values.yaml %s = %v (%v), the manager's default %s", key, got, err, want)
 		}
+	}
+}
+
+// The agent injector: only pods the manager marked, never its own
+// namespace's, on pod creation, Ignore when the manager is down, served on
+// the Service's webhook port by the manager's container.
+func TestAgentInjectorWebhook(t *testing.T) {
+	objs, _ := render(t, labSubnets, "webhook.port=9443")
+	mwc := get[*admissionregistrationv1.MutatingWebhookConfiguration](t, objs, "MutatingWebhookConfiguration /"+inject.WebhookName("tether"))
+	if len(mwc.Webhooks) != 1 {
+		t.Fatalf("webhooks %+v", mwc.Webhooks)
+	}
+	wh := mwc.Webhooks[0]
+	if *wh.FailurePolicy != admissionregistrationv1.Ignore || *wh.SideEffects != admissionregistrationv1.SideEffectClassNone {
+		t.Errorf("failurePolicy %s, sideEffects %s", *wh.FailurePolicy, *wh.SideEffects)
+	}
+	if s := wh.ClientConfig.Service; s == nil || s.Name != inject.ServiceName || s.Namespace != "tether" || *s.Path != inject.Path || *s.Port != 9443 || len(wh.ClientConfig.CABundle) != 0 {
+		t.Errorf("clientConfig %+v: want the manager's Service on the webhook port, caBundle patched in by the manager", wh.ClientConfig)
+	}
+	if len(wh.Rules) != 1 || !slices.Equal(wh.Rules[0].Operations, []admissionregistrationv1.OperationType{admissionregistrationv1.Create}) ||
+		!slices.Equal(wh.Rules[0].Resources, []string{"pods"}) {
+		t.Errorf("rules %+v", wh.Rules)
+	}
+	if !reflect.DeepEqual(wh.ObjectSelector.MatchLabels, map[string]string{inject.LabelAgent: "enabled"}) {
+		t.Errorf("objectSelector %+v", wh.ObjectSelector)
+	}
+	if e := wh.NamespaceSelector.MatchExpressions; len(e) != 1 || e[0].Key != "kubernetes.io/metadata.name" || e[0].Operator != "NotIn" || !slices.Equal(e[0].Values, []string{"tether"}) {
+		t.Errorf("namespaceSelector %+v", wh.NamespaceSelector)
+	}
+	svc := get[*corev1.Service](t, objs, "Service tether/traffic-manager")
+	if p := svc.Spec.Ports[1]; p.Name != "webhook" || p.Port != 9443 || p.TargetPort.String() != "webhook" {
+		t.Errorf("service's webhook port %+v", p)
+	}
+	c := get[*appsv1.Deployment](t, objs, "Deployment tether/traffic-manager").Spec.Template.Spec.Containers[0]
+	if !slices.Contains(c.Args, "--webhook-port=9443") || len(c.Ports) != 2 || c.Ports[1].Name != "webhook" || c.Ports[1].ContainerPort != 9443 {
+		t.Errorf("manager's args %q, ports %+v", c.Args, c.Ports)
+	}
+}
+
+// Plain `helm uninstall` runs a pre-delete Job that takes the agents out
+// with the manager's service account, in the manager's image.
+func TestRemoveAgentsHook(t *testing.T) {
+	rel, err := Render("tether", set(t, labSubnets, "image.repository=tether.local/tether,image.tag=dev,image.pullPolicy=Never"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rel.Hooks) != 1 {
+		t.Fatalf("hooks %+v", rel.Hooks)
+	}
+	h := rel.Hooks[0]
+	if len(h.Events) != 1 || h.Events[0] != release.HookPreDelete {
+		t.Fatalf("hook %s on %v, want pre-delete", h.Name, h.Events)
+	}
+	obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(h.Manifest), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, ok := obj.(*batchv1.Job)
+	if !ok {
+		t.Fatalf("hook is a %T", obj)
+	}
+	pod := job.Spec.Template.Spec
+	c := pod.Containers[0]
+	if pod.ServiceAccountName != "traffic-manager" || c.Image != "tether.local/tether:dev" || c.ImagePullPolicy != corev1.PullNever ||
+		!slices.Equal(c.Args, []string{"uninstall", "--agents", "--in-cluster"}) {
+		t.Fatalf("job pod: service account %s, image %s %s, args %q", pod.ServiceAccountName, c.Image, c.ImagePullPolicy, c.Args)
+	}
+	if job.Spec.ActiveDeadlineSeconds == nil || !*c.SecurityContext.ReadOnlyRootFilesystem {
+		t.Fatalf("job: deadline %v, security context %+v", job.Spec.ActiveDeadlineSeconds, c.SecurityContext)
 	}
 }

@@ -22,15 +22,16 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Daemon_Connect_FullMethodName   = "/tether.daemon.Daemon/Connect"
-	Daemon_Status_FullMethodName    = "/tether.daemon.Daemon/Status"
-	Daemon_Quit_FullMethodName      = "/tether.daemon.Daemon/Quit"
-	Daemon_Sessions_FullMethodName  = "/tether.daemon.Daemon/Sessions"
-	Daemon_Intercept_FullMethodName = "/tether.daemon.Daemon/Intercept"
-	Daemon_Leave_FullMethodName     = "/tether.daemon.Daemon/Leave"
-	Daemon_List_FullMethodName      = "/tether.daemon.Daemon/List"
-	Daemon_Revoke_FullMethodName    = "/tether.daemon.Daemon/Revoke"
-	Daemon_Shutdown_FullMethodName  = "/tether.daemon.Daemon/Shutdown"
+	Daemon_Connect_FullMethodName      = "/tether.daemon.Daemon/Connect"
+	Daemon_Status_FullMethodName       = "/tether.daemon.Daemon/Status"
+	Daemon_Quit_FullMethodName         = "/tether.daemon.Daemon/Quit"
+	Daemon_Sessions_FullMethodName     = "/tether.daemon.Daemon/Sessions"
+	Daemon_Intercept_FullMethodName    = "/tether.daemon.Daemon/Intercept"
+	Daemon_Leave_FullMethodName        = "/tether.daemon.Daemon/Leave"
+	Daemon_List_FullMethodName         = "/tether.daemon.Daemon/List"
+	Daemon_Revoke_FullMethodName       = "/tether.daemon.Daemon/Revoke"
+	Daemon_RemoveAgents_FullMethodName = "/tether.daemon.Daemon/RemoveAgents"
+	Daemon_Shutdown_FullMethodName     = "/tether.daemon.Daemon/Shutdown"
 )
 
 // DaemonClient is the client API for Daemon service.
@@ -50,6 +51,8 @@ type DaemonClient interface {
 	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
 	List(ctx context.Context, in *manager.ListInterceptsRequest, opts ...grpc.CallOption) (*manager.ListInterceptsResponse, error)
 	Revoke(ctx context.Context, in *manager.RevokeInterceptRequest, opts ...grpc.CallOption) (*manager.RevokeInterceptResponse, error)
+	// RemoveAgents asks the manager to take every injected agent out.
+	RemoveAgents(ctx context.Context, in *manager.RemoveAgentsRequest, opts ...grpc.CallOption) (*manager.RemoveAgentsResponse, error)
 	// Shutdown stops the daemon as SIGTERM does: the session's routes and TUN
 	// are removed (the manager's session is kept, so a new daemon resumes it;
 	// call Quit first to end it), then the socket. The call may fail with
@@ -146,6 +149,16 @@ func (c *daemonClient) Revoke(ctx context.Context, in *manager.RevokeInterceptRe
 	return out, nil
 }
 
+func (c *daemonClient) RemoveAgents(ctx context.Context, in *manager.RemoveAgentsRequest, opts ...grpc.CallOption) (*manager.RemoveAgentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(manager.RemoveAgentsResponse)
+	err := c.cc.Invoke(ctx, Daemon_RemoveAgents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *daemonClient) Shutdown(ctx context.Context, in *ShutdownRequest, opts ...grpc.CallOption) (*ShutdownResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ShutdownResponse)
@@ -173,6 +186,8 @@ type DaemonServer interface {
 	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
 	List(context.Context, *manager.ListInterceptsRequest) (*manager.ListInterceptsResponse, error)
 	Revoke(context.Context, *manager.RevokeInterceptRequest) (*manager.RevokeInterceptResponse, error)
+	// RemoveAgents asks the manager to take every injected agent out.
+	RemoveAgents(context.Context, *manager.RemoveAgentsRequest) (*manager.RemoveAgentsResponse, error)
 	// Shutdown stops the daemon as SIGTERM does: the session's routes and TUN
 	// are removed (the manager's session is kept, so a new daemon resumes it;
 	// call Quit first to end it), then the socket. The call may fail with
@@ -212,6 +227,9 @@ func (UnimplementedDaemonServer) List(context.Context, *manager.ListInterceptsRe
 }
 func (UnimplementedDaemonServer) Revoke(context.Context, *manager.RevokeInterceptRequest) (*manager.RevokeInterceptResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Revoke not implemented")
+}
+func (UnimplementedDaemonServer) RemoveAgents(context.Context, *manager.RemoveAgentsRequest) (*manager.RemoveAgentsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RemoveAgents not implemented")
 }
 func (UnimplementedDaemonServer) Shutdown(context.Context, *ShutdownRequest) (*ShutdownResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Shutdown not implemented")
@@ -381,6 +399,24 @@ func _Daemon_Revoke_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Daemon_RemoveAgents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(manager.RemoveAgentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).RemoveAgents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_RemoveAgents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).RemoveAgents(ctx, req.(*manager.RemoveAgentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Daemon_Shutdown_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ShutdownRequest)
 	if err := dec(in); err != nil {
@@ -437,6 +473,10 @@ var Daemon_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Revoke",
 			Handler:    _Daemon_Revoke_Handler,
+		},
+		{
+			MethodName: "RemoveAgents",
+			Handler:    _Daemon_RemoveAgents_Handler,
 		},
 		{
 			MethodName: "Shutdown",

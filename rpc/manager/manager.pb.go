@@ -2197,6 +2197,78 @@ func (x *BuildInfo) GetMinProtocol() uint32 {
 	return 0
 }
 
+type RemoveAgentsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveAgentsRequest) Reset() {
+	*x = RemoveAgentsRequest{}
+	mi := &file_manager_manager_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveAgentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveAgentsRequest) ProtoMessage() {}
+
+func (x *RemoveAgentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveAgentsRequest.ProtoReflect.Descriptor instead.
+func (*RemoveAgentsRequest) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{30}
+}
+
+type RemoveAgentsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveAgentsResponse) Reset() {
+	*x = RemoveAgentsResponse{}
+	mi := &file_manager_manager_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveAgentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveAgentsResponse) ProtoMessage() {}
+
+func (x *RemoveAgentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveAgentsResponse.ProtoReflect.Descriptor instead.
+func (*RemoveAgentsResponse) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{31}
+}
+
 var File_manager_manager_proto protoreflect.FileDescriptor
 
 const file_manager_manager_proto_rawDesc = "" +
@@ -2346,7 +2418,9 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\n" +
 	"go_version\x18\x05 \x01(\tR\tgoVersion\x12\x1a\n" +
 	"\bprotocol\x18\x06 \x01(\rR\bprotocol\x12!\n" +
-	"\fmin_protocol\x18\a \x01(\rR\vminProtocol*6\n" +
+	"\fmin_protocol\x18\a \x01(\rR\vminProtocol\"\x15\n" +
+	"\x13RemoveAgentsRequest\"\x16\n" +
+	"\x14RemoveAgentsResponse*6\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\a\n" +
 	"\x03TCP\x10\x01\x12\a\n" +
@@ -2367,7 +2441,7 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\n" +
 	"\x06GLOBAL\x10\x01\x12\b\n" +
 	"\x04HTTP\x10\x02\x12\v\n" +
-	"\aREPLACE\x10\x032\xe7\b\n" +
+	"\aREPLACE\x10\x032\xc2\t\n" +
 	"\aManager\x12G\n" +
 	"\x06Arrive\x12\x1d.tether.manager.ArriveRequest\x1a\x1e.tether.manager.ArriveResponse\x12G\n" +
 	"\x06Depart\x12\x1d.tether.manager.DepartRequest\x1a\x1e.tether.manager.DepartResponse\x12G\n" +
@@ -2383,7 +2457,8 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\n" +
 	"WatchAgent\x12!.tether.manager.WatchAgentRequest\x1a\x1b.tether.manager.AgentRoutes0\x01\x12?\n" +
 	"\vAgentTunnel\x12\x15.tether.manager.Frame\x1a\x15.tether.manager.Frame(\x010\x01\x12:\n" +
-	"\x06Tunnel\x12\x15.tether.manager.Frame\x1a\x15.tether.manager.Frame(\x010\x01B*Z(github.com/tether-dev/tether/rpc/managerb\x06proto3"
+	"\x06Tunnel\x12\x15.tether.manager.Frame\x1a\x15.tether.manager.Frame(\x010\x01\x12Y\n" +
+	"\fRemoveAgents\x12#.tether.manager.RemoveAgentsRequest\x1a$.tether.manager.RemoveAgentsResponseB*Z(github.com/tether-dev/tether/rpc/managerb\x06proto3"
 
 var (
 	file_manager_manager_proto_rawDescOnce sync.Once
@@ -2398,7 +2473,7 @@ func file_manager_manager_proto_rawDescGZIP() []byte {
 }
 
 var file_manager_manager_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_manager_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_manager_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_manager_manager_proto_goTypes = []any{
 	(Protocol)(0),                   // 0: tether.manager.Protocol
 	(OpenStatus)(0),                 // 1: tether.manager.OpenStatus
@@ -2434,7 +2509,9 @@ var file_manager_manager_proto_goTypes = []any{
 	(*WatchAgentRequest)(nil),       // 31: tether.manager.WatchAgentRequest
 	(*AgentRoutes)(nil),             // 32: tether.manager.AgentRoutes
 	(*BuildInfo)(nil),               // 33: tether.manager.BuildInfo
-	nil,                             // 34: tether.manager.InterceptSpec.HeadersEntry
+	(*RemoveAgentsRequest)(nil),     // 34: tether.manager.RemoveAgentsRequest
+	(*RemoveAgentsResponse)(nil),    // 35: tether.manager.RemoveAgentsResponse
+	nil,                             // 36: tether.manager.InterceptSpec.HeadersEntry
 }
 var file_manager_manager_proto_depIdxs = []int32{
 	33, // 0: tether.manager.ArriveRequest.build:type_name -> tether.manager.BuildInfo
@@ -2448,7 +2525,7 @@ var file_manager_manager_proto_depIdxs = []int32{
 	16, // 8: tether.manager.Frame.open:type_name -> tether.manager.OpenFlow
 	17, // 9: tether.manager.Frame.opened:type_name -> tether.manager.Opened
 	3,  // 10: tether.manager.InterceptSpec.kind:type_name -> tether.manager.InterceptKind
-	34, // 11: tether.manager.InterceptSpec.headers:type_name -> tether.manager.InterceptSpec.HeadersEntry
+	36, // 11: tether.manager.InterceptSpec.headers:type_name -> tether.manager.InterceptSpec.HeadersEntry
 	19, // 12: tether.manager.InterceptInfo.spec:type_name -> tether.manager.InterceptSpec
 	19, // 13: tether.manager.CreateInterceptRequest.spec:type_name -> tether.manager.InterceptSpec
 	20, // 14: tether.manager.ListInterceptsResponse.intercepts:type_name -> tether.manager.InterceptInfo
@@ -2471,22 +2548,24 @@ var file_manager_manager_proto_depIdxs = []int32{
 	31, // 31: tether.manager.Manager.WatchAgent:input_type -> tether.manager.WatchAgentRequest
 	18, // 32: tether.manager.Manager.AgentTunnel:input_type -> tether.manager.Frame
 	18, // 33: tether.manager.Manager.Tunnel:input_type -> tether.manager.Frame
-	5,  // 34: tether.manager.Manager.Arrive:output_type -> tether.manager.ArriveResponse
-	9,  // 35: tether.manager.Manager.Depart:output_type -> tether.manager.DepartResponse
-	13, // 36: tether.manager.Manager.Report:output_type -> tether.manager.ReportResponse
-	15, // 37: tether.manager.Manager.Sessions:output_type -> tether.manager.SessionsResponse
-	7,  // 38: tether.manager.Manager.Resolve:output_type -> tether.manager.ResolveResponse
-	20, // 39: tether.manager.Manager.CreateIntercept:output_type -> tether.manager.InterceptInfo
-	23, // 40: tether.manager.Manager.RemoveIntercept:output_type -> tether.manager.RemoveInterceptResponse
-	25, // 41: tether.manager.Manager.ListIntercepts:output_type -> tether.manager.ListInterceptsResponse
-	27, // 42: tether.manager.Manager.RevokeIntercept:output_type -> tether.manager.RevokeInterceptResponse
-	30, // 43: tether.manager.Manager.WatchSession:output_type -> tether.manager.SessionEvent
-	18, // 44: tether.manager.Manager.InboundTunnel:output_type -> tether.manager.Frame
-	32, // 45: tether.manager.Manager.WatchAgent:output_type -> tether.manager.AgentRoutes
-	18, // 46: tether.manager.Manager.AgentTunnel:output_type -> tether.manager.Frame
-	18, // 47: tether.manager.Manager.Tunnel:output_type -> tether.manager.Frame
-	34, // [34:48] is the sub-list for method output_type
-	20, // [20:34] is the sub-list for method input_type
+	34, // 34: tether.manager.Manager.RemoveAgents:input_type -> tether.manager.RemoveAgentsRequest
+	5,  // 35: tether.manager.Manager.Arrive:output_type -> tether.manager.ArriveResponse
+	9,  // 36: tether.manager.Manager.Depart:output_type -> tether.manager.DepartResponse
+	13, // 37: tether.manager.Manager.Report:output_type -> tether.manager.ReportResponse
+	15, // 38: tether.manager.Manager.Sessions:output_type -> tether.manager.SessionsResponse
+	7,  // 39: tether.manager.Manager.Resolve:output_type -> tether.manager.ResolveResponse
+	20, // 40: tether.manager.Manager.CreateIntercept:output_type -> tether.manager.InterceptInfo
+	23, // 41: tether.manager.Manager.RemoveIntercept:output_type -> tether.manager.RemoveInterceptResponse
+	25, // 42: tether.manager.Manager.ListIntercepts:output_type -> tether.manager.ListInterceptsResponse
+	27, // 43: tether.manager.Manager.RevokeIntercept:output_type -> tether.manager.RevokeInterceptResponse
+	30, // 44: tether.manager.Manager.WatchSession:output_type -> tether.manager.SessionEvent
+	18, // 45: tether.manager.Manager.InboundTunnel:output_type -> tether.manager.Frame
+	32, // 46: tether.manager.Manager.WatchAgent:output_type -> tether.manager.AgentRoutes
+	18, // 47: tether.manager.Manager.AgentTunnel:output_type -> tether.manager.Frame
+	18, // 48: tether.manager.Manager.Tunnel:output_type -> tether.manager.Frame
+	35, // 49: tether.manager.Manager.RemoveAgents:output_type -> tether.manager.RemoveAgentsResponse
+	35, // [35:50] is the sub-list for method output_type
+	20, // [20:35] is the sub-list for method input_type
 	20, // [20:20] is the sub-list for extension type_name
 	20, // [20:20] is the sub-list for extension extendee
 	0,  // [0:20] is the sub-list for field type_name
@@ -2503,7 +2582,7 @@ func file_manager_manager_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manager_manager_proto_rawDesc), len(file_manager_manager_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -40,6 +40,7 @@ const (
 	Manager_WatchAgent_FullMethodName      = "/tether.manager.Manager/WatchAgent"
 	Manager_AgentTunnel_FullMethodName     = "/tether.manager.Manager/AgentTunnel"
 	Manager_Tunnel_FullMethodName          = "/tether.manager.Manager/Tunnel"
+	Manager_RemoveAgents_FullMethodName    = "/tether.manager.Manager/RemoveAgents"
 )
 
 // ManagerClient is the client API for Manager service.
@@ -97,6 +98,12 @@ type ManagerClient interface {
 	// ends cleanly ends with DONE, after which the daemon may open its next
 	// flow on the same stream. See Control for the close rules.
 	Tunnel(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Frame, Frame], error)
+	// RemoveAgents takes every injected agent out and rolls the workloads
+	// back to their pod templates of before the first intercept (`tether
+	// uninstall --agents`). RBAC decides who may, as for RevokeIntercept.
+	// Without Kubernetes (agents started by hand) it fails with
+	// codes.FailedPrecondition.
+	RemoveAgents(ctx context.Context, in *RemoveAgentsRequest, opts ...grpc.CallOption) (*RemoveAgentsResponse, error)
 }
 
 type managerClient struct {
@@ -274,6 +281,16 @@ func (c *managerClient) Tunnel(ctx context.Context, opts ...grpc.CallOption) (gr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Manager_TunnelClient = grpc.BidiStreamingClient[Frame, Frame]
 
+func (c *managerClient) RemoveAgents(ctx context.Context, in *RemoveAgentsRequest, opts ...grpc.CallOption) (*RemoveAgentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveAgentsResponse)
+	err := c.cc.Invoke(ctx, Manager_RemoveAgents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ManagerServer is the server API for Manager service.
 // All implementations must embed UnimplementedManagerServer
 // for forward compatibility.
@@ -329,6 +346,12 @@ type ManagerServer interface {
 	// ends cleanly ends with DONE, after which the daemon may open its next
 	// flow on the same stream. See Control for the close rules.
 	Tunnel(grpc.BidiStreamingServer[Frame, Frame]) error
+	// RemoveAgents takes every injected agent out and rolls the workloads
+	// back to their pod templates of before the first intercept (`tether
+	// uninstall --agents`). RBAC decides who may, as for RevokeIntercept.
+	// Without Kubernetes (agents started by hand) it fails with
+	// codes.FailedPrecondition.
+	RemoveAgents(context.Context, *RemoveAgentsRequest) (*RemoveAgentsResponse, error)
 	mustEmbedUnimplementedManagerServer()
 }
 
@@ -380,6 +403,9 @@ func (UnimplementedManagerServer) AgentTunnel(grpc.BidiStreamingServer[Frame, Fr
 }
 func (UnimplementedManagerServer) Tunnel(grpc.BidiStreamingServer[Frame, Frame]) error {
 	return status.Errorf(codes.Unimplemented, "method Tunnel not implemented")
+}
+func (UnimplementedManagerServer) RemoveAgents(context.Context, *RemoveAgentsRequest) (*RemoveAgentsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RemoveAgents not implemented")
 }
 func (UnimplementedManagerServer) mustEmbedUnimplementedManagerServer() {}
 func (UnimplementedManagerServer) testEmbeddedByValue()                 {}
@@ -607,6 +633,24 @@ func _Manager_Tunnel_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Manager_TunnelServer = grpc.BidiStreamingServer[Frame, Frame]
 
+func _Manager_RemoveAgents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveAgentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServer).RemoveAgents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Manager_RemoveAgents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServer).RemoveAgents(ctx, req.(*RemoveAgentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Manager_ServiceDesc is the grpc.ServiceDesc for Manager service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -649,6 +693,10 @@ var Manager_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeIntercept",
 			Handler:    _Manager_RevokeIntercept_Handler,
+		},
+		{
+			MethodName: "RemoveAgents",
+			Handler:    _Manager_RemoveAgents_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
