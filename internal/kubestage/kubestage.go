@@ -93,8 +93,8 @@ func Install(ctx context.Context, c *kubelab.Cluster, r Rules, out io.Writer, ex
 }
 
 // Uninstall removes the release and waits until its objects are gone.
-func Uninstall(c *kubelab.Cluster, out io.Writer) error {
-	return helm.Uninstall(helm.Options{Kube: KubeFlags(c.Kubeconfig()), Timeout: 2 * time.Minute, Out: out, Progress: out})
+func Uninstall(ctx context.Context, c *kubelab.Cluster, out io.Writer) error {
+	return helm.Uninstall(ctx, helm.Options{Kube: KubeFlags(c.Kubeconfig()), Timeout: 2 * time.Minute, Out: out, Progress: out})
 }
 
 // DeployWeb creates Deployment web of the test app (replicas pods, its port

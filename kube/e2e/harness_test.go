@@ -86,7 +86,7 @@ func setUp(t *testing.T, extra ...string) *cluster {
 			t.Logf("the last events:\n%s", lastLines(string(out), 25))
 		}
 		// An uninstalled release is fine: a test may remove it itself.
-		if err := kubestage.Uninstall(c, testlog.New(t)); err != nil && !strings.Contains(err.Error(), "not installed") {
+		if err := kubestage.Uninstall(ctx, c, testlog.New(t)); err != nil && !strings.Contains(err.Error(), "not installed") {
 			t.Error(err)
 		}
 	})
