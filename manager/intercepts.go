@@ -72,6 +72,9 @@ func (s *Server) CreateIntercept(ctx context.Context, req *pb.CreateInterceptReq
 	if err := s.mayCreate(ctx, sess, spec.Workload); err != nil {
 		return nil, err
 	}
+	if _, err := s.resolveWorkload(ctx, spec); err != nil {
+		return nil, err
+	}
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -64,6 +64,10 @@ type Config struct {
 	DNSSearch []string
 	// Limits bound sessions, flows, intercepts and notices (limits.*).
 	Limits Limits
+	// Workloads finds the cluster's workloads (kube/workloads), so that an
+	// intercept of an unknown workload or port is refused before anything
+	// changes. Nil in the namespace lab: workloads are what agents declare.
+	Workloads Workloads
 	// Now is the manager's clock; time.Now when nil. Tests inject one.
 	Now func() time.Time
 	Log *slog.Logger
@@ -124,6 +128,7 @@ type Server struct {
 	dnsSearch  []string
 	resolver   *net.Resolver
 
+	workloads Workloads       // nil: the namespace lab
 	authz     rbac.Authorizer // nil: revoke disabled
 	namespace string          // manager.namespace, where the traffic-manager configmap lives
 }
@@ -212,6 +217,7 @@ func New(cfg Config) (*Server, error) {
 		agents:     make(map[string]map[*agentWatch]struct{}),
 		pending:    make(map[string]*inbound),
 		authz:      cfg.Authorizer,
+		workloads:  cfg.Workloads,
 		dnsDomains: cfg.DNSDomains,
 		dnsSearch:  cfg.DNSSearch,
 		resolver:   newResolver(cfg.DNSServer),

@@ -938,7 +938,7 @@ const file_daemon_daemon_proto_rawDesc = "" +
 	"\x0fresume_attempts\x18\x13 \x01(\rR\x0eresumeAttempts\x12.\n" +
 	"\x13next_resume_seconds\x18\x14 \x01(\x01R\x11nextResumeSeconds\x12<\n" +
 	"\fdaemon_build\x18\x15 \x01(\v2\x19.tether.manager.BuildInfoR\vdaemonBuild\x12>\n" +
-	"\rmanager_build\x18\x16 \x01(\v2\x19.tether.manager.BuildInfoR\fmanagerBuild2\xba\x05\n" +
+	"\rmanager_build\x18\x16 \x01(\v2\x19.tether.manager.BuildInfoR\fmanagerBuild2\x98\x06\n" +
 	"\x06Daemon\x12G\n" +
 	"\aConnect\x12\x1d.tether.daemon.ConnectRequest\x1a\x1d.tether.daemon.StatusResponse\x12E\n" +
 	"\x06Status\x12\x1c.tether.daemon.StatusRequest\x1a\x1d.tether.daemon.StatusResponse\x12A\n" +
@@ -947,7 +947,8 @@ const file_daemon_daemon_proto_rawDesc = "" +
 	"\tIntercept\x12\x1f.tether.daemon.InterceptRequest\x1a\x1d.tether.manager.InterceptInfo\x12B\n" +
 	"\x05Leave\x12\x1b.tether.daemon.LeaveRequest\x1a\x1c.tether.daemon.LeaveResponse\x12U\n" +
 	"\x04List\x12%.tether.manager.ListInterceptsRequest\x1a&.tether.manager.ListInterceptsResponse\x12Y\n" +
-	"\x06Revoke\x12&.tether.manager.RevokeInterceptRequest\x1a'.tether.manager.RevokeInterceptResponse\x12K\n" +
+	"\x06Revoke\x12&.tether.manager.RevokeInterceptRequest\x1a'.tether.manager.RevokeInterceptResponse\x12\\\n" +
+	"\rListWorkloads\x12$.tether.manager.ListWorkloadsRequest\x1a%.tether.manager.ListWorkloadsResponse\x12K\n" +
 	"\bShutdown\x12\x1e.tether.daemon.ShutdownRequest\x1a\x1f.tether.daemon.ShutdownResponseB)Z'github.com/tether-dev/tether/rpc/daemonb\x06proto3"
 
 var (
@@ -985,9 +986,11 @@ var file_daemon_daemon_proto_goTypes = []any{
 	(*manager.SessionsRequest)(nil),         // 18: tether.manager.SessionsRequest
 	(*manager.ListInterceptsRequest)(nil),   // 19: tether.manager.ListInterceptsRequest
 	(*manager.RevokeInterceptRequest)(nil),  // 20: tether.manager.RevokeInterceptRequest
-	(*manager.SessionsResponse)(nil),        // 21: tether.manager.SessionsResponse
-	(*manager.ListInterceptsResponse)(nil),  // 22: tether.manager.ListInterceptsResponse
-	(*manager.RevokeInterceptResponse)(nil), // 23: tether.manager.RevokeInterceptResponse
+	(*manager.ListWorkloadsRequest)(nil),    // 21: tether.manager.ListWorkloadsRequest
+	(*manager.SessionsResponse)(nil),        // 22: tether.manager.SessionsResponse
+	(*manager.ListInterceptsResponse)(nil),  // 23: tether.manager.ListInterceptsResponse
+	(*manager.RevokeInterceptResponse)(nil), // 24: tether.manager.RevokeInterceptResponse
+	(*manager.ListWorkloadsResponse)(nil),   // 25: tether.manager.ListWorkloadsResponse
 }
 var file_daemon_daemon_proto_depIdxs = []int32{
 	14, // 0: tether.daemon.InterceptRequest.spec:type_name -> tether.manager.InterceptSpec
@@ -1008,18 +1011,20 @@ var file_daemon_daemon_proto_depIdxs = []int32{
 	1,  // 15: tether.daemon.Daemon.Leave:input_type -> tether.daemon.LeaveRequest
 	19, // 16: tether.daemon.Daemon.List:input_type -> tether.manager.ListInterceptsRequest
 	20, // 17: tether.daemon.Daemon.Revoke:input_type -> tether.manager.RevokeInterceptRequest
-	7,  // 18: tether.daemon.Daemon.Shutdown:input_type -> tether.daemon.ShutdownRequest
-	11, // 19: tether.daemon.Daemon.Connect:output_type -> tether.daemon.StatusResponse
-	11, // 20: tether.daemon.Daemon.Status:output_type -> tether.daemon.StatusResponse
-	11, // 21: tether.daemon.Daemon.Quit:output_type -> tether.daemon.StatusResponse
-	21, // 22: tether.daemon.Daemon.Sessions:output_type -> tether.manager.SessionsResponse
-	15, // 23: tether.daemon.Daemon.Intercept:output_type -> tether.manager.InterceptInfo
-	2,  // 24: tether.daemon.Daemon.Leave:output_type -> tether.daemon.LeaveResponse
-	22, // 25: tether.daemon.Daemon.List:output_type -> tether.manager.ListInterceptsResponse
-	23, // 26: tether.daemon.Daemon.Revoke:output_type -> tether.manager.RevokeInterceptResponse
-	8,  // 27: tether.daemon.Daemon.Shutdown:output_type -> tether.daemon.ShutdownResponse
-	19, // [19:28] is the sub-list for method output_type
-	10, // [10:19] is the sub-list for method input_type
+	21, // 18: tether.daemon.Daemon.ListWorkloads:input_type -> tether.manager.ListWorkloadsRequest
+	7,  // 19: tether.daemon.Daemon.Shutdown:input_type -> tether.daemon.ShutdownRequest
+	11, // 20: tether.daemon.Daemon.Connect:output_type -> tether.daemon.StatusResponse
+	11, // 21: tether.daemon.Daemon.Status:output_type -> tether.daemon.StatusResponse
+	11, // 22: tether.daemon.Daemon.Quit:output_type -> tether.daemon.StatusResponse
+	22, // 23: tether.daemon.Daemon.Sessions:output_type -> tether.manager.SessionsResponse
+	15, // 24: tether.daemon.Daemon.Intercept:output_type -> tether.manager.InterceptInfo
+	2,  // 25: tether.daemon.Daemon.Leave:output_type -> tether.daemon.LeaveResponse
+	23, // 26: tether.daemon.Daemon.List:output_type -> tether.manager.ListInterceptsResponse
+	24, // 27: tether.daemon.Daemon.Revoke:output_type -> tether.manager.RevokeInterceptResponse
+	25, // 28: tether.daemon.Daemon.ListWorkloads:output_type -> tether.manager.ListWorkloadsResponse
+	8,  // 29: tether.daemon.Daemon.Shutdown:output_type -> tether.daemon.ShutdownResponse
+	20, // [20:30] is the sub-list for method output_type
+	10, // [10:20] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name
