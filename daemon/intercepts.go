@@ -283,3 +283,12 @@ func (d *Daemon) Revoke(ctx context.Context, req *pbm.RevokeInterceptRequest) (*
 	}
 	return pbm.NewManagerClient(s.cc).RevokeIntercept(ctx, req)
 }
+
+// ListWorkloads implements pb.DaemonServer.
+func (d *Daemon) ListWorkloads(ctx context.Context, req *pbm.ListWorkloadsRequest) (*pbm.ListWorkloadsResponse, error) {
+	s, err := d.sessionOrErr()
+	if err != nil {
+		return nil, err
+	}
+	return pbm.NewManagerClient(s.cc).ListWorkloads(ctx, req)
+}

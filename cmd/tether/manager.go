@@ -17,6 +17,7 @@ import (
 
 	"github.com/tether-dev/tether/kube"
 	kubeauth "github.com/tether-dev/tether/kube/auth"
+	kubeworkloads "github.com/tether-dev/tether/kube/workloads"
 	"github.com/tether-dev/tether/manager"
 	"github.com/tether-dev/tether/manager/rbac"
 	"github.com/tether-dev/tether/tunnel"
@@ -60,6 +61,15 @@ func newManagerCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("kube.config: %w", err)
 			}
+			// With credentials, workloads are the cluster's: an intercept
+			// names a Deployment, StatefulSet or ReplicaSet and a port one
+			// of its Services targets, and an agent serves its pod's.
+			var wls manager.Workloads
+			var pods kubeauth.PodWorkloads
+			if kc != nil {
+				w := kubeworkloads.New(kc)
+				wls, pods = w, w
+			}
 			if settings.kubeAuth {
 				if kc == nil {
 					return fmt.Errorf("auth.mode %s needs the manager's Kubernetes credentials: run it in a pod, or give kube.config (--kubeconfig)", authModeKubernetes)
@@ -72,7 +82,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 					}
 				}
 				a, z, err := kubeauth.New(kubeauth.Config{Client: kc, TokenCacheTTL: durations["auth.cacheTTL"],
-					AllowCacheTTL: durations["auth.cacheTTL"], DenyCacheTTL: durations["auth.cacheTTL"], ClientCA: clientCA})
+					AllowCacheTTL: durations["auth.cacheTTL"], DenyCacheTTL: durations["auth.cacheTTL"], ClientCA: clientCA, Pods: pods})
 				if err != nil {
 					return err
 				}
@@ -119,7 +129,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 				UDPIdleTimeout: durations["tunnel.udpIdleTimeout"], Log: log, Authenticator: authn,
 				Authorizer: authz, Namespace: v.GetString("manager.namespace"),
 				DNSDomains: v.GetStringSlice("dns.domains"), DNSServer: v.GetString("dns.server"),
-				DNSSearch: v.GetStringSlice("dns.search"), Limits: settings.limits,
+				DNSSearch: v.GetStringSlice("dns.search"), Limits: settings.limits, Workloads: wls,
 				Rules: manager.Rules{
 					ConnectionTTL:        durations["grpc.connectionTTL"],
 					InactiveBlockTimeout: durations["intercept.inactiveBlockTimeout"],
