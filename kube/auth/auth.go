@@ -94,9 +94,8 @@ func ClientCA(ctx context.Context, client kubernetes.Interface) ([]byte, error) 
 // Authenticator identifies bearer tokens by TokenReview: users by the
 // API server's own audience, agents by wire.AgentAudience.
 type Authenticator struct {
-	req    authenticator.Request
-	agents authenticator.Request // TokenReviews for wire.AgentAudience
-	pods   PodWorkloads
+	req  authenticator.Request
+	pods PodWorkloads
 }
 
 var (
@@ -139,20 +138,6 @@ func New(cfg Config) (*Authenticator, *Authorizer, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("kube/auth: delegating authenticator: %w", err)
 	}
-	// Agents' tokens are reviewed for their own audience only, which no
-	// developer's token has: the API server refuses audience-agnostic
-	// tokens (static, OIDC of its audience) for an audience not its own.
-	ab := backoff
-	agents, _, err := authenticatorfactory.DelegatingAuthenticatorConfig{
-		TokenAccessReviewClient:  cfg.Client.AuthenticationV1(),
-		TokenAccessReviewTimeout: reviewTimeout,
-		WebhookRetryBackoff:      &ab,
-		CacheTTL:                 or(cfg.TokenCacheTTL, DefaultTokenCacheTTL),
-		APIAudiences:             authenticator.Audiences{wire.AgentAudience},
-	}.New()
-	if err != nil {
-		return nil, nil, fmt.Errorf("kube/auth: delegating authenticator for agents: %w", err)
-	}
 	b2 := backoff
 	a, err := authorizerfactory.DelegatingAuthorizerConfig{
 		SubjectAccessReviewClient: cfg.Client.AuthorizationV1(),
@@ -163,7 +148,7 @@ func New(cfg Config) (*Authenticator, *Authorizer, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("kube/auth: delegating authorizer: %w", err)
 	}
-	return &Authenticator{req: req, agents: agents, pods: cfg.Pods}, &Authorizer{a: a}, nil
+	return &Authenticator{req: req, pods: cfg.Pods}, &Authorizer{a: a}, nil
 }
 
 // The extra keys of a pod-bound service-account token's user, as the API
@@ -183,12 +168,17 @@ func (a *Authenticator) AgentCredential() string {
 // pod-uid) must still be the live pod of that name; its owner chain gives
 // the one workload the agent serves.
 func (a *Authenticator) AuthenticateAgent(ctx context.Context, token string) (manager.Identity, bool, error) {
-	r, err := http.NewRequestWithContext(ctx, http.MethodPost, "/", nil)
+	// The review asks for the agents' audience only, which no
+	// developer's token has: the API server refuses audience-agnostic
+	// tokens (static, or OIDC for its own audience) for an audience not
+	// its own. The cache keeps these answers apart from users'.
+	actx := authenticator.WithAudiences(ctx, authenticator.Audiences{wire.AgentAudience})
+	r, err := http.NewRequestWithContext(actx, http.MethodPost, "/", nil)
 	if err != nil {
 		return manager.Identity{}, false, err
 	}
 	r.Header.Set("Authorization", "Bearer "+token)
-	resp, ok, err := a.agents.AuthenticateRequest(r)
+	resp, ok, err := a.req.AuthenticateRequest(r)
 	if !ok || resp == nil || resp.User == nil {
 		if err == nil {
 			err = errors.New("the API server does not know this token")

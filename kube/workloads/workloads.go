@@ -121,8 +121,9 @@ func existing(ns string, all []template) string {
 }
 
 // List implements manager.Workloads: the namespace's Deployments,
-// StatefulSets and ReplicaSets that no Deployment owns, sorted by name
-// (and kind, in Resolve's order, when names clash).
+// StatefulSets and ReplicaSets that no Deployment owns, sorted by name.
+// Where names clash it has the one Resolve takes: intercepts and agents
+// name a workload by namespace and name only.
 func (w *Workloads) List(ctx context.Context, namespace string) ([]manager.Workload, error) {
 	all, err := w.templates(ctx, namespace)
 	if err != nil {
@@ -139,7 +140,8 @@ func (w *Workloads) List(ctx context.Context, namespace string) ([]manager.Workl
 	return out, nil
 }
 
-// templates lists the workloads of ns that can be intercepted, sorted.
+// templates lists the workloads of ns that can be intercepted, sorted by
+// name, one per name.
 func (w *Workloads) templates(ctx context.Context, ns string) ([]template, error) {
 	apps := w.client.AppsV1()
 	var out []template
@@ -170,7 +172,8 @@ func (w *Workloads) templates(ctx context.Context, ns string) ([]template, error
 	slices.SortStableFunc(out, func(a, b template) int {
 		return cmp.Or(strings.Compare(a.ref.Name, b.ref.Name), order[a.ref.Kind]-order[b.ref.Kind])
 	})
-	return out, nil
+	// A name is one workload: Resolve's, the first kind in its order.
+	return slices.CompactFunc(out, func(a, b template) bool { return a.ref.Name == b.ref.Name }), nil
 }
 
 func ref(ns, name, kind string) manager.WorkloadRef {
