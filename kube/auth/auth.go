@@ -148,7 +148,11 @@ func New(cfg Config) (*Authenticator, *Authorizer, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("kube/auth: delegating authorizer: %w", err)
 	}
-	return &Authenticator{req: req, pods: cfg.Pods}, &Authorizer{a: a}, nil
+	authn := &Authenticator{req: req}
+	if cfg.Pods != nil {
+		authn.pods = newCachedPods(cfg.Pods, or(cfg.TokenCacheTTL, DefaultTokenCacheTTL), time.Now)
+	}
+	return authn, &Authorizer{a: a}, nil
 }
 
 // The extra keys of a pod-bound service-account token's user, as the API
