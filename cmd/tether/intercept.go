@@ -94,6 +94,7 @@ is the intercept's name instead.`,
 	f.StringArrayVar(&toPorts, "to-port", nil, "with --replace: the local port for another workload port (WORKLOADPORT=LOCALPORT, repeatable); covered ports not listed go to the same port number locally (to --to when there is no --port)")
 	cmd.MarkFlagRequired("to")
 	cmd.RegisterFlagCompletionFunc("workload", completeFromDaemon(g, workloads))
+	cmd.ValidArgsFunction = completeFirstArg(g, namespaceWorkloads(&namespace, &workload))
 	return cmd
 }
 
