@@ -16,7 +16,10 @@ import (
 
 // Roles. With auth.tokenFile, an identity in AgentGroup is an agent and
 // may call only WatchAgent and AgentTunnel; every other identity is a user
-// and may call everything else. Without a token file (development mode)
+// and may call everything else. An Authenticator that tells agents by
+// their own credential (AgentAuthenticator, in a cluster a pod's token)
+// is asked on the agent calls only, and its agents serve only the
+// workload their credential names. Without a token file (development mode)
 // there are no identities to tell apart, so anyone may call anything; the
 // manager then listens on loopback only unless told otherwise.
 
