@@ -15,9 +15,7 @@ import (
 	pb "github.com/tether-dev/tether/rpc/manager"
 )
 
-// Errors a Workloads implementation wraps, so that the manager answers
-// with the right code; the error's text says what is missing and what
-// exists.
+// Kinds of WorkloadError, so that the manager answers with the right code.
 var (
 	// ErrNoWorkload: no Deployment, StatefulSet or ReplicaSet has the
 	// name (codes.NotFound).
@@ -27,6 +25,17 @@ var (
 	// (codes.FailedPrecondition).
 	ErrNotInterceptable = errors.New("the workload cannot be intercepted")
 )
+
+// WorkloadError is a refusal of Workloads.Resolve: Kind (ErrNoWorkload,
+// ErrNotInterceptable) decides the code, Msg is what the user reads, saying
+// what is missing and what exists.
+type WorkloadError struct {
+	Kind error
+	Msg  string
+}
+
+func (e *WorkloadError) Error() string { return e.Msg }
+func (e *WorkloadError) Unwrap() error { return e.Kind }
 
 // resolveWorkload finds spec's workload and checks that a Service targets
 // each port spec names, before the intercept changes anything. Without

@@ -28,7 +28,7 @@ func (m memWorkloads) Resolve(_ context.Context, ns, name string) (Workload, err
 	}
 	w, ok := m.ws[key]
 	if !ok {
-		return Workload{}, fmt.Errorf("%w: no deployment, statefulset or replicaset %s in %s", ErrNoWorkload, name, ns)
+		return Workload{}, &WorkloadError{Kind: ErrNoWorkload, Msg: fmt.Sprintf("no deployment, statefulset or replicaset %s in %s", name, ns)}
 	}
 	return w, nil
 }
@@ -53,7 +53,7 @@ var shopWorkloads = memWorkloads{
 		"other/idle": {WorkloadRef: WorkloadRef{Namespace: "other", Name: "idle", Kind: "ReplicaSet"}},
 	},
 	errs: map[string]error{
-		"shop/web-5d9f":  fmt.Errorf("%w: replicaset web-5d9f in shop is owned by deployment web: intercept web", ErrNotInterceptable),
+		"shop/web-5d9f":  &WorkloadError{Kind: ErrNotInterceptable, Msg: "replicaset web-5d9f in shop is owned by deployment web: intercept web"},
 		"shop/flaky-api": errors.New("connection refused"),
 	},
 }

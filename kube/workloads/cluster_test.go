@@ -19,12 +19,16 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 
 	"github.com/tether-dev/tether/internal/kubelab"
 	"github.com/tether-dev/tether/kube/auth"
+	"github.com/tether-dev/tether/kube/helm"
 	"github.com/tether-dev/tether/kube/internal/labtest"
 	"github.com/tether-dev/tether/kube/workloads"
 	"github.com/tether-dev/tether/manager"
@@ -137,10 +141,12 @@ func describe(w manager.Workload) string {
 // has them, Resolve's refusals, the manager's refusals of an intercept
 // before anything changes, and agents known by their pods' tokens.
 func TestWorkloadsOnCluster(t *testing.T) {
-	_, admin, _ := labtest.Cluster(t)
+	_, admin, adminREST := labtest.Cluster(t)
 	ns := labtest.Namespace(t, admin)
+	// The manager works with the chart's RBAC and nothing more.
+	mc := chartRBAC(t, admin, adminREST, ns)
 	shop(t, admin, ns)
-	w := workloads.New(admin)
+	w := workloads.New(mc)
 	ctx := context.Background()
 
 	t.Run("resolve", func(t *testing.T) {
@@ -156,13 +162,13 @@ func TestWorkloadsOnCluster(t *testing.T) {
 		}
 		_, err := w.Resolve(ctx, ns, "nope")
 		want := fmt.Sprintf("no deployment, statefulset or replicaset nope in %s; its workloads: batch (replicaset), db (statefulset), quiet (replicaset), web (deployment)", ns)
-		if !errors.Is(err, manager.ErrNoWorkload) || !strings.Contains(err.Error(), want) {
+		if !errors.Is(err, manager.ErrNoWorkload) || err.Error() != want {
 			t.Errorf("Resolve(nope) = %v, want ErrNoWorkload: %s", err, want)
 		}
 		webRS := podOf(t, admin, ns, "web").OwnerReferences[0].Name
 		_, err = w.Resolve(ctx, ns, webRS)
 		want = fmt.Sprintf("replicaset %s in %s is owned by deployment web: intercept web", webRS, ns)
-		if !errors.Is(err, manager.ErrNotInterceptable) || !strings.Contains(err.Error(), want) {
+		if !errors.Is(err, manager.ErrNotInterceptable) || err.Error() != want {
 			t.Errorf("Resolve(%s) = %v, want ErrNotInterceptable: %s", webRS, err, want)
 		}
 	})
@@ -230,7 +236,8 @@ func TestWorkloadsOnCluster(t *testing.T) {
 	})
 
 	t.Run("agent tokens", func(t *testing.T) {
-		authn, authz, err := auth.New(auth.Config{Client: admin, Pods: w})
+		const ttl = 200 * time.Millisecond // a RoleBinding counts within a poll or two
+		authn, authz, err := auth.New(auth.Config{Client: mc, Pods: w, TokenCacheTTL: ttl, AllowCacheTTL: ttl, DenyCacheTTL: ttl})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -277,7 +284,77 @@ func TestWorkloadsOnCluster(t *testing.T) {
 			}
 			t.Logf("%s: %v", tc.name, err)
 		}
+
+		// A developer lists workloads and intercepts them as the chart's
+		// ClusterRole tether-developer allows, bound in the namespace.
+		alice := arrive(t, c, kubelabToken(t, "alice"))
+		list := func() error {
+			_, err := c.ListWorkloads(alice, &pb.ListWorkloadsRequest{Namespace: ns})
+			return err
+		}
+		err = list()
+		want := fmt.Sprintf(`user "alice" may not list deployments.apps in namespace %q`, ns)
+		if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), want) {
+			t.Fatalf("alice's list before the RoleBinding = %v, want PermissionDenied naming %s", err, want)
+		}
+		t.Logf("refused: %v", err)
+		if _, err := admin.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "alice-developer"},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "alice"}},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "tether-developer"}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		labtest.Eventually(t, "alice's list with tether-developer", 10*time.Second, ttl, list)
+		if _, err := c.CreateIntercept(alice, &pb.CreateInterceptRequest{Spec: &pb.InterceptSpec{Name: "web", Workload: ns + "/web", Port: 8080,
+			Kind: pb.InterceptKind_HTTP, Headers: map[string]string{"x-user": "alice"}}}); err != nil {
+			t.Fatalf("alice's intercept with tether-developer: %v", err)
+		}
 	})
+}
+
+// chartRBAC applies the chart's RBAC for a manager in ns (its
+// ServiceAccount, its ClusterRole and binding) and the developers'
+// ClusterRole, and returns a client acting as the manager's service
+// account. The cluster-scoped objects go with the test.
+func chartRBAC(t *testing.T, admin kubernetes.Interface, adminREST *rest.Config, ns string) kubernetes.Interface {
+	t.Helper()
+	ctx := context.Background()
+	rel, err := helm.Render(ns, map[string]any{"subnets": []any{"198.18.64.0/18"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb := admin.RbacV1()
+	for _, doc := range strings.Split(rel.Manifest, "\n---") {
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
+		if err != nil {
+			continue // a comment-only document
+		}
+		switch o := obj.(type) {
+		case *corev1.ServiceAccount:
+			_, err = admin.CoreV1().ServiceAccounts(ns).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRole:
+			if o.Name != "traffic-manager-"+ns && o.Name != "tether-developer" {
+				continue
+			}
+			_, err = rb.ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
+			t.Cleanup(func() { _ = rb.ClusterRoles().Delete(context.Background(), o.Name, metav1.DeleteOptions{}) })
+		case *rbacv1.ClusterRoleBinding:
+			if o.Name != "traffic-manager-"+ns {
+				continue
+			}
+			_, err = rb.ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+			t.Cleanup(func() { _ = rb.ClusterRoleBindings().Delete(context.Background(), o.Name, metav1.DeleteOptions{}) })
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok, err := admin.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "traffic-manager", &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := rest.CopyConfig(adminREST)
+	cfg.BearerToken, cfg.TLSClientConfig.CertData, cfg.TLSClientConfig.KeyData = tok.Status.Token, nil, nil
+	return kubernetes.NewForConfigOrDie(cfg)
 }
 
 // podToken is a token of service account default in ns, for audiences

@@ -62,8 +62,8 @@ func (w *Workloads) Resolve(ctx context.Context, namespace, name string) (manage
 		return manager.Workload{}, err
 	}
 	if t.owner != nil {
-		return manager.Workload{}, fmt.Errorf("%w: replicaset %s in %s is owned by deployment %s: intercept %s",
-			manager.ErrNotInterceptable, name, namespace, t.owner.Name, t.owner.Name)
+		return manager.Workload{}, &manager.WorkloadError{Kind: manager.ErrNotInterceptable,
+			Msg: fmt.Sprintf("replicaset %s in %s is owned by deployment %s: intercept %s", name, namespace, t.owner.Name, t.owner.Name)}
 	}
 	svcs, err := w.client.CoreV1().Services(namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -100,7 +100,8 @@ func (w *Workloads) find(ctx context.Context, ns, name string) (template, error)
 	if err != nil {
 		return template{}, err
 	}
-	return template{}, fmt.Errorf("%w: no deployment, statefulset or replicaset %s in %s; %s", manager.ErrNoWorkload, name, ns, existing(ns, all))
+	return template{}, &manager.WorkloadError{Kind: manager.ErrNoWorkload,
+		Msg: fmt.Sprintf("no deployment, statefulset or replicaset %s in %s; %s", name, ns, existing(ns, all))}
 }
 
 // existing names the workloads of ns for a refusal.
