@@ -146,8 +146,9 @@ func TestListWorkloads(t *testing.T) {
 	}
 }
 
-// TestListWorkloadsNeedsList: with a policy, listing needs list on
-// deployments in the namespace, and the refusal names it.
+// TestListWorkloadsNeedsList: with a policy, listing the cluster's
+// workloads needs list on deployments in the namespace, and the refusal
+// names it.
 func TestListWorkloadsNeedsList(t *testing.T) {
 	policy := `apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
@@ -176,6 +177,13 @@ roleRef: {kind: Role, name: lister}
 	want := `user "bob" may not list deployments.apps in namespace "shop"`
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), want) {
 		t.Fatalf("bob's list = %v, want PermissionDenied naming %s", err, want)
+	}
+	// The lab's workloads are the agents' names, which every user sees in
+	// tether list already: no permission guards them.
+	lab := startGRPC(t, Config{Authenticator: testTokens, Authorizer: p})
+	ll := &grpcLab{s: lab.s, c: lab.client}
+	if _, err := ll.c.ListWorkloads(ll.arrive(t, "bob"), &pb.ListWorkloadsRequest{Namespace: "shop"}); err != nil {
+		t.Fatalf("bob's list in the lab: %v", err)
 	}
 }
 
