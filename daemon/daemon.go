@@ -404,7 +404,7 @@ func (d *Daemon) startSession(ctx context.Context, req *pb.ConnectRequest, byCLI
 				return nil, errors.New(why)
 			}
 			// A daemon resuming by itself reuses what connect was given.
-			user, req.Token, req.Tls, req.CaPem = c.User, c.Token, c.TLS, c.CAPEM
+			user, req.Token, req.Tls, req.CaPem, req.Namespace = c.User, c.Token, c.TLS, c.CAPEM, c.Namespace
 		}
 	} else if !byCLI {
 		// Forgotten meanwhile (quit): nothing to resume, and without the
@@ -416,7 +416,7 @@ func (d *Daemon) startSession(ctx context.Context, req *pb.ConnectRequest, byCLI
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	sess, err := startSession(ctx, sessionConfig{
-		manager: req.Manager, allowConf: req.AllowConflictingSubnets, floor: d.floor(),
+		manager: req.Manager, allowConf: req.AllowConflictingSubnets, floor: d.floor(), namespace: req.Namespace,
 		user: user, host: host, instance: d.instance, byCLI: byCLI, resume: resume, token: req.Token, tls: tlsCreds,
 		tunName: d.cfg.TUNName, mtu: d.cfg.MTU, dnsAddress: d.cfg.DNSAddress, newRouter: d.cfg.NewRouter, log: d.cfg.Log,
 		tracker: d.tracker, metrics: d.metrics, onEnded: d.sessionEnded, saveActivity: d.saveActivity,
@@ -426,7 +426,7 @@ func (d *Daemon) startSession(ctx context.Context, req *pb.ConnectRequest, byCLI
 			// without the token and TLS settings it would resume in
 			// plaintext, unauthenticated.
 			d.saveCreds(cachedCreds{Manager: mgr, ID: c.id, Secret: c.secret, User: user,
-				Token: req.Token, TLS: req.Tls, CAPEM: req.CaPem})
+				Token: req.Token, TLS: req.Tls, CAPEM: req.CaPem, Namespace: req.Namespace})
 		},
 	})
 	var ended *endedError
@@ -562,6 +562,7 @@ func (d *Daemon) statusLocked() *pb.StatusResponse {
 	for _, p := range s.routes() {
 		resp.Subnets = append(resp.Subnets, p.String())
 	}
+	resp.RefusedSubnets, resp.Namespace, resp.DnsSearch = s.refusedSubnets(), s.namespace, s.dnsSearch
 	return resp
 }
 
@@ -624,6 +625,9 @@ type cachedCreds struct {
 	Token   string `json:"token,omitempty"`
 	TLS     bool   `json:"tls,omitempty"`
 	CAPEM   []byte `json:"ca_pem,omitempty"`
+	// The session's namespace (connect --namespace), for its search
+	// domains after a restart.
+	Namespace string `json:"namespace,omitempty"`
 
 	// Where the session's intercepts' flows go (portcache.go).
 	Intercepts map[string]cachedTarget `json:"intercepts,omitempty"`

@@ -108,8 +108,8 @@ func routedSession(t testing.TB, m *fakeManager, subnets ...string) (*session, *
 }
 
 // TestRearriveChecksRoutes: what a manager advertises after a reconnect
-// passes the checks of connect; a refused set leaves the routes as they
-// were and says so in the notices.
+// passes the checks of connect; when nothing advertised can be routed the
+// routes stay as they were and the notices say so.
 func TestRearriveChecksRoutes(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
@@ -120,7 +120,8 @@ func TestRearriveChecksRoutes(t *testing.T) {
 		{"a new cluster subnet", []string{"198.18.2.0/24", "198.18.3.0/24"}, []string{"198.18.2.0/24", "198.18.3.0/24"}, ""},
 		{"the default route in halves", []string{"0.0.0.0/1", "128.0.0.0/1"}, []string{"198.18.2.0/24"}, "wider than /8"},
 		{"256 /8s", eighths(), []string{"198.18.2.0/24"}, "cover every IPv4 address"},
-		{"wider than the floor", []string{"198.18.2.0/24", "10.0.0.0/7"}, []string{"198.18.2.0/24"}, "10.0.0.0/7, wider than /8"},
+		// Refused on its own: the rest is routed, status names it.
+		{"wider than the floor", []string{"198.18.2.0/24", "10.0.0.0/7"}, []string{"198.18.2.0/24"}, ""},
 		{"none", nil, []string{"198.18.2.0/24"}, "no subnets"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -243,6 +244,59 @@ func TestRearriveTTLIsFinal(t *testing.T) {
 			}
 			if n := m.arrivals.Load(); n != tc.arrivals {
 				t.Fatalf("%d arrivals, want %d", n, tc.arrivals)
+			}
+		})
+	}
+}
+
+// TestLiveSubnets: subnets that change on the watch stream are routed
+// without a reconnect; each passes the checks of connect on its own, and
+// a refused one is left out and named in status while the rest is routed.
+func TestLiveSubnets(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		advertised []string
+		want       []string
+		refused    []string // substrings, one per refusal
+		notice     string
+	}{
+		{"one added", []string{"198.18.2.0/24", "198.18.128.0/24"}, []string{"198.18.2.0/24", "198.18.128.0/24"}, nil, ""},
+		{"one removed, one added", []string{"198.18.160.0/24"}, []string{"198.18.160.0/24"}, nil, ""},
+		{"a wide one refused, the rest routed", []string{"198.18.2.0/24", "10.0.0.0/7", "198.18.128.0/24"}, []string{"198.18.2.0/24", "198.18.128.0/24"},
+			[]string{"10.0.0.0/7, wider than /8 (routes.minPrefixLength)"}, ""},
+		{"the manager's own subnet refused", []string{"198.18.2.0/24", "127.0.0.0/8"}, []string{"198.18.2.0/24"},
+			[]string{"inside the subnet 127.0.0.0/8"}, ""},
+		{"another device's route refused", []string{"198.18.2.0/24", "198.18.99.0/24", "198.18.128.0/24"}, []string{"198.18.2.0/24", "198.18.128.0/24"},
+			[]string{"198.18.99.0/24: a route for it exists through dev othervpn0"}, ""},
+		{"a bad one refused", []string{"198.18.2.0/24", "nonsense"}, []string{"198.18.2.0/24"}, []string{`bad subnet "nonsense"`}, ""},
+		{"all refused: unchanged", []string{"0.0.0.0/1", "128.0.0.0/1"}, []string{"198.18.2.0/24"},
+			[]string{"0.0.0.0/1, wider than /8", "128.0.0.0/1, wider than /8"}, "routes unchanged"},
+		{"none: unchanged", []string{}, []string{"198.18.2.0/24"}, nil, "advertised no subnets"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newFakeManager(t, "198.18.2.0/24")
+			s, r := routedSession(t, m, "198.18.2.0/24")
+			r.Take(netip.MustParsePrefix("198.18.99.0/24"), "dev othervpn0")
+			s.handleEvent(context.Background(), &pbm.SessionEvent{Subnets: tc.advertised, SubnetsChanged: true})
+			want := prefixesOf(t, tc.want)
+			if got := s.routes(); !equalPrefixes(got, want) {
+				t.Errorf("subnets %v, want %v", got, want)
+			}
+			if got := r.Routes(); !equalPrefixes(got, want) {
+				t.Errorf("routes %v, want %v (sets: %v)", got, want, r.Sets())
+			}
+			refused := s.refusedSubnets()
+			if len(refused) != len(tc.refused) {
+				t.Fatalf("refused %q, want %d like %q", refused, len(tc.refused), tc.refused)
+			}
+			for i, w := range tc.refused {
+				if !strings.Contains(refused[i], w) {
+					t.Errorf("refused[%d] = %q, want it to say %q", i, refused[i], w)
+				}
+			}
+			_, notices := s.interceptStatus()
+			if (tc.notice == "") != (len(notices) == 0) || (tc.notice != "" && !strings.Contains(notices[0], tc.notice)) {
+				t.Errorf("notices %q, want %q", notices, tc.notice)
 			}
 		})
 	}

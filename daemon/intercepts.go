@@ -101,6 +101,9 @@ func (s *session) watch(ctx context.Context) {
 }
 
 func (s *session) handleEvent(ctx context.Context, ev *pbm.SessionEvent) {
+	if ev.SubnetsChanged {
+		s.updateSubnets(ev.Subnets)
+	}
 	ic := &s.icepts
 	dropped := false
 	ic.mu.Lock()

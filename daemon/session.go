@@ -49,9 +49,16 @@ type session struct {
 	vif     *vif.VIF
 	tunnels *tunnel.Client // the flows' streams to the manager
 	router  platform.Router
-	// subnets are the routed subnets; rearrive replaces them while status
-	// reads them.
-	subnets        atomic.Pointer[[]netip.Prefix]
+	// subnets are the routed subnets; updateSubnets replaces them while
+	// status reads them. refused are the advertised ones it left out, each
+	// as why.
+	subnets   atomic.Pointer[[]netip.Prefix]
+	refused   atomic.Pointer[[]string]
+	namespace string   // the session's Kubernetes namespace
+	dnsSearch []string // search domains from Arrive
+	// routesMu serialises updateSubnets: the watch stream and a
+	// re-arrival both route what the manager advertises.
+	routesMu       sync.Mutex
 	floor          routeFloor // routes.minPrefixLength*
 	allowConflicts bool
 	instance       string
@@ -114,6 +121,7 @@ type sessionConfig struct {
 	resume     *creds                           // credentials of a session to resume, if any
 	token      string                           // bearer token, for a manager with auth.tokenFile
 	tls        credentials.TransportCredentials // nil: plaintext
+	namespace  string                           // the session's Kubernetes namespace, for search domains
 	tunName    string
 	mtu        int
 	dnsAddress string // dns.address; empty: defaultDNSAddress
@@ -136,7 +144,7 @@ type sessionConfig struct {
 func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error) {
 	s := &session{addr: cfg.manager, log: cfg.log.With("manager", cfg.manager), instance: cfg.instance, user: cfg.user, host: cfg.host,
 		tracker: cfg.tracker, metrics: cfg.metrics, onEnded: cfg.onEnded, saveCreds: cfg.saveCreds, saveTargets: cfg.saveTargets, floor: cfg.floor, allowConflicts: cfg.allowConf,
-		saveActivity: cfg.saveActivity}
+		saveActivity: cfg.saveActivity, namespace: cfg.namespace}
 	if cfg.resume != nil {
 		s.creds.Store(cfg.resume)
 	}
@@ -180,6 +188,7 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 		return nil, err
 	}
 	s.subnets.Store(&subnets)
+	s.dnsSearch = resp.DnsSearch
 	s.setupDNS(cfg.dnsAddress, resp.DnsDomains)
 	s.tunnels = tunnel.NewClient(s.cc, 0)
 	s.vif, err = vif.New(vif.Config{Name: cfg.tunName, MTU: cfg.mtu, Open: s.opener(), Log: cfg.log})
@@ -213,7 +222,7 @@ func startSession(ctx context.Context, cfg sessionConfig) (_ *session, err error
 }
 
 func (s *session) arrive(ctx context.Context, byCLI bool) (*pbm.ArriveResponse, error) {
-	req := &pbm.ArriveRequest{User: s.user, Host: s.host, DaemonInstance: s.instance, Version: build.Version, ByCli: byCLI, Build: build.Proto()}
+	req := &pbm.ArriveRequest{User: s.user, Host: s.host, DaemonInstance: s.instance, Version: build.Version, ByCli: byCLI, Build: build.Proto(), Namespace: s.namespace}
 	if c := s.creds.Load(); c != nil {
 		req.ResumeSessionId, req.ResumeSessionSecret = c.id, c.secret
 	}
@@ -330,28 +339,7 @@ func (s *session) rearrive(ctx context.Context) {
 	} else {
 		s.log.Info("link back; the manager opened a new session", "session", resp.SessionId, "old", old.id)
 	}
-	// The routes after a reconnect pass the checks of connect. A refused
-	// set leaves the routes as they were, which the user accepted at
-	// connect: tearing the session down would let the manager end it at
-	// will, and keeping it routes nothing new.
-	subnets, err := s.checkedSubnets(resp.Subnets)
-	if err != nil {
-		s.log.Error("refused the subnets the traffic manager advertised after reconnecting; routes unchanged", "error", err)
-		s.notice(fmt.Sprintf("routes unchanged: refused what the traffic manager advertised after reconnecting: %v", err))
-		return
-	}
-	if old := s.routes(); !equalPrefixes(subnets, old) {
-		if err := s.router.Set(s.routed(subnets)); err != nil {
-			s.log.Error("updating routes failed", "error", err)
-			s.notice(fmt.Sprintf("routes unchanged: cannot route what the traffic manager advertised after reconnecting: %v", err))
-			// Set applies what it can; put back what was accepted.
-			if err := s.router.Set(s.routed(old)); err != nil {
-				s.log.Error("restoring routes failed", "error", err)
-			}
-		} else {
-			s.subnets.Store(&subnets)
-		}
-	}
+	s.updateSubnets(resp.Subnets)
 }
 
 // routes are the routed subnets.

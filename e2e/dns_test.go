@@ -44,3 +44,35 @@ func TestClusterDNS(t *testing.T) {
 		t.Fatalf("lookups counted as activity: %v -> %v", before, after)
 	}
 }
+
+// TestSearchDomains: `tether connect --namespace shop` gets the search
+// domains of a pod in shop, so "web" and "web.shop" resolve through the
+// VIF as they would there; dns.search follows them.
+func TestSearchDomains(t *testing.T) {
+	if _, err := exec.LookPath("dig"); err != nil {
+		t.Skip("dig not installed")
+	}
+	e := newEnv(t, envOptions{
+		mgrArgsFunc: func(e *env) []string {
+			return []string{"--dns-server", fmt.Sprintf("%s:53", e.lab.PodIP), "--dns-search", "corp.example"}
+		},
+		connectArgsFunc: func(*env) []string { return []string{"--namespace", "shop"} },
+	})
+	st := e.status()
+	search := fmt.Sprint(st["dns_search"])
+	if want := "[shop.svc.cluster.local svc.cluster.local cluster.local corp.example]"; search != want || st["namespace"] != "shop" {
+		t.Fatalf("status dns_search %s namespace %v, want %s and shop", search, st["namespace"], want)
+	}
+	server := "@" + strings.TrimSuffix(st["dns"].(string), ":53")
+	// dig searches one domain at a time (+domain); the host's resolver
+	// walks the list in this order and takes the first answer.
+	for _, tc := range []struct{ name, domain string }{
+		{"web", "shop.svc.cluster.local"},
+		{"web.shop", "svc.cluster.local"},
+	} {
+		out, err := e.run(e.lab.Client, "dig", "+short", "+time=3", "+tries=1", "+search", "+ndots=5", "+domain="+tc.domain, server, tc.name)
+		if err != nil || strings.TrimSpace(out) != "198.18.2.79" {
+			t.Fatalf("dig %s with search domain %s: %v\n%s", tc.name, tc.domain, err, out)
+		}
+	}
+}

@@ -191,6 +191,7 @@ func (e *env) startPodServers() {
 	e.stops = append(e.stops, netlab.ServeDNS(dns, map[string]netip.Addr{
 		"svc.test.":                      netip.MustParseAddr("198.18.2.77"),
 		"web.default.svc.cluster.local.": netip.MustParseAddr("198.18.2.78"),
+		"web.shop.svc.cluster.local.":    netip.MustParseAddr("198.18.2.79"),
 	}))
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,6 +17,43 @@ import (
 
 // DefaultDNSDomains are resolved through the manager unless configured.
 var DefaultDNSDomains = []string{"cluster.local"}
+
+// DefaultClusterDomain is the cluster's DNS domain unless configured
+// (dns.clusterDomain), as kubelet's --cluster-domain defaults it.
+const DefaultClusterDomain = "cluster.local"
+
+// searchDomains are the search domains of a session in namespace: those
+// of the cluster's pods in it (NS.svc.DOMAIN, svc.DOMAIN, DOMAIN, as
+// kubelet writes them into a pod's resolv.conf), so "web" and "web.shop"
+// resolve as they do in a pod, then dns.search. Without a namespace only
+// svc.DOMAIN and DOMAIN: "web.shop" resolves, "web" needs --namespace.
+func (s *Server) searchDomains(namespace string) []string {
+	var out []string
+	if namespace != "" {
+		out = append(out, namespace+".svc."+s.clusterDomain)
+	}
+	out = append(out, "svc."+s.clusterDomain, s.clusterDomain)
+	for _, d := range s.dnsSearch {
+		if d = strings.Trim(d, "."); !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// isDNSLabel reports whether s is an RFC 1123 label, as a namespace name
+// is: it becomes part of a search domain.
+func isDNSLabel(s string) bool {
+	if len(s) == 0 || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for _, c := range s {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return true
+}
 
 // resolveTimeout bounds one lookup.
 const resolveTimeout = 3 * time.Second

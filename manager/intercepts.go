@@ -395,10 +395,11 @@ func (s *Server) WatchSession(_ *pb.WatchSessionRequest, stream grpc.ServerStrea
 		}
 		s.mu.Unlock()
 	}()
-	send := func() error {
+	send := func(subnets []string) error {
 		now := s.now()
 		s.mu.Lock()
-		ev := &pb.SessionEvent{InterceptsChanged: true, Notice: strings.Join(sess.notices, "; ")}
+		ev := &pb.SessionEvent{InterceptsChanged: true, Notice: strings.Join(sess.notices, "; "),
+			Subnets: subnets, SubnetsChanged: subnets != nil}
 		sess.notices = nil
 		for _, x := range s.sortedInterceptsLocked() {
 			if x.owner == sess {
@@ -408,11 +409,19 @@ func (s *Server) WatchSession(_ *pb.WatchSessionRequest, stream grpc.ServerStrea
 		s.mu.Unlock()
 		return stream.Send(ev)
 	}
-	if err := send(); err != nil {
+	// The first event carries the subnets too: they may have changed
+	// while the daemon had no stream.
+	subnets, subnetsChanged := s.subnetStrings()
+	if err := send(subnets); err != nil {
 		return err
 	}
 	for {
 		select {
+		case <-subnetsChanged:
+			subnets, subnetsChanged = s.subnetStrings()
+			if err := stream.Send(&pb.SessionEvent{Subnets: subnets, SubnetsChanged: true}); err != nil {
+				return err
+			}
 		case <-ctx.Done():
 			if errors.Is(context.Cause(ctx), errWatchReplaced) {
 				return status.Error(codes.Aborted, errWatchReplaced.Error())
@@ -421,7 +430,7 @@ func (s *Server) WatchSession(_ *pb.WatchSessionRequest, stream grpc.ServerStrea
 		case <-sess.ctx.Done():
 			return status.Error(codes.NotFound, "the session ended")
 		case <-sess.changed:
-			if err := send(); err != nil {
+			if err := send(nil); err != nil {
 				return err
 			}
 		case d := <-sess.dials:

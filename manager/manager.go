@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -36,12 +37,16 @@ var build = buildinfo.Read()
 
 // Config configures the manager.
 type Config struct {
-	// Subnets are the cluster networks that daemons route and that flows
-	// may reach.
-	Subnets        []netip.Prefix
-	DialTimeout    time.Duration
-	UDPIdleTimeout time.Duration
-	Rules          Rules
+	// Subnets are the configured cluster networks (subnets) that daemons
+	// route and that flows may reach; SetSubnets adds the discovered ones.
+	// Empty only with DiscoverSubnets.
+	Subnets []netip.Prefix
+	// DiscoverSubnets: the cluster's networks come from SetSubnets
+	// (kube.discoverSubnets), so Subnets may be empty.
+	DiscoverSubnets bool
+	DialTimeout     time.Duration
+	UDPIdleTimeout  time.Duration
+	Rules           Rules
 	// Authorizer decides revokes, intercept creation and which workloads
 	// each agent serves (rbac.policyFile). Nil disables revoke and lets
 	// every agent serve every workload. It needs an Authenticator: RBAC must judge
@@ -62,6 +67,10 @@ type Config struct {
 	// DNSSearch (dns.search) are search domains daemons configure, so
 	// short names resolve ("web" in "default.svc.cluster.local").
 	DNSSearch []string
+	// ClusterDomain (dns.clusterDomain) makes the search domains of a
+	// session with a namespace: NS.svc.DOMAIN, svc.DOMAIN, DOMAIN;
+	// DefaultClusterDomain when empty.
+	ClusterDomain string
 	// Limits bound sessions, flows, intercepts and notices (limits.*).
 	Limits Limits
 	// Workloads finds the cluster's workloads (kube/workloads), so that an
@@ -93,7 +102,10 @@ var DefaultRules = Rules{ConnectionTTL: 24 * time.Hour, InactiveBlockTimeout: 10
 // Server implements the Manager gRPC service.
 type Server struct {
 	pb.UnimplementedManagerServer
-	subnets []netip.Prefix
+	configured []netip.Prefix // subnets, never removed by discovery
+	// subnets is what is served now: configured ∪ discovered. Written
+	// under mu (SetSubnets); read without it by every flow's check.
+	subnets atomic.Pointer[[]netip.Prefix]
 	tunnels *tunnel.Server
 	authn   Authenticator // nil: development mode
 	now     func() time.Time
@@ -123,10 +135,13 @@ type Server struct {
 	agents map[string]map[*agentWatch]struct{}
 	// pending inbound flows by flow id, waiting for the owner's daemon.
 	pending map[string]*inbound
+	// subnetsChanged is closed when subnets change, and replaced.
+	subnetsChanged chan struct{}
 
-	dnsDomains []string
-	dnsSearch  []string
-	resolver   *net.Resolver
+	clusterDomain string
+	dnsDomains    []string
+	dnsSearch     []string
+	resolver      *net.Resolver
 
 	workloads Workloads       // nil: the namespace lab
 	authz     rbac.Authorizer // nil: revoke disabled
@@ -169,8 +184,8 @@ type session struct {
 
 // New returns a manager serving cfg.Subnets.
 func New(cfg Config) (*Server, error) {
-	if len(cfg.Subnets) == 0 {
-		return nil, errors.New("manager: no subnets to serve")
+	if len(cfg.Subnets) == 0 && !cfg.DiscoverSubnets {
+		return nil, errors.New("manager: no subnets to serve: configure subnets (--subnet), or discover them from the cluster (kube.discoverSubnets)")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -199,16 +214,16 @@ func New(cfg Config) (*Server, error) {
 	}
 	log := cfg.Log.With("component", "manager")
 	s := &Server{
-		subnets:  cfg.Subnets,
-		tunnels:  tunnel.NewServer(cfg.DialTimeout, cfg.UDPIdleTimeout, cfg.Log),
-		rules:    r,
-		limits:   limits,
-		authn:    cfg.Authenticator,
-		now:      cfg.Now,
-		log:      log,
-		sessions: make(map[string]*session),
-		ended:    make(map[string]ending),
-		reaper:   make(chan struct{}),
+		configured: unionPrefixes(cfg.Subnets),
+		tunnels:    tunnel.NewServer(cfg.DialTimeout, cfg.UDPIdleTimeout, cfg.Log),
+		rules:      r,
+		limits:     limits,
+		authn:      cfg.Authenticator,
+		now:        cfg.Now,
+		log:        log,
+		sessions:   make(map[string]*session),
+		ended:      make(map[string]ending),
+		reaper:     make(chan struct{}),
 
 		rulesChanged: make(chan struct{}, 1),
 		metrics:      newMetrics(),
@@ -216,15 +231,22 @@ func New(cfg Config) (*Server, error) {
 		intercepts: make(map[string]*intercept),
 		agents:     make(map[string]map[*agentWatch]struct{}),
 		pending:    make(map[string]*inbound),
-		authz:      cfg.Authorizer,
-		workloads:  cfg.Workloads,
-		dnsDomains: cfg.DNSDomains,
-		dnsSearch:  cfg.DNSSearch,
-		resolver:   newResolver(cfg.DNSServer),
-		namespace:  cmp.Or(cfg.Namespace, DefaultNamespace),
+
+		subnetsChanged: make(chan struct{}),
+		clusterDomain:  strings.Trim(cmp.Or(cfg.ClusterDomain, DefaultClusterDomain), "."),
+		workloads:      cfg.Workloads,
+		authz:          cfg.Authorizer,
+		dnsDomains:     cfg.DNSDomains,
+		dnsSearch:      cfg.DNSSearch,
+		resolver:       newResolver(cfg.DNSServer),
+		namespace:      cmp.Or(cfg.Namespace, DefaultNamespace),
 	}
+	s.subnets.Store(&s.configured)
 	if len(s.dnsDomains) == 0 {
 		s.dnsDomains = DefaultDNSDomains
+	}
+	if !wire.InDomains(s.clusterDomain, s.dnsDomains) {
+		log.Warn("dns.clusterDomain is outside dns.domains: the daemons do not resolve the namespace's search domains through the manager", "dns.clusterDomain", s.clusterDomain, "dns.domains", s.dnsDomains)
 	}
 	if s.authn == nil {
 		log.Warn("unauthenticated development mode: no auth.tokenFile, users are who their OS user name says and anyone may be an agent")
@@ -371,14 +393,14 @@ func (s *Server) Arrive(ctx context.Context, req *pb.ArriveRequest) (*pb.ArriveR
 		s.log.Warn("daemon refused: incompatible protocol", "user", req.User, "host", req.Host, "daemon_version", req.GetBuild().GetVersion(), "error", err)
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
-	subnets := make([]string, len(s.subnets))
-	for i, p := range s.subnets {
-		subnets[i] = p.String()
+	if req.Namespace != "" && !isDNSLabel(req.Namespace) {
+		return nil, status.Errorf(codes.InvalidArgument, "namespace %q is not a Kubernetes namespace name (lower-case letters, digits and '-', at most 63)", req.Namespace)
 	}
+	subnets, _ := s.subnetStrings()
 	resp := &pb.ArriveResponse{
 		Subnets: subnets, ManagerVersion: build.Version, ManagerBuild: build.Proto(),
 		DnsDomains: s.dnsDomains,
-		DnsSearch:  s.dnsSearch,
+		DnsSearch:  s.searchDomains(req.Namespace),
 	}
 	now := s.now()
 	s.mu.Lock()
@@ -541,7 +563,7 @@ func (s *Server) viewLocked(sess *session, now time.Time) *pb.SessionView {
 // allowed reports whether a flow may reach addr: only the cluster subnets,
 // so a daemon cannot use the manager as an open proxy.
 func (s *Server) allowed(addr netip.Addr) bool {
-	for _, p := range s.subnets {
+	for _, p := range *s.subnets.Load() {
 		if p.Contains(addr) {
 			return true
 		}

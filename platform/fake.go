@@ -14,6 +14,7 @@ type FakeRouter struct {
 	sets    [][]netip.Prefix
 	closes  int
 	failSet error
+	taken   map[netip.Prefix]string // other devices' routes
 }
 
 var _ Router = (*FakeRouter)(nil)
@@ -28,6 +29,22 @@ func (f *FakeRouter) Set(subnets []netip.Prefix) error {
 	}
 	if _, err := canonicalSubnets(subnets); err != nil {
 		return err
+	}
+	// Like the real Router: another device's route refuses the whole Set
+	// before anything changes, unless this router routes it already.
+	var routed []netip.Prefix
+	if len(f.sets) > 0 {
+		routed = f.sets[len(f.sets)-1]
+	}
+	taken := &RouteExistsError{Owners: map[netip.Prefix]string{}}
+	for _, p := range subnets {
+		if owner, ok := f.taken[p.Masked()]; ok && !slices.Contains(routed, p) {
+			taken.Prefixes = append(taken.Prefixes, p.Masked())
+			taken.Owners[p.Masked()] = owner
+		}
+	}
+	if len(taken.Prefixes) > 0 {
+		return taken
 	}
 	f.sets = append(f.sets, slices.Clone(subnets))
 	return f.failSet
@@ -47,6 +64,17 @@ func (f *FakeRouter) FailSet(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.failSet = err
+}
+
+// Take makes p a route of another device (owner: "dev wg0"), which Set
+// refuses to replace.
+func (f *FakeRouter) Take(p netip.Prefix, owner string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.taken == nil {
+		f.taken = make(map[netip.Prefix]string)
+	}
+	f.taken[p.Masked()] = owner
 }
 
 // Sets returns the subnets of every Set call so far, oldest first.

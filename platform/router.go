@@ -136,7 +136,7 @@ func (r *router) checkOthersLocked(want []netip.Prefix) error {
 	if !ok {
 		return nil
 	}
-	var taken []string
+	taken := &RouteExistsError{Owners: map[netip.Prefix]string{}}
 	for _, p := range want {
 		if _, ok := r.added[p]; ok {
 			continue
@@ -146,13 +146,30 @@ func (r *router) checkOthersLocked(want []netip.Prefix) error {
 			return err
 		}
 		if other != "" {
-			taken = append(taken, fmt.Sprintf("%s %s", p, other))
+			taken.Prefixes = append(taken.Prefixes, p)
+			taken.Owners[p] = other
 		}
 	}
-	if len(taken) > 0 {
-		return fmt.Errorf("set routes: route %s already exists; tether does not replace another interface's route: remove it or disconnect what added it (another VPN?), then connect again", strings.Join(taken, ", route "))
+	if len(taken.Prefixes) > 0 {
+		return taken
 	}
 	return nil
+}
+
+// RouteExistsError is a Set refused before it changed anything because
+// routes for Prefixes exist already through other devices (Owners: "dev
+// wg0"), so that a caller can leave them out and route the rest.
+type RouteExistsError struct {
+	Prefixes []netip.Prefix
+	Owners   map[netip.Prefix]string
+}
+
+func (e *RouteExistsError) Error() string {
+	taken := make([]string, len(e.Prefixes))
+	for i, p := range e.Prefixes {
+		taken[i] = fmt.Sprintf("%s %s", p, e.Owners[p])
+	}
+	return fmt.Sprintf("set routes: route %s already exists; tether does not replace another interface's route: remove it or disconnect what added it (another VPN?), then connect again", strings.Join(taken, ", route "))
 }
 
 // Close implements Router.

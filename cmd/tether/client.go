@@ -46,7 +46,7 @@ func callDaemon(ctx context.Context, g *globals, timeout time.Duration, fn func(
 }
 
 func newConnectCmd(g *globals) *cobra.Command {
-	var mgr, tokenFile, caFile string
+	var mgr, tokenFile, caFile, namespace string
 	var allow, useTLS bool
 	cmd := &cobra.Command{
 		Use:   "connect",
@@ -57,7 +57,7 @@ func newConnectCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := &pb.ConnectRequest{Manager: mgr, AllowConflictingSubnets: allow, User: currentUser(), Tls: useTLS, Token: token}
+			req := &pb.ConnectRequest{Manager: mgr, AllowConflictingSubnets: allow, User: currentUser(), Tls: useTLS, Token: token, Namespace: namespace}
 			if caFile != "" {
 				b, err := os.ReadFile(caFile)
 				if err != nil {
@@ -103,6 +103,7 @@ func newConnectCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the bearer token for the manager (or env TETHER_TOKEN)")
 	cmd.Flags().BoolVar(&useTLS, "tls", false, "use TLS to the manager, verified with the system roots")
 	cmd.Flags().StringVar(&caFile, "ca-file", "", "use TLS to the manager, verified with this CA certificate (PEM)")
+	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "the session's Kubernetes namespace: short names resolve in it")
 	return cmd
 }
 
@@ -165,23 +166,28 @@ func newStatusCmd(g *globals) *cobra.Command {
 // statusJSON is the stable output of `tether status --json`; docs/operations.md
 // documents every field. Add fields, never rename or remove them.
 type statusJSON struct {
-	Connected    bool              `json:"connected"`
-	Reason       string            `json:"reason,omitempty"`
-	Manager      string            `json:"manager"`
-	User         string            `json:"user"`
-	Subnets      []string          `json:"subnets"`
-	SessionID    string            `json:"session_id"`
-	Device       string            `json:"device"`
-	Link         string            `json:"link"`
-	Offloads     string            `json:"offloads"`
-	LastActivity *lastActivityJSON `json:"last_activity"`
-	ManagerView  *managerViewJSON  `json:"manager_view"`
-	Counters     countersJSON      `json:"counters"`
-	Intercepts   []interceptJSON   `json:"intercepts"`
-	Notices      []string          `json:"notices"`
-	DNS          string            `json:"dns"`
-	DNSDomains   []string          `json:"dns_domains"`
-	DNSConfig    string            `json:"dns_config,omitempty"`
+	Connected bool     `json:"connected"`
+	Reason    string   `json:"reason,omitempty"`
+	Manager   string   `json:"manager"`
+	User      string   `json:"user"`
+	Subnets   []string `json:"subnets"`
+	// RefusedSubnets are what the manager advertised and the daemon
+	// does not route, each saying why.
+	RefusedSubnets []string          `json:"refused_subnets"`
+	Namespace      string            `json:"namespace,omitempty"`
+	SessionID      string            `json:"session_id"`
+	Device         string            `json:"device"`
+	Link           string            `json:"link"`
+	Offloads       string            `json:"offloads"`
+	LastActivity   *lastActivityJSON `json:"last_activity"`
+	ManagerView    *managerViewJSON  `json:"manager_view"`
+	Counters       countersJSON      `json:"counters"`
+	Intercepts     []interceptJSON   `json:"intercepts"`
+	Notices        []string          `json:"notices"`
+	DNS            string            `json:"dns"`
+	DNSDomains     []string          `json:"dns_domains"`
+	DNSConfig      string            `json:"dns_config,omitempty"`
+	DNSSearch      []string          `json:"dns_search"`
 	// A restarted daemon retrying its cached session (link "resuming").
 	Resuming          bool    `json:"resuming"`
 	ResumeAttempts    uint32  `json:"resume_attempts,omitempty"`
@@ -235,6 +241,7 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 	out.Resuming, out.ResumeAttempts, out.NextResumeSeconds = r.Resuming, r.ResumeAttempts, r.NextResumeSeconds
 	out.Intercepts, out.Notices = []interceptJSON{}, append([]string{}, r.Notices...)
 	out.DNS, out.DNSDomains, out.DNSConfig = r.Dns, append([]string{}, r.DnsDomains...), r.DnsConfig
+	out.RefusedSubnets, out.Namespace, out.DNSSearch = append([]string{}, r.RefusedSubnets...), r.Namespace, append([]string{}, r.DnsSearch...)
 	out.VersionNotes = append([]string{}, versionNotes(r)...)
 	for _, li := range r.Intercepts {
 		x := toInterceptJSON(li.Info)
@@ -297,12 +304,18 @@ func printStatus(w io.Writer, r *pb.StatusResponse) {
 		fmt.Fprintf(w, "  Manager:  %s, %s; %s; TTL left %.0fs\n", v.State, idle, block, ms(v.TtlLeftMs))
 	}
 	fmt.Fprintf(w, "  Subnets:  %s via %s\n", strings.Join(r.Subnets, ", "), r.Device)
+	for _, why := range r.RefusedSubnets {
+		fmt.Fprintf(w, "  Refused:  %s\n", why)
+	}
 	fmt.Fprintf(w, "  TCP:      %d live, %d opened, %d refused\n", c.GetTcpTunnelsLive(), c.GetTcpTunnels(), c.GetTcpRefused())
 	fmt.Fprintf(w, "  UDP:      %d live, %d opened\n", c.GetUdpFlowsLive(), c.GetUdpFlows())
 	fmt.Fprintf(w, "  Bytes:    %d out, %d in\n", c.GetBytesOut(), c.GetBytesIn())
 	fmt.Fprintf(w, "  Offloads: %s\n", r.Offloads)
 	if r.Dns != "" {
 		fmt.Fprintf(w, "  DNS:      %s for %s (%s)\n", r.Dns, strings.Join(r.DnsDomains, ", "), r.DnsConfig)
+		if len(r.DnsSearch) > 0 {
+			fmt.Fprintf(w, "  Search:   %s\n", strings.Join(r.DnsSearch, ", "))
+		}
 	}
 	for _, li := range r.Intercepts {
 		x := li.Info

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tether-dev/tether/kube"
 	kubeauth "github.com/tether-dev/tether/kube/auth"
+	kubesubnets "github.com/tether-dev/tether/kube/subnets"
 	kubeworkloads "github.com/tether-dev/tether/kube/workloads"
 	"github.com/tether-dev/tether/manager"
 	"github.com/tether-dev/tether/manager/rbac"
@@ -124,8 +125,18 @@ func newManagerCmd(g *globals) *cobra.Command {
 				}
 				opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 			}
+			// In a cluster the subnets are discovered; subnets adds
+			// networks to them.
+			discover := kc != nil && v.GetBool("kube.discoverSubnets")
+			if len(subnets) == 0 && !discover {
+				if kc == nil {
+					return errors.New("subnets: give the cluster's networks (--subnet CIDR, repeatable); a manager with Kubernetes credentials (in a pod, or kube.config) discovers them")
+				}
+				return errors.New("subnets: with kube.discoverSubnets false, give the cluster's networks (--subnet CIDR, repeatable)")
+			}
 			mgr, err := manager.New(manager.Config{
-				Subnets: subnets, DialTimeout: durations["tunnel.dialTimeout"],
+				Subnets: subnets, DiscoverSubnets: discover, ClusterDomain: v.GetString("dns.clusterDomain"),
+				DialTimeout:    durations["tunnel.dialTimeout"],
 				UDPIdleTimeout: durations["tunnel.udpIdleTimeout"], Log: log, Authenticator: authn,
 				Authorizer: authz, Namespace: v.GetString("manager.namespace"),
 				DNSDomains: v.GetStringSlice("dns.domains"), DNSServer: v.GetString("dns.server"),
@@ -138,6 +149,16 @@ func newManagerCmd(g *globals) *cobra.Command {
 			})
 			if err != nil {
 				return err
+			}
+			if discover {
+				dctx, stopDiscovery := context.WithCancel(cmd.Context())
+				wait, err := kubesubnets.Watch(dctx, kc, mgr, log)
+				if err != nil {
+					stopDiscovery()
+					mgr.Shutdown()
+					return err
+				}
+				defer func() { stopDiscovery(); wait() }()
 			}
 			if v.GetBool("kube.watchRules") {
 				if kc == nil {
@@ -164,7 +185,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 			if certFile == "" {
 				log.Warn("serving without TLS: tokens and traffic travel in clear text", "component", "manager")
 			}
-			log.Info("traffic manager started", "component", "manager", "listen", ln.Addr().String(), "subnets", subnets,
+			log.Info("traffic manager started", "component", "manager", "listen", ln.Addr().String(), "subnets", mgr.Subnets(), "kube.discoverSubnets", discover,
 				"grpc.connectionTTL", durations["grpc.connectionTTL"], "intercept.inactiveBlockTimeout", durations["intercept.inactiveBlockTimeout"],
 				"activity.reportInterval", durations["activity.reportInterval"],
 				"grpc.keepaliveTime", durations["grpc.keepaliveTime"], "grpc.keepaliveTimeout", durations["grpc.keepaliveTimeout"],
@@ -203,7 +224,9 @@ func newManagerCmd(g *globals) *cobra.Command {
 // keys; `tether config view manager` shares it.
 func managerFlags(f *pflag.FlagSet) map[string]string {
 	f.String("listen", ":8081", "address to serve daemons on")
-	f.StringSlice("subnet", nil, "cluster subnet to offer (repeatable, CIDR)")
+	f.StringSlice("subnet", nil, "subnets: cluster subnet to offer (repeatable, CIDR); with Kubernetes credentials added to the discovered ones")
+	f.Bool("discover-subnets", true, "kube.discoverSubnets: with Kubernetes credentials, discover the pod networks (Node spec.podCIDRs, pod IPs) and service networks (ServiceCIDRs, else ClusterIPs) and follow their changes")
+	f.String("cluster-domain", manager.DefaultClusterDomain, "dns.clusterDomain: the cluster's DNS domain; a session's namespace NS gives the search domains NS.svc.DOMAIN, svc.DOMAIN, DOMAIN")
 	f.String("dial-timeout", tunnel.DefaultDialTimeout.String(), "how long to wait for a destination to accept a connection")
 	f.String("udp-idle-timeout", tunnel.DefaultUDPIdleTimeout.String(), "end UDP flows idle for this long")
 	f.String("connection-ttl", manager.DefaultRules.ConnectionTTL.String(), "grpc.connectionTTL: end sessions inactive for this long")
@@ -238,6 +261,7 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 		"rbac.policyFile": "rbac-policy-file", "manager.namespace": "namespace", "runtime.maxProcs": "max-procs",
 		"dns.domains": "dns-domain", "dns.server": "dns-server", "dns.search": "dns-search",
 		"grpc.insecureListenAny": "insecure-listen-any", "kube.config": "kubeconfig", "kube.watchRules": "watch-configmap",
+		"kube.discoverSubnets": "discover-subnets", "dns.clusterDomain": "cluster-domain",
 		"grpc.keepaliveTime": "keepalive-time", "grpc.keepaliveTimeout": "keepalive-timeout",
 	}
 	for _, l := range managerLimits {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,4 +93,26 @@ func runManager(t *testing.T, args ...string) *grpc.ClientConn {
 	}
 	t.Cleanup(func() { cc.Close() })
 	return cc
+}
+
+// Without Kubernetes credentials nothing is discovered: subnets are
+// required, and the refusal names the key and what discovers them.
+func TestManagerNeedsSubnetsWithoutKubernetes(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "") // not in a pod
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no credentials", nil, "a manager with Kubernetes credentials (in a pod, or kube.config) discovers them"},
+		{"discovery off", []string{"--kubeconfig", writeFile(t, "kubeconfig", "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"https://127.0.0.1:1\"}}]\nusers: [{name: u, user: {token: x}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n"),
+			"--discover-subnets=false"}, "with kube.discoverSubnets false"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := runTether(t, append([]string{"manager", "--listen", "127.0.0.1:0"}, tc.args...)...)
+			if err == nil || !strings.Contains(err.Error(), "subnets: ") || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("manager without subnets: %v, want %q", err, tc.want)
+			}
+		})
+	}
 }

@@ -268,6 +268,9 @@ func (c *Cluster) controllerManagerArgs() []string {
 		"--use-service-account-credentials=false",
 		"--service-cluster-ip-range", ServiceCIDR,
 		"--cluster-name", "kubelab",
+		// The node gets spec.podCIDRs (the whole pod range: one node), as
+		// on most clusters, so subnet discovery reads a real one.
+		"--allocate-node-cidrs", "--cluster-cidr", PodCIDR, "--node-cidr-mask-size", "24",
 	}
 }
 

@@ -80,8 +80,7 @@ func get[T runtime.Object](t *testing.T, objs objects, key string) T {
 }
 
 // helm lint through the SDK, on the directory `helm install` takes: no
-// warnings or errors, with the defaults (lint mode only logs the chart's
-// demand for subnets) and with the required value.
+// warnings or errors, with the defaults and with extra subnets.
 func TestLint(t *testing.T) {
 	for _, vals := range []map[string]any{nil, set(t, labSubnets)} {
 		if msgs := lint.All("../../charts/tether", vals, "tether", false).Messages; worst(msgs) >= support.WarningSev {
@@ -90,11 +89,22 @@ func TestLint(t *testing.T) {
 	}
 }
 
-// Without subnets the chart refuses to render, saying what to give.
-func TestSubnetsRequired(t *testing.T) {
-	_, err := Render("tether", nil)
-	if err == nil || !strings.Contains(err.Error(), "subnets: give the cluster's pod and service networks, e.g. --set 'subnets={") {
-		t.Fatalf("render without subnets: %v", err)
+// Without subnets the chart renders a manager that only discovers them:
+// no --subnet, and the RBAC discovery needs.
+func TestSubnetsOptional(t *testing.T) {
+	objs, _ := render(t)
+	d := get[*appsv1.Deployment](t, objs, "Deployment tether/traffic-manager")
+	if args := d.Spec.Template.Spec.Containers[0].Args; slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--subnet") }) {
+		t.Fatalf("args %q: a --subnet without subnets", args)
+	}
+	role := get[*rbacv1.ClusterRole](t, objs, "ClusterRole /traffic-manager-tether")
+	for _, want := range []struct{ group, resource string }{{"", "nodes"}, {"", "pods"}, {"networking.k8s.io", "servicecidrs"}, {"", "services"}} {
+		if !slices.ContainsFunc(role.Rules, func(r rbacv1.PolicyRule) bool {
+			return slices.Contains(r.APIGroups, want.group) && slices.Contains(r.Resources, want.resource) &&
+				slices.Contains(r.Verbs, "list") && slices.Contains(r.Verbs, "watch")
+		}) {
+			t.Errorf("the manager's ClusterRole lacks list and watch on %s (group %q)", want.resource, want.group)
+		}
 	}
 }
 

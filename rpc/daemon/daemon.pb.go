@@ -239,8 +239,11 @@ type ConnectRequest struct {
 	Token string `protobuf:"bytes,5,opt,name=token,proto3" json:"token,omitempty"`
 	// Use TLS to the manager; verify it with ca_pem, or the system roots
 	// when empty.
-	Tls           bool   `protobuf:"varint,6,opt,name=tls,proto3" json:"tls,omitempty"`
-	CaPem         []byte `protobuf:"bytes,7,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	Tls   bool   `protobuf:"varint,6,opt,name=tls,proto3" json:"tls,omitempty"`
+	CaPem []byte `protobuf:"bytes,7,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	// The session's Kubernetes namespace: short names resolve in it (the
+	// manager's search domains start with NS.svc.CLUSTERDOMAIN).
+	Namespace     string `protobuf:"bytes,8,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -322,6 +325,13 @@ func (x *ConnectRequest) GetCaPem() []byte {
 		return x.CaPem
 	}
 	return nil
+}
+
+func (x *ConnectRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
 }
 
 type StatusRequest struct {
@@ -668,8 +678,14 @@ type StatusResponse struct {
 	NextResumeSeconds float64 `protobuf:"fixed64,20,opt,name=next_resume_seconds,json=nextResumeSeconds,proto3" json:"next_resume_seconds,omitempty"`
 	// The daemon's build, and the manager's as it said at Arrive (absent
 	// when not connected).
-	DaemonBuild   *manager.BuildInfo `protobuf:"bytes,21,opt,name=daemon_build,json=daemonBuild,proto3" json:"daemon_build,omitempty"`
-	ManagerBuild  *manager.BuildInfo `protobuf:"bytes,22,opt,name=manager_build,json=managerBuild,proto3" json:"manager_build,omitempty"`
+	DaemonBuild  *manager.BuildInfo `protobuf:"bytes,21,opt,name=daemon_build,json=daemonBuild,proto3" json:"daemon_build,omitempty"`
+	ManagerBuild *manager.BuildInfo `protobuf:"bytes,22,opt,name=manager_build,json=managerBuild,proto3" json:"manager_build,omitempty"`
+	// Subnets the manager advertised that the daemon refused to route, each
+	// with why ("10.0.0.0/4: wider than /8 (routes.minPrefixLength)").
+	RefusedSubnets []string `protobuf:"bytes,23,rep,name=refused_subnets,json=refusedSubnets,proto3" json:"refused_subnets,omitempty"`
+	// The session's namespace, and the search domains in use.
+	Namespace     string   `protobuf:"bytes,24,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	DnsSearch     []string `protobuf:"bytes,25,rep,name=dns_search,json=dnsSearch,proto3" json:"dns_search,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -858,6 +874,27 @@ func (x *StatusResponse) GetManagerBuild() *manager.BuildInfo {
 	return nil
 }
 
+func (x *StatusResponse) GetRefusedSubnets() []string {
+	if x != nil {
+		return x.RefusedSubnets
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetDnsSearch() []string {
+	if x != nil {
+		return x.DnsSearch
+	}
+	return nil
+}
+
 var File_daemon_daemon_proto protoreflect.FileDescriptor
 
 const file_daemon_daemon_proto_rawDesc = "" +
@@ -881,7 +918,7 @@ const file_daemon_daemon_proto_rawDesc = "" +
 	"\bport_map\x18\x03 \x03(\v2*.tether.daemon.LocalIntercept.PortMapEntryR\aportMap\x1a:\n" +
 	"\fPortMapEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xcd\x01\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xeb\x01\n" +
 	"\x0eConnectRequest\x12\x18\n" +
 	"\amanager\x18\x01 \x01(\tR\amanager\x12:\n" +
 	"\x19allow_conflicting_subnets\x18\x02 \x01(\bR\x17allowConflictingSubnets\x12\x12\n" +
@@ -889,7 +926,8 @@ const file_daemon_daemon_proto_rawDesc = "" +
 	"\x04host\x18\x04 \x01(\tR\x04host\x12\x14\n" +
 	"\x05token\x18\x05 \x01(\tR\x05token\x12\x10\n" +
 	"\x03tls\x18\x06 \x01(\bR\x03tls\x12\x15\n" +
-	"\x06ca_pem\x18\a \x01(\fR\x05caPem\"\x0f\n" +
+	"\x06ca_pem\x18\a \x01(\fR\x05caPem\x12\x1c\n" +
+	"\tnamespace\x18\b \x01(\tR\tnamespace\"\x0f\n" +
 	"\rStatusRequest\"\r\n" +
 	"\vQuitRequest\"\x11\n" +
 	"\x0fShutdownRequest\"\x12\n" +
@@ -909,7 +947,7 @@ const file_daemon_daemon_proto_rawDesc = "" +
 	"\bActivity\x12(\n" +
 	"\x10last_seconds_ago\x18\x01 \x01(\x01R\x0elastSecondsAgo\x12\x1f\n" +
 	"\vlast_reason\x18\x02 \x01(\tR\n" +
-	"lastReason\"\xbd\x06\n" +
+	"lastReason\"\xa3\a\n" +
 	"\x0eStatusResponse\x12\x1c\n" +
 	"\tconnected\x18\x01 \x01(\bR\tconnected\x12\x18\n" +
 	"\amanager\x18\x02 \x01(\tR\amanager\x12\x18\n" +
@@ -938,7 +976,11 @@ const file_daemon_daemon_proto_rawDesc = "" +
 	"\x0fresume_attempts\x18\x13 \x01(\rR\x0eresumeAttempts\x12.\n" +
 	"\x13next_resume_seconds\x18\x14 \x01(\x01R\x11nextResumeSeconds\x12<\n" +
 	"\fdaemon_build\x18\x15 \x01(\v2\x19.tether.manager.BuildInfoR\vdaemonBuild\x12>\n" +
-	"\rmanager_build\x18\x16 \x01(\v2\x19.tether.manager.BuildInfoR\fmanagerBuild2\x98\x06\n" +
+	"\rmanager_build\x18\x16 \x01(\v2\x19.tether.manager.BuildInfoR\fmanagerBuild\x12'\n" +
+	"\x0frefused_subnets\x18\x17 \x03(\tR\x0erefusedSubnets\x12\x1c\n" +
+	"\tnamespace\x18\x18 \x01(\tR\tnamespace\x12\x1d\n" +
+	"\n" +
+	"dns_search\x18\x19 \x03(\tR\tdnsSearch2\x98\x06\n" +
 	"\x06Daemon\x12G\n" +
 	"\aConnect\x12\x1d.tether.daemon.ConnectRequest\x1a\x1d.tether.daemon.StatusResponse\x12E\n" +
 	"\x06Status\x12\x1c.tether.daemon.StatusRequest\x1a\x1d.tether.daemon.StatusResponse\x12A\n" +

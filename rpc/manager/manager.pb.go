@@ -268,7 +268,11 @@ type ArriveRequest struct {
 	ByCli bool `protobuf:"varint,7,opt,name=by_cli,json=byCli,proto3" json:"by_cli,omitempty"`
 	// The daemon's build and wire protocol; the manager refuses a daemon
 	// whose protocol it cannot work with (absent: protocol 1).
-	Build         *BuildInfo `protobuf:"bytes,8,opt,name=build,proto3" json:"build,omitempty"`
+	Build *BuildInfo `protobuf:"bytes,8,opt,name=build,proto3" json:"build,omitempty"`
+	// The session's Kubernetes namespace (`tether connect --namespace`):
+	// the manager answers search domains in which short names resolve
+	// (NS.svc.CLUSTERDOMAIN first). Empty: dns.search only.
+	Namespace     string `protobuf:"bytes,9,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -359,12 +363,20 @@ func (x *ArriveRequest) GetBuild() *BuildInfo {
 	return nil
 }
 
+func (x *ArriveRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
 type ArriveResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// Proof of session ownership; sent with every later call.
 	SessionSecret string `protobuf:"bytes,2,opt,name=session_secret,json=sessionSecret,proto3" json:"session_secret,omitempty"`
-	// The cluster subnets, in CIDR notation, that the daemon must route.
+	// The cluster subnets, in CIDR notation, that the daemon must route; a
+	// later SessionEvent with subnets_changed replaces them.
 	Subnets        []string `protobuf:"bytes,3,rep,name=subnets,proto3" json:"subnets,omitempty"`
 	ManagerVersion string   `protobuf:"bytes,4,opt,name=manager_version,json=managerVersion,proto3" json:"manager_version,omitempty"`
 	// Whether resume_session_id was resumed.
@@ -2144,9 +2156,15 @@ type SessionEvent struct {
 	Dial *InboundDial `protobuf:"bytes,3,opt,name=dial,proto3" json:"dial,omitempty"`
 	// Something the owner must see, e.g. "intercept web revoked by alice at
 	// 2026-11-24T18:00:00Z".
-	Notice        string `protobuf:"bytes,4,opt,name=notice,proto3" json:"notice,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Notice string `protobuf:"bytes,4,opt,name=notice,proto3" json:"notice,omitempty"`
+	// Set when the cluster subnets changed (discovered from the cluster, or
+	// on the first event of a stream): all of them, in CIDR notation, as in
+	// ArriveResponse.subnets. The daemon routes them without reconnecting,
+	// after the checks of connect.
+	Subnets        []string `protobuf:"bytes,5,rep,name=subnets,proto3" json:"subnets,omitempty"`
+	SubnetsChanged bool     `protobuf:"varint,6,opt,name=subnets_changed,json=subnetsChanged,proto3" json:"subnets_changed,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SessionEvent) Reset() {
@@ -2205,6 +2223,20 @@ func (x *SessionEvent) GetNotice() string {
 		return x.Notice
 	}
 	return ""
+}
+
+func (x *SessionEvent) GetSubnets() []string {
+	if x != nil {
+		return x.Subnets
+	}
+	return nil
+}
+
+func (x *SessionEvent) GetSubnetsChanged() bool {
+	if x != nil {
+		return x.SubnetsChanged
+	}
+	return false
 }
 
 type WatchAgentRequest struct {
@@ -2418,7 +2450,7 @@ var File_manager_manager_proto protoreflect.FileDescriptor
 
 const file_manager_manager_proto_rawDesc = "" +
 	"\n" +
-	"\x15manager/manager.proto\x12\x0etether.manager\"\xa2\x02\n" +
+	"\x15manager/manager.proto\x12\x0etether.manager\"\xc0\x02\n" +
 	"\rArriveRequest\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x12\n" +
 	"\x04host\x18\x02 \x01(\tR\x04host\x12'\n" +
@@ -2427,7 +2459,8 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\x11resume_session_id\x18\x05 \x01(\tR\x0fresumeSessionId\x122\n" +
 	"\x15resume_session_secret\x18\x06 \x01(\tR\x13resumeSessionSecret\x12\x15\n" +
 	"\x06by_cli\x18\a \x01(\bR\x05byCli\x12/\n" +
-	"\x05build\x18\b \x01(\v2\x19.tether.manager.BuildInfoR\x05build\"\xdc\x03\n" +
+	"\x05build\x18\b \x01(\v2\x19.tether.manager.BuildInfoR\x05build\x12\x1c\n" +
+	"\tnamespace\x18\t \x01(\tR\tnamespace\"\xdc\x03\n" +
 	"\x0eArriveResponse\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12%\n" +
@@ -2554,14 +2587,16 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\aflow_id\x18\x01 \x01(\tR\x06flowId\x12!\n" +
 	"\fintercept_id\x18\x02 \x01(\tR\vinterceptId\x12\x16\n" +
 	"\x06source\x18\x03 \x01(\tR\x06source\x12\x12\n" +
-	"\x04port\x18\x04 \x01(\rR\x04port\"\xc5\x01\n" +
+	"\x04port\x18\x04 \x01(\rR\x04port\"\x88\x02\n" +
 	"\fSessionEvent\x12=\n" +
 	"\n" +
 	"intercepts\x18\x01 \x03(\v2\x1d.tether.manager.InterceptInfoR\n" +
 	"intercepts\x12-\n" +
 	"\x12intercepts_changed\x18\x02 \x01(\bR\x11interceptsChanged\x12/\n" +
 	"\x04dial\x18\x03 \x01(\v2\x1b.tether.manager.InboundDialR\x04dial\x12\x16\n" +
-	"\x06notice\x18\x04 \x01(\tR\x06notice\"v\n" +
+	"\x06notice\x18\x04 \x01(\tR\x06notice\x12\x18\n" +
+	"\asubnets\x18\x05 \x03(\tR\asubnets\x12'\n" +
+	"\x0fsubnets_changed\x18\x06 \x01(\bR\x0esubnetsChanged\"v\n" +
 	"\x11WatchAgentRequest\x12\x1a\n" +
 	"\bworkload\x18\x01 \x01(\tR\bworkload\x12\x14\n" +
 	"\x05ports\x18\x02 \x03(\rR\x05ports\x12/\n" +

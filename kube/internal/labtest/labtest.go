@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,16 +30,20 @@ var (
 )
 
 // Main runs m's tests with a cluster in dir (KUBELAB_TEST_DIR wins), bins
-// from KUBELAB_BINS or ../../bin/kube. Call it from TestMain.
-func Main(m *testing.M, dir string) {
+// from KUBELAB_BINS or ../../bin/kube, and the OCI tarballs named by images
+// (e.g. "pause.tar": every pod needs it) from KUBELAB_IMAGES or
+// ../../bin/image imported into the node. Call it from TestMain.
+func Main(m *testing.M, dir string, images ...string) {
 	flag.Parse()
-	os.Exit(run(m, dir))
+	os.Exit(run(m, dir, images))
 }
 
-func run(m *testing.M, dir string) int {
-	bins := os.Getenv("KUBELAB_BINS")
-	if bins == "" {
-		bins = "../../bin/kube"
+func run(m *testing.M, dir string, images []string) int {
+	bins := envOr("KUBELAB_BINS", "../../bin/kube")
+	imageDir := envOr("KUBELAB_IMAGES", "../../bin/image")
+	var tars []string
+	for _, img := range images {
+		tars = append(tars, filepath.Join(imageDir, img))
 	}
 	switch {
 	case os.Geteuid() != 0:
@@ -48,6 +53,12 @@ func run(m *testing.M, dir string) int {
 	case len(kubelab.MissingBinaries(bins)) > 0:
 		skipReason = fmt.Sprintf("the test cluster's binaries (%s) are missing in %s: run make kube-bins",
 			strings.Join(kubelab.MissingBinaries(bins), ", "), bins)
+	default:
+		for _, tar := range tars {
+			if _, err := os.Stat(tar); err != nil {
+				skipReason = fmt.Sprintf("the test cluster's image %s is missing: run make image (make test does it as root)", tar)
+			}
+		}
 	}
 	if skipReason != "" {
 		return m.Run()
@@ -65,7 +76,7 @@ func run(m *testing.M, dir string) int {
 		return 1
 	}
 	defer unlock()
-	c, err := kubelab.Up(context.Background(), kubelab.Options{Dir: dir, Bins: bins, Log: os.Stderr})
+	c, err := kubelab.Up(context.Background(), kubelab.Options{Dir: dir, Bins: bins, Images: tars, Log: os.Stderr})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -88,6 +99,13 @@ func run(m *testing.M, dir string) int {
 		code = 1
 	}
 	return code
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
 }
 
 // Cluster returns the cluster and its admin's client, or skips t saying
