@@ -37,6 +37,9 @@ type Config struct {
 	Creds credentials.TransportCredentials
 	// Token, when set, goes with every call as "authorization: Bearer TOKEN".
 	Token string
+	// TokenFile, when set, holds the token instead, read again for every
+	// call (a pod's projected token is rotated by the kubelet).
+	TokenFile string
 	// Workload is the workload beside which the agent runs, "namespace/name".
 	Workload string
 	// Port is the workload's port, the one intercepts name.
@@ -120,7 +123,11 @@ func New(cfg Config) (*Agent, error) {
 		cfg: cfg, log: lg, start: time.Now(), ran: make(chan struct{}),
 		errLog: slog.NewLogLogger(lg.Handler(), slog.LevelDebug),
 	}
-	cc, err := grpc.NewClient(cfg.Manager, append(tunnel.DialOptions(cfg.Creds), tunnel.WithBearer(cfg.Token))...)
+	auth := tunnel.WithBearer(cfg.Token)
+	if cfg.TokenFile != "" {
+		auth = tunnel.WithBearerFile(cfg.TokenFile)
+	}
+	cc, err := grpc.NewClient(cfg.Manager, append(tunnel.DialOptions(cfg.Creds), auth)...)
 	if err != nil {
 		return nil, fmt.Errorf("agent: manager %s: %w", cfg.Manager, err)
 	}

@@ -295,3 +295,12 @@ func (d *Daemon) RemoveAgents(ctx context.Context, req *pbm.RemoveAgentsRequest)
 	}
 	return pbm.NewManagerClient(s.cc).RemoveAgents(ctx, req)
 }
+
+// ListWorkloads implements pb.DaemonServer.
+func (d *Daemon) ListWorkloads(ctx context.Context, req *pbm.ListWorkloadsRequest) (*pbm.ListWorkloadsResponse, error) {
+	s, err := d.sessionOrErr()
+	if err != nil {
+		return nil, err
+	}
+	return pbm.NewManagerClient(s.cc).ListWorkloads(ctx, req)
+}

@@ -40,6 +40,25 @@ type Identity struct {
 	User   string
 	UID    string
 	Groups []string
+	// Workload ("namespace/name") is set for an agent whose credential
+	// binds it to one workload (AgentAuthenticator): it serves that one
+	// and no other, whatever an Authorizer says. Pod ("namespace/name")
+	// is the pod it runs in, for refusals and logs.
+	Workload, Pod string
+}
+
+// AgentAuthenticator is the optional ability of an Authenticator to tell
+// agents by a credential only agents hold: in a cluster, the projected
+// service-account token of the agent's pod, whose audience is an agent's
+// and whose pod names the workload (kube/auth). The manager asks it, not
+// AuthenticateToken, on agent calls; an identity it returns is an agent
+// bound to its Workload. When ok is false, err says why the token is no
+// agent's.
+type AgentAuthenticator interface {
+	AuthenticateAgent(ctx context.Context, token string) (id Identity, ok bool, err error)
+	// AgentCredential describes what an agent presents, for refusals:
+	// "a projected service-account token of audience tether.dev/agent".
+	AgentCredential() string
 }
 
 // Agent reports whether id has the agent role.
@@ -47,6 +66,9 @@ func (id Identity) Agent() bool { return slices.Contains(id.Groups, AgentGroup) 
 
 // describe names id with its role, for refusals: "user alice's".
 func (id Identity) describe() string {
+	if id.Pod != "" {
+		return "agent " + id.User + "'s (pod " + id.Pod + ")"
+	}
 	if id.Agent() {
 		return "agent " + id.User + "'s"
 	}

@@ -75,8 +75,10 @@ func (s *Server) CreateIntercept(ctx context.Context, req *pb.CreateInterceptReq
 	if err := s.mayCreate(ctx, sess, spec.Workload); err != nil {
 		return nil, err
 	}
-	// Resolve (Workloads) gives the cluster's view of it.
-	w := Workload{WorkloadRef: workloadRef(spec.Workload)}
+	w, err := s.resolveWorkload(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
 	if err := s.checkAgents(ctx, w, spec); err != nil {
 		return nil, err
 	}

@@ -76,6 +76,10 @@ type Config struct {
 	// Injector puts agents into intercepted workloads' pods (webhook.port);
 	// nil in the namespace lab, where agents are started by hand.
 	Injector Injector
+	// Workloads finds the cluster's workloads (kube/workloads), so that an
+	// intercept of an unknown workload or port is refused before anything
+	// changes. Nil in the namespace lab: workloads are what agents declare.
+	Workloads Workloads
 	// Now is the manager's clock; time.Now when nil. Tests inject one.
 	Now func() time.Time
 	Log *slog.Logger
@@ -142,6 +146,7 @@ type Server struct {
 	dnsSearch     []string
 	resolver      *net.Resolver
 
+	workloads Workloads       // nil: the namespace lab
 	authz     rbac.Authorizer // nil: revoke disabled
 	injector  Injector        // nil: agents started by hand
 	namespace string          // manager.namespace, where the traffic-manager configmap lives
@@ -233,6 +238,7 @@ func New(cfg Config) (*Server, error) {
 
 		subnetsChanged: make(chan struct{}),
 		clusterDomain:  strings.Trim(cmp.Or(cfg.ClusterDomain, DefaultClusterDomain), "."),
+		workloads:      cfg.Workloads,
 		authz:          cfg.Authorizer,
 		injector:       cfg.Injector,
 		dnsDomains:     cfg.DNSDomains,

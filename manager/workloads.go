@@ -1,6 +1,9 @@
 package manager
 
-import "context"
+import (
+	"context"
+	"fmt"
+)
 
 // WorkloadRef names a Kubernetes workload that intercepts and agents are
 // for. Its key "Namespace/Name" is the workload string of the namespace
@@ -28,7 +31,18 @@ type WorkloadPort struct {
 	Name      string // the container port's name; empty when unnamed
 	Container string
 	Services  []string // names of the Services whose targetPort selects it
+	// Via are the Service ports that target it, for people: an intercept
+	// names the container port, not the Service's.
+	Via []ServicePort
 }
+
+// ServicePort is a port of a Service, "web:80".
+type ServicePort struct {
+	Service string
+	Port    uint16
+}
+
+func (p ServicePort) String() string { return fmt.Sprintf("%s:%d", p.Service, p.Port) }
 
 // Workloads finds the cluster's workloads. The manager asks it before an
 // intercept changes anything, so that an unknown workload or port is

@@ -5,7 +5,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"os"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -76,6 +79,31 @@ func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]strin
 }
 
 func (bearer) RequireTransportSecurity() bool { return false }
+
+// WithBearerFile sends the token in file on every call over the link, read
+// again for each call: the kubelet rotates a pod's projected
+// service-account token in place, and a token read once would expire
+// (after an hour) under a long-running agent. A call fails when the file
+// cannot be read or is empty.
+func WithBearerFile(file string) grpc.DialOption {
+	return grpc.WithPerRPCCredentials(bearerFile(file))
+}
+
+type bearerFile string
+
+func (f bearerFile) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	b, err := os.ReadFile(string(f))
+	if err != nil {
+		return nil, fmt.Errorf("token file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return nil, fmt.Errorf("token file %s is empty", string(f))
+	}
+	return map[string]string{wire.MDAuthorization: "Bearer " + tok}, nil
+}
+
+func (bearerFile) RequireTransportSecurity() bool { return false }
 
 // ReconnectDelay is the delay before attempt n+1 to reopen a stream from the
 // manager, the same curve as the link's own reconnects: 200 ms growing by

@@ -21,3 +21,12 @@ const (
 	// root and its own uid.
 	MDForUID = "tether-for-uid"
 )
+
+// An agent in a cluster authenticates with its pod's projected
+// service-account token of this audience, mounted at AgentTokenPath; the
+// manager accepts no other token from an agent, and no such token from a
+// user.
+const (
+	AgentAudience  = "tether.dev/agent"
+	AgentTokenPath = "/var/run/secrets/tether.dev/agent/token"
+)

@@ -31,9 +31,15 @@ func newAgentCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			token, err := bearerToken(v.GetString("agent.tokenFile"), "agent.tokenFile")
+			// The file is read now to fail early, and again for every call
+			// to the manager: the kubelet rotates a projected token.
+			tokenFile := v.GetString("agent.tokenFile")
+			token, err := bearerToken(tokenFile, "agent.tokenFile")
 			if err != nil {
 				return err
+			}
+			if tokenFile != "" {
+				token = ""
 			}
 			creds, err := agentCreds(v.GetBool("agent.tls"), v.GetString("agent.caFile"))
 			if err != nil {
@@ -44,7 +50,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 				return err
 			}
 			a, err := agent.New(agent.Config{
-				Manager: v.GetString("agent.manager"), Creds: creds, Token: token,
+				Manager: v.GetString("agent.manager"), Creds: creds, Token: token, TokenFile: tokenFile,
 				Workload: v.GetString("agent.workload"), Port: uint16(port),
 				App: v.GetString("agent.app"), Listen: v.GetString("agent.listen"), Log: log,
 			})
@@ -72,7 +78,7 @@ func agentFlags(f *pflag.FlagSet) map[string]string {
 	f.Int("port", 0, "agent.port: the workload's port that intercepts name")
 	f.String("app", "", "agent.app: the app's address, e.g. 127.0.0.1:8081")
 	f.String("listen", "", "agent.listen: address clients connect to (default :PORT)")
-	f.String("token-file", "", "agent.tokenFile: file holding the bearer token for the manager (or env TETHER_TOKEN)")
+	f.String("token-file", "", "agent.tokenFile: file holding the bearer token for the manager, read again for every call (or env TETHER_TOKEN)")
 	f.Bool("tls", false, "agent.tls: use TLS to the manager, verified with the system roots")
 	f.String("ca-file", "", "agent.caFile: use TLS to the manager, verified with this CA certificate (PEM)")
 	return map[string]string{

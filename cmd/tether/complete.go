@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -18,7 +19,9 @@ import (
 //   - `tether revoke <TAB>`: every intercept's id, described by name, owner
 //     and workload;
 //   - `--workload <TAB>`: the workloads an agent serves now, and any with an
-//     intercept (the manager's list).
+//     intercept (the manager's list);
+//   - `tether intercept <TAB>`: the workloads of the namespace (-n, else the
+//     kubeconfig's), described by kind.
 //
 // A completion never counts as activity (it runs with --no-activity) and
 // gives up after completeTimeout: a TAB must not hang on a stuck daemon.
@@ -96,4 +99,29 @@ func workloads(ctx context.Context, c pb.DaemonClient) ([]string, error) {
 	}
 	slices.Sort(ws)
 	return slices.Compact(ws), nil
+}
+
+// namespaceWorkloads lists the workloads of the namespace that
+// *namespace names (as workloadNamespace reads it), each described by its
+// kind; nothing when *workload is set (the argument is then a new
+// intercept's name).
+func namespaceWorkloads(namespace, workload *string) func(context.Context, pb.DaemonClient) ([]string, error) {
+	return func(ctx context.Context, c pb.DaemonClient) ([]string, error) {
+		if *workload != "" {
+			return nil, nil
+		}
+		ns, err := workloadNamespace(*namespace)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.ListWorkloads(ctx, &pbm.ListWorkloadsRequest{Namespace: ns})
+		if err != nil {
+			return nil, err
+		}
+		out := make([]string, 0, len(resp.Workloads))
+		for _, w := range resp.Workloads {
+			out = append(out, w.Name+"\t"+cmp.Or(w.Kind, "workload")+" in "+ns+", agents: "+agentState(w.Agents))
+		}
+		return out, nil
+	}
 }

@@ -50,6 +50,16 @@ func (f *fakeDaemon) List(ctx context.Context, _ *pbm.ListInterceptsRequest) (*p
 	}, nil
 }
 
+func (f *fakeDaemon) ListWorkloads(ctx context.Context, req *pbm.ListWorkloadsRequest) (*pbm.ListWorkloadsResponse, error) {
+	f.note(ctx)
+	if req.Namespace != "shop" {
+		return &pbm.ListWorkloadsResponse{}, nil
+	}
+	return &pbm.ListWorkloadsResponse{Workloads: []*pbm.WorkloadInfo{
+		{Namespace: "shop", Name: "cart", Kind: "Deployment", Agents: 2}, {Namespace: "shop", Name: "db", Kind: "StatefulSet"},
+	}}, nil
+}
+
 // complete runs `tether __complete args...` and returns the suggestions
 // and the directive line.
 func complete(t *testing.T, socket string, args ...string) (suggestions []string, directive string) {
@@ -94,6 +104,9 @@ func TestCompletion(t *testing.T) {
 		{"leave: one argument only", []string{"leave", "mine", ""}, nil},
 		{"revoke: every id, described", []string{"revoke", ""}, []string{"ID1\tmine of alice@laptop on default/web, ACTIVE", "ID3\tbobs of bob@laptop on shop/cart, ACTIVE"}},
 		{"--workload: served and intercepted workloads", []string{"intercept", "x", "--workload", ""}, []string{"default/db", "default/web", "shop/cart"}},
+		{"intercept: the namespace's workloads", []string{"intercept", "-n", "shop", "--to", "7000", ""},
+			[]string{"cart\tDeployment in shop, agents: 2 ready", "db\tStatefulSet in shop, agents: none"}},
+		{"intercept --workload: a new name", []string{"intercept", "--workload", "shop/cart", "--to", "7000", ""}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, directive := complete(t, socket, tc.args...)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -27,19 +28,29 @@ func call(cmd *cobra.Command, g *globals, timeout time.Duration, fn func(context
 
 func newInterceptCmd(g *globals) *cobra.Command {
 	var (
-		workload string
-		port, to uint32
-		headers  []string
-		path     string
-		replace  bool
-		toPorts  []string
+		workload, namespace string
+		port, to            uint32
+		headers             []string
+		path                string
+		replace             bool
+		toPorts             []string
 	)
 	cmd := &cobra.Command{
-		Use:   "intercept NAME --workload NS/NAME --port PORT --to LOCALPORT",
+		Use:   "intercept WORKLOAD --port PORT --to LOCALPORT",
 		Short: "Route a workload's traffic (all, or HTTP requests matching a filter) to a local port",
-		Args:  cobra.ExactArgs(1),
+		Long: `Route a workload's traffic (all, or HTTP requests matching a filter) to a local port.
+
+WORKLOAD is a Deployment, StatefulSet or ReplicaSet in --namespace (the
+kubeconfig's current context's by default); the intercept is named after it.
+With --workload NAMESPACE/NAME (a manager without Kubernetes), the argument
+is the intercept's name instead.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			spec := &pbm.InterceptSpec{Name: args[0], Workload: workload, Port: port, Kind: pbm.InterceptKind_GLOBAL, Path: path}
+			spec, err := interceptTarget(args[0], workload, namespace)
+			if err != nil {
+				return err
+			}
+			spec.Port, spec.Kind, spec.Path = port, pbm.InterceptKind_GLOBAL, path
 			if len(headers) > 0 || path != "" {
 				spec.Kind, spec.Headers = pbm.InterceptKind_HTTP, map[string]string{}
 				for _, h := range headers {
@@ -68,23 +79,43 @@ func newInterceptCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Intercept %s (%s): %s port %d %s -> 127.0.0.1:%d%s\n", spec.Name, info.Id, workload, port, filterText(spec), to, otherPortsText(info, portMap, to))
+			fmt.Fprintf(cmd.OutOrStdout(), "Intercept %s (%s): %s port %d %s -> 127.0.0.1:%d%s\n", spec.Name, info.Id, spec.Workload, port, filterText(spec), to, otherPortsText(info, portMap, to))
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&workload, "workload", "", "the workload, NAMESPACE/NAME")
+	f.StringVar(&workload, "workload", "", "the workload, NAMESPACE/NAME; the argument is then the intercept's name")
+	f.StringVarP(&namespace, "namespace", "n", "", namespaceUsage)
 	f.Uint32Var(&port, "port", 0, "the workload's port")
 	f.Uint32Var(&to, "to", 0, "the local port that receives the traffic")
 	f.StringArrayVar(&headers, "http-header", nil, "only HTTP requests whose header NAME fully matches REGEX (NAME=REGEX, repeatable, RE2)")
 	f.StringVar(&path, "http-path", "", "only HTTP requests whose path fully matches REGEX (RE2)")
 	f.BoolVar(&replace, "replace", false, "take the workload's ports (--port, --to-port and those its agents declared by now); its app gets no traffic")
 	f.StringArrayVar(&toPorts, "to-port", nil, "with --replace: the local port for another workload port (WORKLOADPORT=LOCALPORT, repeatable); covered ports not listed go to the same port number locally (to --to when there is no --port)")
-	for _, name := range []string{"workload", "to"} {
-		cmd.MarkFlagRequired(name)
-	}
+	cmd.MarkFlagRequired("to")
 	cmd.RegisterFlagCompletionFunc("workload", completeFromDaemon(g, workloads))
+	cmd.ValidArgsFunction = completeFirstArg(g, namespaceWorkloads(&namespace, &workload))
 	return cmd
+}
+
+// interceptTarget is the intercept's name and workload: the workload arg
+// in namespace (named after it), or, with --workload NS/NAME, the
+// intercept arg on that workload.
+func interceptTarget(arg, workload, namespace string) (*pbm.InterceptSpec, error) {
+	if workload != "" {
+		if namespace != "" {
+			return nil, fmt.Errorf("--namespace names the namespace of a WORKLOAD argument; --workload %s has its own", workload)
+		}
+		return &pbm.InterceptSpec{Name: arg, Workload: workload}, nil
+	}
+	if strings.Contains(arg, "/") {
+		return nil, fmt.Errorf("%q: give the workload's name, and its namespace with --namespace (or --workload NAMESPACE/NAME with a name for the intercept)", arg)
+	}
+	ns, err := workloadNamespace(namespace)
+	if err != nil {
+		return nil, err
+	}
+	return &pbm.InterceptSpec{Name: arg, Workload: ns + "/" + arg}, nil
 }
 
 // parsePortMap parses --to-port values; the daemon checks the ports.
@@ -201,12 +232,19 @@ func toInterceptJSON(x *pbm.InterceptInfo) interceptJSON {
 }
 
 func newListCmd(g *globals) *cobra.Command {
-	var asJSON bool
+	var asJSON, listWorkloads bool
+	var namespace string
 	cmd := &cobra.Command{
 		Use:   "list",
-		Short: "List every intercept in the cluster: owner, filter, state, whether it blocks",
+		Short: "List every intercept in the cluster (owner, filter, state, whether it blocks), or with --workloads what can be intercepted",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if listWorkloads {
+				return listWorkloadsCmd(cmd, g, namespace, asJSON)
+			}
+			if namespace != "" {
+				return fmt.Errorf("--namespace goes with --workloads: tether list shows the intercepts of every namespace")
+			}
 			var resp *pbm.ListInterceptsResponse
 			err := call(cmd, g, 30*time.Second, func(ctx context.Context, c pb.DaemonClient) (err error) {
 				resp, err = c.List(ctx, &pbm.ListInterceptsRequest{})
@@ -226,8 +264,114 @@ func newListCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
+	f := cmd.Flags()
+	f.BoolVar(&asJSON, "json", false, "print a JSON array")
+	f.BoolVar(&listWorkloads, "workloads", false, "list the Deployments, StatefulSets and ReplicaSets of the namespace that can be intercepted: ports, intercepts, agents (needs list on deployments there)")
+	f.StringVarP(&namespace, "namespace", "n", "", "with --workloads: "+namespaceUsage)
 	return cmd
+}
+
+// workloadJSON is one row of `tether list --workloads --json`; fields are
+// only added.
+type workloadJSON struct {
+	Namespace string             `json:"namespace"`
+	Name      string             `json:"name"`
+	Kind      string             `json:"kind,omitempty"`
+	Ports     []workloadPortJSON `json:"ports"`
+	// Agents is how many of its agents are connected to the manager;
+	// AgentState says it for people ("2 ready", "none").
+	Agents     uint32                  `json:"agents"`
+	AgentState string                  `json:"agent_state"`
+	Intercepts []workloadInterceptJSON `json:"intercepts"`
+}
+
+type workloadPortJSON struct {
+	Port      uint32   `json:"port"`
+	Name      string   `json:"name,omitempty"`
+	Container string   `json:"container,omitempty"`
+	Services  []string `json:"services"` // "web:80": Service and port
+}
+
+type workloadInterceptJSON struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	OwnerUser string `json:"owner_user"`
+	OwnerHost string `json:"owner_host"`
+	Port      uint32 `json:"port"`
+	State     string `json:"state"`
+}
+
+func toWorkloadJSON(w *pbm.WorkloadInfo) workloadJSON {
+	row := workloadJSON{Namespace: w.Namespace, Name: w.Name, Kind: w.Kind, Agents: w.Agents, AgentState: agentState(w.Agents),
+		Ports: []workloadPortJSON{}, Intercepts: []workloadInterceptJSON{}}
+	for _, p := range w.Ports {
+		row.Ports = append(row.Ports, workloadPortJSON{Port: p.Port, Name: p.Name, Container: p.Container, Services: p.Services})
+	}
+	for _, x := range w.Intercepts {
+		row.Intercepts = append(row.Intercepts, workloadInterceptJSON{ID: x.Id, Name: x.Spec.GetName(), OwnerUser: x.OwnerUser, OwnerHost: x.OwnerHost,
+			Port: x.Spec.GetPort(), State: x.State})
+	}
+	return row
+}
+
+// agentState says how many agents serve a workload now.
+func agentState(n uint32) string {
+	if n == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%d ready", n)
+}
+
+func listWorkloadsCmd(cmd *cobra.Command, g *globals, namespace string, asJSON bool) error {
+	ns, err := workloadNamespace(namespace)
+	if err != nil {
+		return err
+	}
+	var resp *pbm.ListWorkloadsResponse
+	err = call(cmd, g, 30*time.Second, func(ctx context.Context, c pb.DaemonClient) (err error) {
+		resp, err = c.ListWorkloads(ctx, &pbm.ListWorkloadsRequest{Namespace: ns})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	rows := make([]workloadJSON, 0, len(resp.Workloads))
+	for _, w := range resp.Workloads {
+		rows = append(rows, toWorkloadJSON(w))
+	}
+	if asJSON {
+		return printJSON(cmd.OutOrStdout(), rows)
+	}
+	printWorkloads(cmd.OutOrStdout(), ns, rows)
+	return nil
+}
+
+func printWorkloads(w io.Writer, ns string, rows []workloadJSON) {
+	if len(rows) == 0 {
+		fmt.Fprintf(w, "No workloads in namespace %s\n", ns)
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tKIND\tPORTS\tAGENTS\tINTERCEPTS")
+	for _, r := range rows {
+		ports := make([]string, 0, len(r.Ports))
+		for _, p := range r.Ports {
+			s := strconv.Itoa(int(p.Port))
+			if p.Name != "" {
+				s += "/" + p.Name
+			}
+			if len(p.Services) > 0 {
+				s += " (" + strings.Join(p.Services, ", ") + ")"
+			}
+			ports = append(ports, s)
+		}
+		xs := make([]string, 0, len(r.Intercepts))
+		for _, x := range r.Intercepts {
+			xs = append(xs, fmt.Sprintf("%s (%s@%s, %s)", x.Name, x.OwnerUser, x.OwnerHost, x.State))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, cmp.Or(r.Kind, "-"), cmp.Or(strings.Join(ports, ", "), "-"), r.AgentState, cmp.Or(strings.Join(xs, ", "), "-"))
+	}
+	tw.Flush()
 }
 
 func printIntercepts(w io.Writer, rows []interceptJSON) {

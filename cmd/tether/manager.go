@@ -23,6 +23,7 @@ import (
 	kubeauth "github.com/tether-dev/tether/kube/auth"
 	"github.com/tether-dev/tether/kube/inject"
 	kubesubnets "github.com/tether-dev/tether/kube/subnets"
+	kubeworkloads "github.com/tether-dev/tether/kube/workloads"
 	"github.com/tether-dev/tether/manager"
 	"github.com/tether-dev/tether/manager/rbac"
 	"github.com/tether-dev/tether/tunnel"
@@ -66,6 +67,15 @@ func newManagerCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("kube.config: %w", err)
 			}
+			// With credentials, workloads are the cluster's: an intercept
+			// names a Deployment, StatefulSet or ReplicaSet and a port one
+			// of its Services targets, and an agent serves its pod's.
+			var wls manager.Workloads
+			var pods kubeauth.PodWorkloads
+			if kc != nil {
+				w := kubeworkloads.New(kc)
+				wls, pods = w, w
+			}
 			if settings.kubeAuth {
 				if kc == nil {
 					return fmt.Errorf("auth.mode %s needs the manager's Kubernetes credentials: run it in a pod, or give kube.config (--kubeconfig)", authModeKubernetes)
@@ -78,7 +88,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 					}
 				}
 				a, z, err := kubeauth.New(kubeauth.Config{Client: kc, TokenCacheTTL: durations["auth.cacheTTL"],
-					AllowCacheTTL: durations["auth.cacheTTL"], DenyCacheTTL: durations["auth.cacheTTL"], ClientCA: clientCA})
+					AllowCacheTTL: durations["auth.cacheTTL"], DenyCacheTTL: durations["auth.cacheTTL"], ClientCA: clientCA, Pods: pods})
 				if err != nil {
 					return err
 				}
@@ -140,7 +150,7 @@ func newManagerCmd(g *globals) *cobra.Command {
 				UDPIdleTimeout: durations["tunnel.udpIdleTimeout"], Log: log, Authenticator: authn,
 				Authorizer: authz, Namespace: v.GetString("manager.namespace"),
 				DNSDomains: v.GetStringSlice("dns.domains"), DNSServer: v.GetString("dns.server"),
-				DNSSearch: v.GetStringSlice("dns.search"), Limits: settings.limits, Injector: injector,
+				DNSSearch: v.GetStringSlice("dns.search"), Limits: settings.limits, Injector: injector, Workloads: wls,
 				Rules: manager.Rules{
 					ConnectionTTL:        durations["grpc.connectionTTL"],
 					InactiveBlockTimeout: durations["intercept.inactiveBlockTimeout"],

@@ -23,7 +23,8 @@ import (
 // `tether manager --auth-mode kubernetes` asks the API server: a token is
 // who TokenReview says, an unknown one is refused, and revoke is decided
 // by SubjectAccessReview (system:masters may, a bare service account may
-// not, and is told what it misses), as is the removal of every agent.
+// not, and is told what it misses), as is the removal of every agent;
+// intercepts name the cluster's workloads.
 func TestManagerAuthModeKubernetes(t *testing.T) {
 	admin := apitest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -106,5 +107,12 @@ func TestManagerAuthModeKubernetes(t *testing.T) {
 	}
 	if err := removeAgents(adminCtx); err != nil {
 		t.Fatalf("the admin's agent removal = %v, want done (no workload had an agent)", err)
+	}
+	// With Kubernetes credentials the workloads are the cluster's: an
+	// intercept of one that does not exist is refused, saying so.
+	_, err = c.CreateIntercept(adminCtx, &pb.CreateInterceptRequest{Spec: &pb.InterceptSpec{Name: "web", Workload: "tools/web", Port: 8080, Kind: pb.InterceptKind_GLOBAL}})
+	want = "no deployment, statefulset or replicaset web in tools; it has none"
+	if status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), want) {
+		t.Fatalf("intercept of a workload that does not exist = %v, want NotFound: %s", err, want)
 	}
 }

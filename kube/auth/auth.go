@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 
 	"github.com/tether-dev/tether/manager"
 	"github.com/tether-dev/tether/manager/rbac"
+	"github.com/tether-dev/tether/wire"
 )
 
 // Cache lifetimes of the API server's answers, as kube-apiserver's
@@ -55,6 +57,15 @@ type Config struct {
 	// the user and organizations the groups, as the API server maps
 	// them (see ClientCA). Nil: certificates are not accepted.
 	ClientCA []byte
+	// Pods finds the workload of an agent's pod (kube/workloads). Nil:
+	// no agent is accepted.
+	Pods PodWorkloads
+}
+
+// PodWorkloads finds the workload that owns the live pod namespace/name
+// of uid, whose agent serves that workload only.
+type PodWorkloads interface {
+	WorkloadOfPod(ctx context.Context, namespace, name, uid string) (manager.WorkloadRef, error)
 }
 
 // The configmap where the API server publishes its client CA for
@@ -80,12 +91,17 @@ func ClientCA(ctx context.Context, client kubernetes.Interface) ([]byte, error) 
 	return []byte(ca), nil
 }
 
-// Authenticator identifies bearer tokens by TokenReview.
-type Authenticator struct{ req authenticator.Request }
+// Authenticator identifies bearer tokens by TokenReview: users by the
+// API server's own audience, agents by wire.AgentAudience.
+type Authenticator struct {
+	req  authenticator.Request
+	pods PodWorkloads
+}
 
 var (
-	_ manager.Authenticator     = (*Authenticator)(nil)
-	_ manager.CertAuthenticator = (*Authenticator)(nil)
+	_ manager.Authenticator      = (*Authenticator)(nil)
+	_ manager.CertAuthenticator  = (*Authenticator)(nil)
+	_ manager.AgentAuthenticator = (*Authenticator)(nil)
 )
 
 // Authorizer decides by SubjectAccessReview.
@@ -132,7 +148,73 @@ func New(cfg Config) (*Authenticator, *Authorizer, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("kube/auth: delegating authorizer: %w", err)
 	}
-	return &Authenticator{req: req}, &Authorizer{a: a}, nil
+	authn := &Authenticator{req: req}
+	if cfg.Pods != nil {
+		authn.pods = newCachedPods(cfg.Pods, or(cfg.TokenCacheTTL, DefaultTokenCacheTTL), time.Now)
+	}
+	return authn, &Authorizer{a: a}, nil
+}
+
+// The extra keys of a pod-bound service-account token's user, as the API
+// server's TokenReview reports them.
+const (
+	extraPodName = "authentication.kubernetes.io/pod-name"
+	extraPodUID  = "authentication.kubernetes.io/pod-uid"
+)
+
+// AgentCredential implements manager.AgentAuthenticator.
+func (a *Authenticator) AgentCredential() string {
+	return fmt.Sprintf("its pod's projected service-account token of audience %s (mounted at %s)", wire.AgentAudience, wire.AgentTokenPath)
+}
+
+// AuthenticateAgent implements manager.AgentAuthenticator: a TokenReview
+// for wire.AgentAudience, whose bound pod (the review's extra pod-name and
+// pod-uid) must still be the live pod of that name; its owner chain gives
+// the one workload the agent serves.
+func (a *Authenticator) AuthenticateAgent(ctx context.Context, token string) (manager.Identity, bool, error) {
+	// The review asks for the agents' audience only, which no
+	// developer's token has: the API server refuses audience-agnostic
+	// tokens (static, or OIDC for its own audience) for an audience not
+	// its own. The cache keeps these answers apart from users'.
+	actx := authenticator.WithAudiences(ctx, authenticator.Audiences{wire.AgentAudience})
+	r, err := http.NewRequestWithContext(actx, http.MethodPost, "/", nil)
+	if err != nil {
+		return manager.Identity{}, false, err
+	}
+	r.Header.Set("Authorization", "Bearer "+token)
+	resp, ok, err := a.req.AuthenticateRequest(r)
+	if !ok || resp == nil || resp.User == nil {
+		if err == nil {
+			err = errors.New("the API server does not know this token")
+		}
+		return manager.Identity{}, false, fmt.Errorf("TokenReview for audience %s: %w", wire.AgentAudience, err)
+	}
+	u := resp.User
+	pod, uid := one(u.GetExtra()[extraPodName]), one(u.GetExtra()[extraPodUID])
+	ns, _, isSA := strings.Cut(strings.TrimPrefix(u.GetName(), serviceAccountPrefix), ":")
+	if pod == "" || uid == "" || !strings.HasPrefix(u.GetName(), serviceAccountPrefix) || !isSA {
+		return manager.Identity{}, false, fmt.Errorf("the token of %s is not bound to a pod", u.GetName())
+	}
+	if a.pods == nil {
+		return manager.Identity{}, false, errors.New("this traffic manager cannot find the workloads of pods")
+	}
+	w, err := a.pods.WorkloadOfPod(ctx, ns, pod, uid)
+	if err != nil {
+		return manager.Identity{}, false, fmt.Errorf("the token's pod: %w", err)
+	}
+	return manager.Identity{User: u.GetName(), UID: u.GetUID(), Groups: append(slices.Clip(u.GetGroups()), manager.AgentGroup),
+		Workload: w.Key(), Pod: ns + "/" + pod}, true, nil
+}
+
+// serviceAccountPrefix begins a service account's user name:
+// system:serviceaccount:NAMESPACE:NAME.
+const serviceAccountPrefix = "system:serviceaccount:"
+
+func one(vals []string) string {
+	if len(vals) == 1 {
+		return vals[0]
+	}
+	return ""
 }
 
 // AuthenticateToken implements manager.Authenticator. The delegating

@@ -26,6 +26,13 @@ func CreateInterceptRequest(namespace string) Request {
 	return Request{Verb: "create", APIGroup: APIGroup, Resource: "intercepts", Namespace: namespace}
 }
 
+// ListWorkloadsRequest asks whether a user may list the workloads of
+// namespace (tether list --workloads): verb list on deployments of API
+// group apps there, as kubectl get deployments needs.
+func ListWorkloadsRequest(namespace string) Request {
+	return Request{Verb: "list", APIGroup: "apps", Resource: "deployments", Namespace: namespace}
+}
+
 // Check decides one request. When refused, reason names the missing
 // permission as CanRevoke does, e.g.
 //

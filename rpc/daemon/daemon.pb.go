@@ -980,7 +980,7 @@ const file_daemon_daemon_proto_rawDesc = "" +
 	"\x0frefused_subnets\x18\x17 \x03(\tR\x0erefusedSubnets\x12\x1c\n" +
 	"\tnamespace\x18\x18 \x01(\tR\tnamespace\x12\x1d\n" +
 	"\n" +
-	"dns_search\x18\x19 \x03(\tR\tdnsSearch2\x95\x06\n" +
+	"dns_search\x18\x19 \x03(\tR\tdnsSearch2\xf3\x06\n" +
 	"\x06Daemon\x12G\n" +
 	"\aConnect\x12\x1d.tether.daemon.ConnectRequest\x1a\x1d.tether.daemon.StatusResponse\x12E\n" +
 	"\x06Status\x12\x1c.tether.daemon.StatusRequest\x1a\x1d.tether.daemon.StatusResponse\x12A\n" +
@@ -990,7 +990,8 @@ const file_daemon_daemon_proto_rawDesc = "" +
 	"\x05Leave\x12\x1b.tether.daemon.LeaveRequest\x1a\x1c.tether.daemon.LeaveResponse\x12U\n" +
 	"\x04List\x12%.tether.manager.ListInterceptsRequest\x1a&.tether.manager.ListInterceptsResponse\x12Y\n" +
 	"\x06Revoke\x12&.tether.manager.RevokeInterceptRequest\x1a'.tether.manager.RevokeInterceptResponse\x12Y\n" +
-	"\fRemoveAgents\x12#.tether.manager.RemoveAgentsRequest\x1a$.tether.manager.RemoveAgentsResponse\x12K\n" +
+	"\fRemoveAgents\x12#.tether.manager.RemoveAgentsRequest\x1a$.tether.manager.RemoveAgentsResponse\x12\\\n" +
+	"\rListWorkloads\x12$.tether.manager.ListWorkloadsRequest\x1a%.tether.manager.ListWorkloadsResponse\x12K\n" +
 	"\bShutdown\x12\x1e.tether.daemon.ShutdownRequest\x1a\x1f.tether.daemon.ShutdownResponseB)Z'github.com/tether-dev/tether/rpc/daemonb\x06proto3"
 
 var (
@@ -1029,10 +1030,12 @@ var file_daemon_daemon_proto_goTypes = []any{
 	(*manager.ListInterceptsRequest)(nil),   // 19: tether.manager.ListInterceptsRequest
 	(*manager.RevokeInterceptRequest)(nil),  // 20: tether.manager.RevokeInterceptRequest
 	(*manager.RemoveAgentsRequest)(nil),     // 21: tether.manager.RemoveAgentsRequest
-	(*manager.SessionsResponse)(nil),        // 22: tether.manager.SessionsResponse
-	(*manager.ListInterceptsResponse)(nil),  // 23: tether.manager.ListInterceptsResponse
-	(*manager.RevokeInterceptResponse)(nil), // 24: tether.manager.RevokeInterceptResponse
-	(*manager.RemoveAgentsResponse)(nil),    // 25: tether.manager.RemoveAgentsResponse
+	(*manager.ListWorkloadsRequest)(nil),    // 22: tether.manager.ListWorkloadsRequest
+	(*manager.SessionsResponse)(nil),        // 23: tether.manager.SessionsResponse
+	(*manager.ListInterceptsResponse)(nil),  // 24: tether.manager.ListInterceptsResponse
+	(*manager.RevokeInterceptResponse)(nil), // 25: tether.manager.RevokeInterceptResponse
+	(*manager.RemoveAgentsResponse)(nil),    // 26: tether.manager.RemoveAgentsResponse
+	(*manager.ListWorkloadsResponse)(nil),   // 27: tether.manager.ListWorkloadsResponse
 }
 var file_daemon_daemon_proto_depIdxs = []int32{
 	14, // 0: tether.daemon.InterceptRequest.spec:type_name -> tether.manager.InterceptSpec
@@ -1054,19 +1057,21 @@ var file_daemon_daemon_proto_depIdxs = []int32{
 	19, // 16: tether.daemon.Daemon.List:input_type -> tether.manager.ListInterceptsRequest
 	20, // 17: tether.daemon.Daemon.Revoke:input_type -> tether.manager.RevokeInterceptRequest
 	21, // 18: tether.daemon.Daemon.RemoveAgents:input_type -> tether.manager.RemoveAgentsRequest
-	7,  // 19: tether.daemon.Daemon.Shutdown:input_type -> tether.daemon.ShutdownRequest
-	11, // 20: tether.daemon.Daemon.Connect:output_type -> tether.daemon.StatusResponse
-	11, // 21: tether.daemon.Daemon.Status:output_type -> tether.daemon.StatusResponse
-	11, // 22: tether.daemon.Daemon.Quit:output_type -> tether.daemon.StatusResponse
-	22, // 23: tether.daemon.Daemon.Sessions:output_type -> tether.manager.SessionsResponse
-	15, // 24: tether.daemon.Daemon.Intercept:output_type -> tether.manager.InterceptInfo
-	2,  // 25: tether.daemon.Daemon.Leave:output_type -> tether.daemon.LeaveResponse
-	23, // 26: tether.daemon.Daemon.List:output_type -> tether.manager.ListInterceptsResponse
-	24, // 27: tether.daemon.Daemon.Revoke:output_type -> tether.manager.RevokeInterceptResponse
-	25, // 28: tether.daemon.Daemon.RemoveAgents:output_type -> tether.manager.RemoveAgentsResponse
-	8,  // 29: tether.daemon.Daemon.Shutdown:output_type -> tether.daemon.ShutdownResponse
-	20, // [20:30] is the sub-list for method output_type
-	10, // [10:20] is the sub-list for method input_type
+	22, // 19: tether.daemon.Daemon.ListWorkloads:input_type -> tether.manager.ListWorkloadsRequest
+	7,  // 20: tether.daemon.Daemon.Shutdown:input_type -> tether.daemon.ShutdownRequest
+	11, // 21: tether.daemon.Daemon.Connect:output_type -> tether.daemon.StatusResponse
+	11, // 22: tether.daemon.Daemon.Status:output_type -> tether.daemon.StatusResponse
+	11, // 23: tether.daemon.Daemon.Quit:output_type -> tether.daemon.StatusResponse
+	23, // 24: tether.daemon.Daemon.Sessions:output_type -> tether.manager.SessionsResponse
+	15, // 25: tether.daemon.Daemon.Intercept:output_type -> tether.manager.InterceptInfo
+	2,  // 26: tether.daemon.Daemon.Leave:output_type -> tether.daemon.LeaveResponse
+	24, // 27: tether.daemon.Daemon.List:output_type -> tether.manager.ListInterceptsResponse
+	25, // 28: tether.daemon.Daemon.Revoke:output_type -> tether.manager.RevokeInterceptResponse
+	26, // 29: tether.daemon.Daemon.RemoveAgents:output_type -> tether.manager.RemoveAgentsResponse
+	27, // 30: tether.daemon.Daemon.ListWorkloads:output_type -> tether.manager.ListWorkloadsResponse
+	8,  // 31: tether.daemon.Daemon.Shutdown:output_type -> tether.daemon.ShutdownResponse
+	21, // [21:32] is the sub-list for method output_type
+	10, // [10:21] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name

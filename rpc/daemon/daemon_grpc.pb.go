@@ -22,16 +22,17 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Daemon_Connect_FullMethodName      = "/tether.daemon.Daemon/Connect"
-	Daemon_Status_FullMethodName       = "/tether.daemon.Daemon/Status"
-	Daemon_Quit_FullMethodName         = "/tether.daemon.Daemon/Quit"
-	Daemon_Sessions_FullMethodName     = "/tether.daemon.Daemon/Sessions"
-	Daemon_Intercept_FullMethodName    = "/tether.daemon.Daemon/Intercept"
-	Daemon_Leave_FullMethodName        = "/tether.daemon.Daemon/Leave"
-	Daemon_List_FullMethodName         = "/tether.daemon.Daemon/List"
-	Daemon_Revoke_FullMethodName       = "/tether.daemon.Daemon/Revoke"
-	Daemon_RemoveAgents_FullMethodName = "/tether.daemon.Daemon/RemoveAgents"
-	Daemon_Shutdown_FullMethodName     = "/tether.daemon.Daemon/Shutdown"
+	Daemon_Connect_FullMethodName       = "/tether.daemon.Daemon/Connect"
+	Daemon_Status_FullMethodName        = "/tether.daemon.Daemon/Status"
+	Daemon_Quit_FullMethodName          = "/tether.daemon.Daemon/Quit"
+	Daemon_Sessions_FullMethodName      = "/tether.daemon.Daemon/Sessions"
+	Daemon_Intercept_FullMethodName     = "/tether.daemon.Daemon/Intercept"
+	Daemon_Leave_FullMethodName         = "/tether.daemon.Daemon/Leave"
+	Daemon_List_FullMethodName          = "/tether.daemon.Daemon/List"
+	Daemon_Revoke_FullMethodName        = "/tether.daemon.Daemon/Revoke"
+	Daemon_RemoveAgents_FullMethodName  = "/tether.daemon.Daemon/RemoveAgents"
+	Daemon_ListWorkloads_FullMethodName = "/tether.daemon.Daemon/ListWorkloads"
+	Daemon_Shutdown_FullMethodName      = "/tether.daemon.Daemon/Shutdown"
 )
 
 // DaemonClient is the client API for Daemon service.
@@ -53,6 +54,7 @@ type DaemonClient interface {
 	Revoke(ctx context.Context, in *manager.RevokeInterceptRequest, opts ...grpc.CallOption) (*manager.RevokeInterceptResponse, error)
 	// RemoveAgents asks the manager to take every injected agent out.
 	RemoveAgents(ctx context.Context, in *manager.RemoveAgentsRequest, opts ...grpc.CallOption) (*manager.RemoveAgentsResponse, error)
+	ListWorkloads(ctx context.Context, in *manager.ListWorkloadsRequest, opts ...grpc.CallOption) (*manager.ListWorkloadsResponse, error)
 	// Shutdown stops the daemon as SIGTERM does: the session's routes and TUN
 	// are removed (the manager's session is kept, so a new daemon resumes it;
 	// call Quit first to end it), then the socket. The call may fail with
@@ -159,6 +161,16 @@ func (c *daemonClient) RemoveAgents(ctx context.Context, in *manager.RemoveAgent
 	return out, nil
 }
 
+func (c *daemonClient) ListWorkloads(ctx context.Context, in *manager.ListWorkloadsRequest, opts ...grpc.CallOption) (*manager.ListWorkloadsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(manager.ListWorkloadsResponse)
+	err := c.cc.Invoke(ctx, Daemon_ListWorkloads_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *daemonClient) Shutdown(ctx context.Context, in *ShutdownRequest, opts ...grpc.CallOption) (*ShutdownResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ShutdownResponse)
@@ -188,6 +200,7 @@ type DaemonServer interface {
 	Revoke(context.Context, *manager.RevokeInterceptRequest) (*manager.RevokeInterceptResponse, error)
 	// RemoveAgents asks the manager to take every injected agent out.
 	RemoveAgents(context.Context, *manager.RemoveAgentsRequest) (*manager.RemoveAgentsResponse, error)
+	ListWorkloads(context.Context, *manager.ListWorkloadsRequest) (*manager.ListWorkloadsResponse, error)
 	// Shutdown stops the daemon as SIGTERM does: the session's routes and TUN
 	// are removed (the manager's session is kept, so a new daemon resumes it;
 	// call Quit first to end it), then the socket. The call may fail with
@@ -230,6 +243,9 @@ func (UnimplementedDaemonServer) Revoke(context.Context, *manager.RevokeIntercep
 }
 func (UnimplementedDaemonServer) RemoveAgents(context.Context, *manager.RemoveAgentsRequest) (*manager.RemoveAgentsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RemoveAgents not implemented")
+}
+func (UnimplementedDaemonServer) ListWorkloads(context.Context, *manager.ListWorkloadsRequest) (*manager.ListWorkloadsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListWorkloads not implemented")
 }
 func (UnimplementedDaemonServer) Shutdown(context.Context, *ShutdownRequest) (*ShutdownResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Shutdown not implemented")
@@ -417,6 +433,24 @@ func _Daemon_RemoveAgents_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Daemon_ListWorkloads_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(manager.ListWorkloadsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DaemonServer).ListWorkloads(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Daemon_ListWorkloads_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DaemonServer).ListWorkloads(ctx, req.(*manager.ListWorkloadsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Daemon_Shutdown_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ShutdownRequest)
 	if err := dec(in); err != nil {
@@ -477,6 +511,10 @@ var Daemon_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveAgents",
 			Handler:    _Daemon_RemoveAgents_Handler,
+		},
+		{
+			MethodName: "ListWorkloads",
+			Handler:    _Daemon_ListWorkloads_Handler,
 		},
 		{
 			MethodName: "Shutdown",

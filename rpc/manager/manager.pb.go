@@ -1791,6 +1791,255 @@ func (x *RevokeInterceptResponse) GetIntercept() *InterceptInfo {
 	return nil
 }
 
+type ListWorkloadsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWorkloadsRequest) Reset() {
+	*x = ListWorkloadsRequest{}
+	mi := &file_manager_manager_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWorkloadsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWorkloadsRequest) ProtoMessage() {}
+
+func (x *ListWorkloadsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWorkloadsRequest.ProtoReflect.Descriptor instead.
+func (*ListWorkloadsRequest) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListWorkloadsRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+type ListWorkloadsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sorted by name.
+	Workloads     []*WorkloadInfo `protobuf:"bytes,1,rep,name=workloads,proto3" json:"workloads,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWorkloadsResponse) Reset() {
+	*x = ListWorkloadsResponse{}
+	mi := &file_manager_manager_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWorkloadsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWorkloadsResponse) ProtoMessage() {}
+
+func (x *ListWorkloadsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWorkloadsResponse.ProtoReflect.Descriptor instead.
+func (*ListWorkloadsResponse) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListWorkloadsResponse) GetWorkloads() []*WorkloadInfo {
+	if x != nil {
+		return x.Workloads
+	}
+	return nil
+}
+
+type WorkloadInfo struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// Deployment, StatefulSet or ReplicaSet; empty for a workload known
+	// only by its agents (a manager without Kubernetes).
+	Kind string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The container ports a Service targets: what --port may name.
+	Ports []*WorkloadPort `protobuf:"bytes,4,rep,name=ports,proto3" json:"ports,omitempty"`
+	// The workload's intercepts, everyone's.
+	Intercepts []*InterceptInfo `protobuf:"bytes,5,rep,name=intercepts,proto3" json:"intercepts,omitempty"`
+	// Agents of the workload connected to the manager now (WatchAgent
+	// streams).
+	Agents        uint32 `protobuf:"varint,6,opt,name=agents,proto3" json:"agents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkloadInfo) Reset() {
+	*x = WorkloadInfo{}
+	mi := &file_manager_manager_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkloadInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkloadInfo) ProtoMessage() {}
+
+func (x *WorkloadInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkloadInfo.ProtoReflect.Descriptor instead.
+func (*WorkloadInfo) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *WorkloadInfo) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *WorkloadInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WorkloadInfo) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *WorkloadInfo) GetPorts() []*WorkloadPort {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *WorkloadInfo) GetIntercepts() []*InterceptInfo {
+	if x != nil {
+		return x.Intercepts
+	}
+	return nil
+}
+
+func (x *WorkloadInfo) GetAgents() uint32 {
+	if x != nil {
+		return x.Agents
+	}
+	return 0
+}
+
+type WorkloadPort struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Port  uint32                 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
+	// The container port's name; empty when unnamed.
+	Name      string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Container string `protobuf:"bytes,3,opt,name=container,proto3" json:"container,omitempty"`
+	// How Services reach it: "web:80" (Service name and port).
+	Services      []string `protobuf:"bytes,4,rep,name=services,proto3" json:"services,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkloadPort) Reset() {
+	*x = WorkloadPort{}
+	mi := &file_manager_manager_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkloadPort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkloadPort) ProtoMessage() {}
+
+func (x *WorkloadPort) ProtoReflect() protoreflect.Message {
+	mi := &file_manager_manager_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkloadPort.ProtoReflect.Descriptor instead.
+func (*WorkloadPort) Descriptor() ([]byte, []int) {
+	return file_manager_manager_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *WorkloadPort) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *WorkloadPort) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WorkloadPort) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *WorkloadPort) GetServices() []string {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
 type WatchSessionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1799,7 +2048,7 @@ type WatchSessionRequest struct {
 
 func (x *WatchSessionRequest) Reset() {
 	*x = WatchSessionRequest{}
-	mi := &file_manager_manager_proto_msgTypes[24]
+	mi := &file_manager_manager_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1811,7 +2060,7 @@ func (x *WatchSessionRequest) String() string {
 func (*WatchSessionRequest) ProtoMessage() {}
 
 func (x *WatchSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[24]
+	mi := &file_manager_manager_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1824,7 +2073,7 @@ func (x *WatchSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchSessionRequest.ProtoReflect.Descriptor instead.
 func (*WatchSessionRequest) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{24}
+	return file_manager_manager_proto_rawDescGZIP(), []int{28}
 }
 
 type InboundDial struct {
@@ -1842,7 +2091,7 @@ type InboundDial struct {
 
 func (x *InboundDial) Reset() {
 	*x = InboundDial{}
-	mi := &file_manager_manager_proto_msgTypes[25]
+	mi := &file_manager_manager_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1854,7 +2103,7 @@ func (x *InboundDial) String() string {
 func (*InboundDial) ProtoMessage() {}
 
 func (x *InboundDial) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[25]
+	mi := &file_manager_manager_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1867,7 +2116,7 @@ func (x *InboundDial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InboundDial.ProtoReflect.Descriptor instead.
 func (*InboundDial) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{25}
+	return file_manager_manager_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *InboundDial) GetFlowId() string {
@@ -1920,7 +2169,7 @@ type SessionEvent struct {
 
 func (x *SessionEvent) Reset() {
 	*x = SessionEvent{}
-	mi := &file_manager_manager_proto_msgTypes[26]
+	mi := &file_manager_manager_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1932,7 +2181,7 @@ func (x *SessionEvent) String() string {
 func (*SessionEvent) ProtoMessage() {}
 
 func (x *SessionEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[26]
+	mi := &file_manager_manager_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1945,7 +2194,7 @@ func (x *SessionEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionEvent.ProtoReflect.Descriptor instead.
 func (*SessionEvent) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{26}
+	return file_manager_manager_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SessionEvent) GetIntercepts() []*InterceptInfo {
@@ -2006,7 +2255,7 @@ type WatchAgentRequest struct {
 
 func (x *WatchAgentRequest) Reset() {
 	*x = WatchAgentRequest{}
-	mi := &file_manager_manager_proto_msgTypes[27]
+	mi := &file_manager_manager_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2018,7 +2267,7 @@ func (x *WatchAgentRequest) String() string {
 func (*WatchAgentRequest) ProtoMessage() {}
 
 func (x *WatchAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[27]
+	mi := &file_manager_manager_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2031,7 +2280,7 @@ func (x *WatchAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAgentRequest.ProtoReflect.Descriptor instead.
 func (*WatchAgentRequest) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{27}
+	return file_manager_manager_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WatchAgentRequest) GetWorkload() string {
@@ -2065,7 +2314,7 @@ type AgentRoutes struct {
 
 func (x *AgentRoutes) Reset() {
 	*x = AgentRoutes{}
-	mi := &file_manager_manager_proto_msgTypes[28]
+	mi := &file_manager_manager_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2077,7 +2326,7 @@ func (x *AgentRoutes) String() string {
 func (*AgentRoutes) ProtoMessage() {}
 
 func (x *AgentRoutes) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[28]
+	mi := &file_manager_manager_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2090,7 +2339,7 @@ func (x *AgentRoutes) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentRoutes.ProtoReflect.Descriptor instead.
 func (*AgentRoutes) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{28}
+	return file_manager_manager_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AgentRoutes) GetIntercepts() []*InterceptInfo {
@@ -2120,7 +2369,7 @@ type BuildInfo struct {
 
 func (x *BuildInfo) Reset() {
 	*x = BuildInfo{}
-	mi := &file_manager_manager_proto_msgTypes[29]
+	mi := &file_manager_manager_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2132,7 +2381,7 @@ func (x *BuildInfo) String() string {
 func (*BuildInfo) ProtoMessage() {}
 
 func (x *BuildInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[29]
+	mi := &file_manager_manager_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2145,7 +2394,7 @@ func (x *BuildInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildInfo.ProtoReflect.Descriptor instead.
 func (*BuildInfo) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{29}
+	return file_manager_manager_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *BuildInfo) GetVersion() string {
@@ -2205,7 +2454,7 @@ type RemoveAgentsRequest struct {
 
 func (x *RemoveAgentsRequest) Reset() {
 	*x = RemoveAgentsRequest{}
-	mi := &file_manager_manager_proto_msgTypes[30]
+	mi := &file_manager_manager_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2466,7 @@ func (x *RemoveAgentsRequest) String() string {
 func (*RemoveAgentsRequest) ProtoMessage() {}
 
 func (x *RemoveAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[30]
+	mi := &file_manager_manager_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2479,7 @@ func (x *RemoveAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveAgentsRequest.ProtoReflect.Descriptor instead.
 func (*RemoveAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{30}
+	return file_manager_manager_proto_rawDescGZIP(), []int{34}
 }
 
 type RemoveAgentsResponse struct {
@@ -2241,7 +2490,7 @@ type RemoveAgentsResponse struct {
 
 func (x *RemoveAgentsResponse) Reset() {
 	*x = RemoveAgentsResponse{}
-	mi := &file_manager_manager_proto_msgTypes[31]
+	mi := &file_manager_manager_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2253,7 +2502,7 @@ func (x *RemoveAgentsResponse) String() string {
 func (*RemoveAgentsResponse) ProtoMessage() {}
 
 func (x *RemoveAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_manager_manager_proto_msgTypes[31]
+	mi := &file_manager_manager_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2266,7 +2515,7 @@ func (x *RemoveAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveAgentsResponse.ProtoReflect.Descriptor instead.
 func (*RemoveAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_manager_manager_proto_rawDescGZIP(), []int{31}
+	return file_manager_manager_proto_rawDescGZIP(), []int{35}
 }
 
 var File_manager_manager_proto protoreflect.FileDescriptor
@@ -2386,7 +2635,25 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\x16RevokeInterceptRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"V\n" +
 	"\x17RevokeInterceptResponse\x12;\n" +
-	"\tintercept\x18\x01 \x01(\v2\x1d.tether.manager.InterceptInfoR\tintercept\"\x15\n" +
+	"\tintercept\x18\x01 \x01(\v2\x1d.tether.manager.InterceptInfoR\tintercept\"4\n" +
+	"\x14ListWorkloadsRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"S\n" +
+	"\x15ListWorkloadsResponse\x12:\n" +
+	"\tworkloads\x18\x01 \x03(\v2\x1c.tether.manager.WorkloadInfoR\tworkloads\"\xdf\x01\n" +
+	"\fWorkloadInfo\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x122\n" +
+	"\x05ports\x18\x04 \x03(\v2\x1c.tether.manager.WorkloadPortR\x05ports\x12=\n" +
+	"\n" +
+	"intercepts\x18\x05 \x03(\v2\x1d.tether.manager.InterceptInfoR\n" +
+	"intercepts\x12\x16\n" +
+	"\x06agents\x18\x06 \x01(\rR\x06agents\"p\n" +
+	"\fWorkloadPort\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\rR\x04port\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
+	"\tcontainer\x18\x03 \x01(\tR\tcontainer\x12\x1a\n" +
+	"\bservices\x18\x04 \x03(\tR\bservices\"\x15\n" +
 	"\x13WatchSessionRequest\"u\n" +
 	"\vInboundDial\x12\x17\n" +
 	"\aflow_id\x18\x01 \x01(\tR\x06flowId\x12!\n" +
@@ -2441,7 +2708,8 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\n" +
 	"\x06GLOBAL\x10\x01\x12\b\n" +
 	"\x04HTTP\x10\x02\x12\v\n" +
-	"\aREPLACE\x10\x032\xc2\t\n" +
+	"\aREPLACE\x10\x032\xa0\n" +
+	"\n" +
 	"\aManager\x12G\n" +
 	"\x06Arrive\x12\x1d.tether.manager.ArriveRequest\x1a\x1e.tether.manager.ArriveResponse\x12G\n" +
 	"\x06Depart\x12\x1d.tether.manager.DepartRequest\x1a\x1e.tether.manager.DepartResponse\x12G\n" +
@@ -2451,7 +2719,8 @@ const file_manager_manager_proto_rawDesc = "" +
 	"\x0fCreateIntercept\x12&.tether.manager.CreateInterceptRequest\x1a\x1d.tether.manager.InterceptInfo\x12b\n" +
 	"\x0fRemoveIntercept\x12&.tether.manager.RemoveInterceptRequest\x1a'.tether.manager.RemoveInterceptResponse\x12_\n" +
 	"\x0eListIntercepts\x12%.tether.manager.ListInterceptsRequest\x1a&.tether.manager.ListInterceptsResponse\x12b\n" +
-	"\x0fRevokeIntercept\x12&.tether.manager.RevokeInterceptRequest\x1a'.tether.manager.RevokeInterceptResponse\x12S\n" +
+	"\x0fRevokeIntercept\x12&.tether.manager.RevokeInterceptRequest\x1a'.tether.manager.RevokeInterceptResponse\x12\\\n" +
+	"\rListWorkloads\x12$.tether.manager.ListWorkloadsRequest\x1a%.tether.manager.ListWorkloadsResponse\x12S\n" +
 	"\fWatchSession\x12#.tether.manager.WatchSessionRequest\x1a\x1c.tether.manager.SessionEvent0\x01\x12A\n" +
 	"\rInboundTunnel\x12\x15.tether.manager.Frame\x1a\x15.tether.manager.Frame(\x010\x01\x12N\n" +
 	"\n" +
@@ -2473,7 +2742,7 @@ func file_manager_manager_proto_rawDescGZIP() []byte {
 }
 
 var file_manager_manager_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_manager_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_manager_manager_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_manager_manager_proto_goTypes = []any{
 	(Protocol)(0),                   // 0: tether.manager.Protocol
 	(OpenStatus)(0),                 // 1: tether.manager.OpenStatus
@@ -2503,19 +2772,23 @@ var file_manager_manager_proto_goTypes = []any{
 	(*ListInterceptsResponse)(nil),  // 25: tether.manager.ListInterceptsResponse
 	(*RevokeInterceptRequest)(nil),  // 26: tether.manager.RevokeInterceptRequest
 	(*RevokeInterceptResponse)(nil), // 27: tether.manager.RevokeInterceptResponse
-	(*WatchSessionRequest)(nil),     // 28: tether.manager.WatchSessionRequest
-	(*InboundDial)(nil),             // 29: tether.manager.InboundDial
-	(*SessionEvent)(nil),            // 30: tether.manager.SessionEvent
-	(*WatchAgentRequest)(nil),       // 31: tether.manager.WatchAgentRequest
-	(*AgentRoutes)(nil),             // 32: tether.manager.AgentRoutes
-	(*BuildInfo)(nil),               // 33: tether.manager.BuildInfo
-	(*RemoveAgentsRequest)(nil),     // 34: tether.manager.RemoveAgentsRequest
-	(*RemoveAgentsResponse)(nil),    // 35: tether.manager.RemoveAgentsResponse
-	nil,                             // 36: tether.manager.InterceptSpec.HeadersEntry
+	(*ListWorkloadsRequest)(nil),    // 28: tether.manager.ListWorkloadsRequest
+	(*ListWorkloadsResponse)(nil),   // 29: tether.manager.ListWorkloadsResponse
+	(*WorkloadInfo)(nil),            // 30: tether.manager.WorkloadInfo
+	(*WorkloadPort)(nil),            // 31: tether.manager.WorkloadPort
+	(*WatchSessionRequest)(nil),     // 32: tether.manager.WatchSessionRequest
+	(*InboundDial)(nil),             // 33: tether.manager.InboundDial
+	(*SessionEvent)(nil),            // 34: tether.manager.SessionEvent
+	(*WatchAgentRequest)(nil),       // 35: tether.manager.WatchAgentRequest
+	(*AgentRoutes)(nil),             // 36: tether.manager.AgentRoutes
+	(*BuildInfo)(nil),               // 37: tether.manager.BuildInfo
+	(*RemoveAgentsRequest)(nil),     // 38: tether.manager.RemoveAgentsRequest
+	(*RemoveAgentsResponse)(nil),    // 39: tether.manager.RemoveAgentsResponse
+	nil,                             // 40: tether.manager.InterceptSpec.HeadersEntry
 }
 var file_manager_manager_proto_depIdxs = []int32{
-	33, // 0: tether.manager.ArriveRequest.build:type_name -> tether.manager.BuildInfo
-	33, // 1: tether.manager.ArriveResponse.manager_build:type_name -> tether.manager.BuildInfo
+	37, // 0: tether.manager.ArriveRequest.build:type_name -> tether.manager.BuildInfo
+	37, // 1: tether.manager.ArriveResponse.manager_build:type_name -> tether.manager.BuildInfo
 	10, // 2: tether.manager.ReportRequest.activity:type_name -> tether.manager.Activity
 	12, // 3: tether.manager.ReportResponse.session:type_name -> tether.manager.SessionView
 	12, // 4: tether.manager.SessionsResponse.sessions:type_name -> tether.manager.SessionView
@@ -2525,50 +2798,55 @@ var file_manager_manager_proto_depIdxs = []int32{
 	16, // 8: tether.manager.Frame.open:type_name -> tether.manager.OpenFlow
 	17, // 9: tether.manager.Frame.opened:type_name -> tether.manager.Opened
 	3,  // 10: tether.manager.InterceptSpec.kind:type_name -> tether.manager.InterceptKind
-	36, // 11: tether.manager.InterceptSpec.headers:type_name -> tether.manager.InterceptSpec.HeadersEntry
+	40, // 11: tether.manager.InterceptSpec.headers:type_name -> tether.manager.InterceptSpec.HeadersEntry
 	19, // 12: tether.manager.InterceptInfo.spec:type_name -> tether.manager.InterceptSpec
 	19, // 13: tether.manager.CreateInterceptRequest.spec:type_name -> tether.manager.InterceptSpec
 	20, // 14: tether.manager.ListInterceptsResponse.intercepts:type_name -> tether.manager.InterceptInfo
 	20, // 15: tether.manager.RevokeInterceptResponse.intercept:type_name -> tether.manager.InterceptInfo
-	20, // 16: tether.manager.SessionEvent.intercepts:type_name -> tether.manager.InterceptInfo
-	29, // 17: tether.manager.SessionEvent.dial:type_name -> tether.manager.InboundDial
-	33, // 18: tether.manager.WatchAgentRequest.build:type_name -> tether.manager.BuildInfo
-	20, // 19: tether.manager.AgentRoutes.intercepts:type_name -> tether.manager.InterceptInfo
-	4,  // 20: tether.manager.Manager.Arrive:input_type -> tether.manager.ArriveRequest
-	8,  // 21: tether.manager.Manager.Depart:input_type -> tether.manager.DepartRequest
-	11, // 22: tether.manager.Manager.Report:input_type -> tether.manager.ReportRequest
-	14, // 23: tether.manager.Manager.Sessions:input_type -> tether.manager.SessionsRequest
-	6,  // 24: tether.manager.Manager.Resolve:input_type -> tether.manager.ResolveRequest
-	21, // 25: tether.manager.Manager.CreateIntercept:input_type -> tether.manager.CreateInterceptRequest
-	22, // 26: tether.manager.Manager.RemoveIntercept:input_type -> tether.manager.RemoveInterceptRequest
-	24, // 27: tether.manager.Manager.ListIntercepts:input_type -> tether.manager.ListInterceptsRequest
-	26, // 28: tether.manager.Manager.RevokeIntercept:input_type -> tether.manager.RevokeInterceptRequest
-	28, // 29: tether.manager.Manager.WatchSession:input_type -> tether.manager.WatchSessionRequest
-	18, // 30: tether.manager.Manager.InboundTunnel:input_type -> tether.manager.Frame
-	31, // 31: tether.manager.Manager.WatchAgent:input_type -> tether.manager.WatchAgentRequest
-	18, // 32: tether.manager.Manager.AgentTunnel:input_type -> tether.manager.Frame
-	18, // 33: tether.manager.Manager.Tunnel:input_type -> tether.manager.Frame
-	34, // 34: tether.manager.Manager.RemoveAgents:input_type -> tether.manager.RemoveAgentsRequest
-	5,  // 35: tether.manager.Manager.Arrive:output_type -> tether.manager.ArriveResponse
-	9,  // 36: tether.manager.Manager.Depart:output_type -> tether.manager.DepartResponse
-	13, // 37: tether.manager.Manager.Report:output_type -> tether.manager.ReportResponse
-	15, // 38: tether.manager.Manager.Sessions:output_type -> tether.manager.SessionsResponse
-	7,  // 39: tether.manager.Manager.Resolve:output_type -> tether.manager.ResolveResponse
-	20, // 40: tether.manager.Manager.CreateIntercept:output_type -> tether.manager.InterceptInfo
-	23, // 41: tether.manager.Manager.RemoveIntercept:output_type -> tether.manager.RemoveInterceptResponse
-	25, // 42: tether.manager.Manager.ListIntercepts:output_type -> tether.manager.ListInterceptsResponse
-	27, // 43: tether.manager.Manager.RevokeIntercept:output_type -> tether.manager.RevokeInterceptResponse
-	30, // 44: tether.manager.Manager.WatchSession:output_type -> tether.manager.SessionEvent
-	18, // 45: tether.manager.Manager.InboundTunnel:output_type -> tether.manager.Frame
-	32, // 46: tether.manager.Manager.WatchAgent:output_type -> tether.manager.AgentRoutes
-	18, // 47: tether.manager.Manager.AgentTunnel:output_type -> tether.manager.Frame
-	18, // 48: tether.manager.Manager.Tunnel:output_type -> tether.manager.Frame
-	35, // 49: tether.manager.Manager.RemoveAgents:output_type -> tether.manager.RemoveAgentsResponse
-	35, // [35:50] is the sub-list for method output_type
-	20, // [20:35] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	30, // 16: tether.manager.ListWorkloadsResponse.workloads:type_name -> tether.manager.WorkloadInfo
+	31, // 17: tether.manager.WorkloadInfo.ports:type_name -> tether.manager.WorkloadPort
+	20, // 18: tether.manager.WorkloadInfo.intercepts:type_name -> tether.manager.InterceptInfo
+	20, // 19: tether.manager.SessionEvent.intercepts:type_name -> tether.manager.InterceptInfo
+	33, // 20: tether.manager.SessionEvent.dial:type_name -> tether.manager.InboundDial
+	37, // 21: tether.manager.WatchAgentRequest.build:type_name -> tether.manager.BuildInfo
+	20, // 22: tether.manager.AgentRoutes.intercepts:type_name -> tether.manager.InterceptInfo
+	4,  // 23: tether.manager.Manager.Arrive:input_type -> tether.manager.ArriveRequest
+	8,  // 24: tether.manager.Manager.Depart:input_type -> tether.manager.DepartRequest
+	11, // 25: tether.manager.Manager.Report:input_type -> tether.manager.ReportRequest
+	14, // 26: tether.manager.Manager.Sessions:input_type -> tether.manager.SessionsRequest
+	6,  // 27: tether.manager.Manager.Resolve:input_type -> tether.manager.ResolveRequest
+	21, // 28: tether.manager.Manager.CreateIntercept:input_type -> tether.manager.CreateInterceptRequest
+	22, // 29: tether.manager.Manager.RemoveIntercept:input_type -> tether.manager.RemoveInterceptRequest
+	24, // 30: tether.manager.Manager.ListIntercepts:input_type -> tether.manager.ListInterceptsRequest
+	26, // 31: tether.manager.Manager.RevokeIntercept:input_type -> tether.manager.RevokeInterceptRequest
+	28, // 32: tether.manager.Manager.ListWorkloads:input_type -> tether.manager.ListWorkloadsRequest
+	32, // 33: tether.manager.Manager.WatchSession:input_type -> tether.manager.WatchSessionRequest
+	18, // 34: tether.manager.Manager.InboundTunnel:input_type -> tether.manager.Frame
+	35, // 35: tether.manager.Manager.WatchAgent:input_type -> tether.manager.WatchAgentRequest
+	18, // 36: tether.manager.Manager.AgentTunnel:input_type -> tether.manager.Frame
+	18, // 37: tether.manager.Manager.Tunnel:input_type -> tether.manager.Frame
+	38, // 38: tether.manager.Manager.RemoveAgents:input_type -> tether.manager.RemoveAgentsRequest
+	5,  // 39: tether.manager.Manager.Arrive:output_type -> tether.manager.ArriveResponse
+	9,  // 40: tether.manager.Manager.Depart:output_type -> tether.manager.DepartResponse
+	13, // 41: tether.manager.Manager.Report:output_type -> tether.manager.ReportResponse
+	15, // 42: tether.manager.Manager.Sessions:output_type -> tether.manager.SessionsResponse
+	7,  // 43: tether.manager.Manager.Resolve:output_type -> tether.manager.ResolveResponse
+	20, // 44: tether.manager.Manager.CreateIntercept:output_type -> tether.manager.InterceptInfo
+	23, // 45: tether.manager.Manager.RemoveIntercept:output_type -> tether.manager.RemoveInterceptResponse
+	25, // 46: tether.manager.Manager.ListIntercepts:output_type -> tether.manager.ListInterceptsResponse
+	27, // 47: tether.manager.Manager.RevokeIntercept:output_type -> tether.manager.RevokeInterceptResponse
+	29, // 48: tether.manager.Manager.ListWorkloads:output_type -> tether.manager.ListWorkloadsResponse
+	34, // 49: tether.manager.Manager.WatchSession:output_type -> tether.manager.SessionEvent
+	18, // 50: tether.manager.Manager.InboundTunnel:output_type -> tether.manager.Frame
+	36, // 51: tether.manager.Manager.WatchAgent:output_type -> tether.manager.AgentRoutes
+	18, // 52: tether.manager.Manager.AgentTunnel:output_type -> tether.manager.Frame
+	18, // 53: tether.manager.Manager.Tunnel:output_type -> tether.manager.Frame
+	39, // 54: tether.manager.Manager.RemoveAgents:output_type -> tether.manager.RemoveAgentsResponse
+	39, // [39:55] is the sub-list for method output_type
+	23, // [23:39] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_manager_manager_proto_init() }
@@ -2582,7 +2860,7 @@ func file_manager_manager_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_manager_manager_proto_rawDesc), len(file_manager_manager_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   33,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

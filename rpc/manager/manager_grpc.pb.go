@@ -35,6 +35,7 @@ const (
 	Manager_RemoveIntercept_FullMethodName = "/tether.manager.Manager/RemoveIntercept"
 	Manager_ListIntercepts_FullMethodName  = "/tether.manager.Manager/ListIntercepts"
 	Manager_RevokeIntercept_FullMethodName = "/tether.manager.Manager/RevokeIntercept"
+	Manager_ListWorkloads_FullMethodName   = "/tether.manager.Manager/ListWorkloads"
 	Manager_WatchSession_FullMethodName    = "/tether.manager.Manager/WatchSession"
 	Manager_InboundTunnel_FullMethodName   = "/tether.manager.Manager/InboundTunnel"
 	Manager_WatchAgent_FullMethodName      = "/tether.manager.Manager/WatchAgent"
@@ -70,6 +71,10 @@ type ManagerClient interface {
 	ListIntercepts(ctx context.Context, in *ListInterceptsRequest, opts ...grpc.CallOption) (*ListInterceptsResponse, error)
 	// RevokeIntercept ends anyone's intercept; RBAC decides who may.
 	RevokeIntercept(ctx context.Context, in *RevokeInterceptRequest, opts ...grpc.CallOption) (*RevokeInterceptResponse, error)
+	// ListWorkloads lists the workloads of a namespace that can be
+	// intercepted, with their intercepts and connected agents. It needs list
+	// on deployments (apps) in that namespace.
+	ListWorkloads(ctx context.Context, in *ListWorkloadsRequest, opts ...grpc.CallOption) (*ListWorkloadsResponse, error)
 	// WatchSession streams the caller's intercepts each time they change, and
 	// the inbound flows the daemon must dial.
 	WatchSession(ctx context.Context, in *WatchSessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SessionEvent], error)
@@ -204,6 +209,16 @@ func (c *managerClient) RevokeIntercept(ctx context.Context, in *RevokeIntercept
 	return out, nil
 }
 
+func (c *managerClient) ListWorkloads(ctx context.Context, in *ListWorkloadsRequest, opts ...grpc.CallOption) (*ListWorkloadsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListWorkloadsResponse)
+	err := c.cc.Invoke(ctx, Manager_ListWorkloads_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *managerClient) WatchSession(ctx context.Context, in *WatchSessionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SessionEvent], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Manager_ServiceDesc.Streams[0], Manager_WatchSession_FullMethodName, cOpts...)
@@ -318,6 +333,10 @@ type ManagerServer interface {
 	ListIntercepts(context.Context, *ListInterceptsRequest) (*ListInterceptsResponse, error)
 	// RevokeIntercept ends anyone's intercept; RBAC decides who may.
 	RevokeIntercept(context.Context, *RevokeInterceptRequest) (*RevokeInterceptResponse, error)
+	// ListWorkloads lists the workloads of a namespace that can be
+	// intercepted, with their intercepts and connected agents. It needs list
+	// on deployments (apps) in that namespace.
+	ListWorkloads(context.Context, *ListWorkloadsRequest) (*ListWorkloadsResponse, error)
 	// WatchSession streams the caller's intercepts each time they change, and
 	// the inbound flows the daemon must dial.
 	WatchSession(*WatchSessionRequest, grpc.ServerStreamingServer[SessionEvent]) error
@@ -388,6 +407,9 @@ func (UnimplementedManagerServer) ListIntercepts(context.Context, *ListIntercept
 }
 func (UnimplementedManagerServer) RevokeIntercept(context.Context, *RevokeInterceptRequest) (*RevokeInterceptResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RevokeIntercept not implemented")
+}
+func (UnimplementedManagerServer) ListWorkloads(context.Context, *ListWorkloadsRequest) (*ListWorkloadsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListWorkloads not implemented")
 }
 func (UnimplementedManagerServer) WatchSession(*WatchSessionRequest, grpc.ServerStreamingServer[SessionEvent]) error {
 	return status.Errorf(codes.Unimplemented, "method WatchSession not implemented")
@@ -590,6 +612,24 @@ func _Manager_RevokeIntercept_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Manager_ListWorkloads_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListWorkloadsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ManagerServer).ListWorkloads(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Manager_ListWorkloads_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ManagerServer).ListWorkloads(ctx, req.(*ListWorkloadsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Manager_WatchSession_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(WatchSessionRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -693,6 +733,10 @@ var Manager_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeIntercept",
 			Handler:    _Manager_RevokeIntercept_Handler,
+		},
+		{
+			MethodName: "ListWorkloads",
+			Handler:    _Manager_ListWorkloads_Handler,
 		},
 		{
 			MethodName: "RemoveAgents",
