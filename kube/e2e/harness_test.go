@@ -114,6 +114,14 @@ func (k *cluster) web(replicas int32) string {
 	if err := kubestage.BindDevelopers(ctx, k.admin, ns); err != nil {
 		k.t.Fatal(err)
 	}
+	// kube-proxy programs a new Service a moment after its pods are ready.
+	url := k.webURL(ns)
+	labtest.Eventually(k.t, "web's Service answers in the cluster", 30*time.Second, 250*time.Millisecond, func() error {
+		if got := kubestage.AppAnswer(k.inCluster(url, "")); got != "hello from the app" {
+			return fmt.Errorf("%s: %q", url, got)
+		}
+		return nil
+	})
 	return ns
 }
 
