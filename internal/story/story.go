@@ -389,6 +389,11 @@ func (s *story) disjoint() (string, error) {
 }
 
 func (s *story) refused() (string, error) {
+	// alice is at work: her CLI counts as activity. On a cluster the
+	// intercepts waited for web's rollout, which may take a while.
+	if out, err := s.tether(s.alice, "status"); err != nil {
+		return "", fmt.Errorf("alice's status: %w\n%s", err, out)
+	}
 	out, err := s.intercept(s.bob, "bob-wide", wideFilter)
 	if err == nil {
 		return "", fmt.Errorf("bob's wide intercept was accepted while alice is active:\n%s", out)
