@@ -186,18 +186,6 @@ func (l *laptop) connect(args ...string) {
 	}
 }
 
-// connectSomehow connects through the kubeconfig where tether connect
-// can (feature "forward"), else by the chart's notes (connectByKubectl):
-// for the tests of what lies behind the connection.
-func (l *laptop) connectSomehow(args ...string) {
-	l.k.t.Helper()
-	if has(l.k.t, []string{"connect"}, "--kubeconfig") {
-		l.connect(args...)
-		return
-	}
-	l.connectByKubectl(args...)
-}
-
 // status is `tether status --json`, without counting as activity.
 func (l *laptop) status() map[string]any {
 	l.k.t.Helper()

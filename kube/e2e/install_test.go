@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -101,53 +100,4 @@ func TestHelmUninstallLeavesNothing(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-// Until tether connect reaches the manager through the kubeconfig itself
-// (feature "forward"), the chart's notes say how to connect by hand: a
-// kubectl port-forward on the laptop and --manager. The laptop, which
-// reaches only the API server, then gets to a Service's ClusterIP through
-// the VIF and the manager in its pod. Once connect has --kubeconfig the
-// chart's default auth (kubernetes, TLS) needs more than these notes, and
-// TestConnectThroughPortForward covers the path.
-func TestConnectWithKubectlPortForward(t *testing.T) {
-	requireRoot(t)
-	if out, _ := exec.Command(tetherBin, "connect", "--help").CombinedOutput(); strings.Contains(string(out), "--kubeconfig") {
-		t.Skip("tether connect reaches the manager through the kubeconfig: TestConnectThroughPortForward covers this")
-	}
-	k := setUp(t)
-	ns := k.web(1)
-	url := k.webURL(ns)
-	l := k.laptop(0, "alice")
-	l.connectByKubectl()
-	if st := l.status(); st["connected"] != true {
-		t.Fatalf("status after connect: %v", st)
-	}
-	if got := l.curl(url, "alice"); !strings.HasPrefix(got, "pod=web-") || !strings.Contains(got, "header X-User: alice") {
-		t.Fatalf("curl %s from the laptop: %q", url, got)
-	}
-	if got := kubestage.AppAnswer(k.inCluster(url, "")); got != "hello from the app" {
-		t.Fatalf("curl %s from the cluster's network: %q", url, got)
-	}
-}
-
-// connectByKubectl connects as the chart's notes say without --kubeconfig:
-// kubectl port-forward on the laptop as its user, then --manager.
-func (l *laptop) connectByKubectl(args ...string) {
-	t := l.k.t
-	t.Helper()
-	if _, err := l.k.lab.Start(l.netns, filepath.Join(t.TempDir(), "port-forward.log"), l.k.c.KubectlPath(),
-		"--kubeconfig", l.k.c.UserKubeconfig(l.user, true), "port-forward", "-n", kubestage.ManagerNamespace, "svc/traffic-manager", "18081:8081"); err != nil {
-		t.Fatal(err)
-	}
-	labtest.Eventually(t, "kubectl port-forward listens on the laptop", 30*time.Second, 250*time.Millisecond, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		c, err := l.k.lab.DialContext(ctx, l.netns, "tcp", "127.0.0.1:18081")
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	})
-	l.tether(append([]string{"connect", "--manager", "127.0.0.1:18081"}, args...)...)
 }

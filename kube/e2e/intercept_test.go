@@ -105,6 +105,7 @@ func TestConnectThroughPortForward(t *testing.T) {
 // search list (status "dns_search") as the OS resolver would, with dig,
 // and curl connects to the name at the address found.
 func TestServiceByName(t *testing.T) {
+	needForward(t)
 	needDiscover(t)
 	if _, err := osexec.LookPath("dig"); err != nil {
 		t.Skip("dig not installed")
@@ -116,7 +117,7 @@ func TestServiceByName(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := k.laptop(0, "alice")
-	l.connectSomehow("--namespace", ns)
+	l.connect("--namespace", ns)
 	st := l.status()
 	server, _ := st["dns"].(string)
 	server = strings.TrimSuffix(server, ":53")
