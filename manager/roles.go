@@ -34,8 +34,11 @@ func (s *Server) refuseAgent(ctx context.Context, method string) error {
 		return nil
 	}
 	s.log.Warn("agent token refused on a user call", "method", method, "agent", id.User)
-	return status.Errorf(codes.PermissionDenied, "%s needs the user role (a token of auth.tokenFile outside group %s); this token is %s",
-		method, AgentGroup, id.describe())
+	role := "a token of auth.tokenFile outside group " + AgentGroup
+	if _, ok := s.authn.(AgentAuthenticator); ok {
+		role = "an identity the API server places outside group " + AgentGroup
+	}
+	return status.Errorf(codes.PermissionDenied, "%s needs the user role (%s); this token is %s", method, role, id.describe())
 }
 
 // authenticateAgent admits an agent to method: by a token of the agent

@@ -268,6 +268,12 @@ func TestPodAgentServesItsWorkloadOnly(t *testing.T) {
 	if _, err := l.c.Arrive(as("pod-web"), &pb.ArriveRequest{User: "x", Host: "h"}); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("Arrive with a pod's agent token = %v, want Unauthenticated", err)
 	}
+	// An identity in the agent group is refused on user calls, and the
+	// refusal names the API server, not a token file, as the source.
+	want := "Arrive needs the user role (an identity the API server places outside group tether:agents)"
+	if _, err := l.c.Arrive(as("t-web-agent"), &pb.ArriveRequest{User: "x", Host: "h"}); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Arrive as a member of the agent group = %v, want PermissionDenied: %s", err, want)
+	}
 }
 
 // TestPodAgentTunnelOfAnotherWorkload: AgentTunnel applies the same

@@ -2,10 +2,14 @@ package helm
 
 import (
 	"encoding/json"
+	"fmt"
 	"io/fs"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/tether-dev/tether/charts"
@@ -44,5 +48,40 @@ func TestRenderDashboard(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(got), &dash); err != nil || dash.UID == "" || len(dash.Panels) == 0 {
 		t.Fatalf("dashboard JSON: uid %q, %d panels, %v", dash.UID, len(dash.Panels), err)
+	}
+}
+
+// The manager serves the dashboard's metrics on metrics.port of its pod,
+// annotated for Prometheus's pod discovery; 0 turns them off.
+func TestRenderMetrics(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  []string
+		port int32 // 0: no metrics
+	}{
+		{"default", nil, 9090},
+		{"other port", []string{"metrics.port=9200"}, 9200},
+		{"off", []string{"metrics.port=0"}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs, _ := render(t, append([]string{labSubnets}, tc.set...)...)
+			tmpl := get[*appsv1.Deployment](t, objs, "Deployment tether/traffic-manager").Spec.Template
+			c := tmpl.Spec.Containers[0]
+			arg := fmt.Sprintf("--metrics-addr=:%d", tc.port)
+			i := slices.IndexFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "metrics" })
+			if tc.port == 0 {
+				if slices.ContainsFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--metrics-addr") }) || i >= 0 || len(tmpl.Annotations) != 0 {
+					t.Fatalf("metrics off: args %q, ports %+v, annotations %v", c.Args, c.Ports, tmpl.Annotations)
+				}
+				return
+			}
+			if !slices.Contains(c.Args, arg) || i < 0 || c.Ports[i].ContainerPort != tc.port {
+				t.Fatalf("args %q, ports %+v: want %s and port metrics %d", c.Args, c.Ports, arg, tc.port)
+			}
+			want := map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": fmt.Sprint(tc.port), "prometheus.io/path": "/metrics"}
+			if !maps.Equal(tmpl.Annotations, want) {
+				t.Fatalf("pod annotations %v, want %v", tmpl.Annotations, want)
+			}
+		})
 	}
 }

@@ -31,8 +31,8 @@ import (
 	"github.com/tether-dev/tether/tunnel"
 )
 
-// labSubnets is the one value the chart requires, until the manager
-// discovers the cluster's networks.
+// labSubnets are extra networks (the manager discovers the cluster's), so
+// that the rendered arguments show how subnets reach the manager.
 const labSubnets = "subnets={198.18.64.0/18,198.18.128.0/20}"
 
 func set(t *testing.T, sets ...string) map[string]any {
@@ -199,7 +199,7 @@ func TestRenderDefaults(t *testing.T) {
 	}
 	wantArgs := []string{"manager", "--listen=:8081", "--subnet=198.18.64.0/18", "--subnet=198.18.128.0/20", "--watch-configmap",
 		"--keepalive-time=" + tunnel.DefaultKeepalive.Time.String(), "--keepalive-timeout=" + tunnel.DefaultKeepalive.Timeout.String(),
-		"--auth-mode=kubernetes",
+		"--auth-mode=kubernetes", "--metrics-addr=:9090",
 		"--webhook-port=8443", "--agent-image=ghcr.io/tether-dev/tether:" + buildinfo.Release, "--agent-image-pull-policy=IfNotPresent",
 		"--agent-manager=traffic-manager.tether.svc:8081",
 		"--tls-cert-file=/etc/tether/tls/tls.crt", "--tls-key-file=/etc/tether/tls/tls.key", "--agent-ca-file=/etc/tether/tls/ca.crt"}
@@ -542,7 +542,7 @@ func TestAgentInjectorWebhook(t *testing.T) {
 		t.Errorf("service's webhook port %+v", p)
 	}
 	c := get[*appsv1.Deployment](t, objs, "Deployment tether/traffic-manager").Spec.Template.Spec.Containers[0]
-	if !slices.Contains(c.Args, "--webhook-port=9443") || len(c.Ports) != 2 || c.Ports[1].Name != "webhook" || c.Ports[1].ContainerPort != 9443 {
+	if !slices.Contains(c.Args, "--webhook-port=9443") || len(c.Ports) != 3 || c.Ports[1].Name != "webhook" || c.Ports[1].ContainerPort != 9443 {
 		t.Errorf("manager's args %q, ports %+v", c.Args, c.Ports)
 	}
 }
