@@ -5,7 +5,7 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: help build test bench demo demo-vif generate lint cross clean kube-bins image image-push kube-up kube-down
+.PHONY: help build test bench demo demo-k8s demo-vif generate lint cross clean kube-bins image image-push kube-up kube-down
 
 # The test cluster (internal/kubelab). The binaries' real store is a cache
 # outside the repo, keyed on the tools module (see its build.sh).
@@ -17,7 +17,7 @@ HOST_ARCH      := $(shell $(GO) env GOARCH)
 export KUBELAB_DIR ?= /tmp/tether-kubelab
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## build bin/tether
 	$(GO) build -o $(BIN) ./cmd/tether
@@ -46,6 +46,10 @@ bench: ## run the benchmarks (root: the namespace lab, as ratios to the direct v
 demo: build ## the story of two developers sharing a workload, in network namespaces, about a minute (root)
 	$(GO) build -o bin/demo ./internal/netlab/demo
 	bin/demo -tether $(BIN)
+
+demo-k8s: build kube-bins image ## the same story on the test cluster: tether helm install, a real Deployment, laptops through their kubeconfigs (root); the cluster is removed after
+	$(GO) build -o bin/demo-k8s ./internal/kubestage/demo
+	bin/demo-k8s -tether $(BIN) -bins $(KUBE_BINS) -images $(IMAGE_DIR)
 
 demo-vif: build ## manager + daemon + a pod in network namespaces, one curl through the VIF (root)
 	$(GO) build -o bin/demo ./internal/netlab/demo

@@ -1,17 +1,16 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tether-dev/tether/internal/story"
+	"github.com/tether-dev/tether/internal/testlog"
 )
 
 // TestStory runs `make demo`'s story: the rules as a user sees them, each
@@ -20,30 +19,9 @@ func TestStory(t *testing.T) {
 	requireLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	out := &lineLogger{t: t}
+	out := testlog.New(t)
 	if err := story.Run(ctx, story.Options{Tether: tetherBin, Out: out}); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// lineLogger writes each complete line to t.Log.
-type lineLogger struct {
-	t   *testing.T
-	mu  sync.Mutex // guards buf
-	buf bytes.Buffer
-}
-
-func (l *lineLogger) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf.Write(p)
-	for {
-		line, err := l.buf.ReadString('\n')
-		if err != nil {
-			l.buf.WriteString(line) // incomplete: keep for the next write
-			return len(p), nil
-		}
-		l.t.Log(strings.TrimSuffix(line, "\n"))
 	}
 }
 
@@ -54,7 +32,7 @@ func TestStoryCleansUpOnCancel(t *testing.T) {
 	before := storyLeftovers(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
 	defer cancel()
-	err := story.Run(ctx, story.Options{Tether: tetherBin, Out: &lineLogger{t: t}})
+	err := story.Run(ctx, story.Options{Tether: tetherBin, Out: testlog.New(t)})
 	if err == nil || ctx.Err() == nil {
 		t.Fatalf("a story cancelled after 4s returned %v", err)
 	}

@@ -202,7 +202,7 @@ func shimPids(dir string) []int {
 // killNetnsProcs kills whatever still runs in the cluster's namespaces.
 func (k *killer) killNetnsProcs() error {
 	var errs []error
-	for _, ns := range []string{ClusterNetns, LaptopNetns} {
+	for _, ns := range netnsNames() {
 		out, err := exec.Command("ip", "netns", "pids", ns).Output()
 		if err != nil {
 			continue
@@ -290,11 +290,22 @@ func unmountUnder(dir string) error {
 	return errors.Join(errs...)
 }
 
+// netnsNames are the cluster's namespace and the laptops'.
+func netnsNames() []string {
+	names := []string{ClusterNetns}
+	for _, l := range Laptops {
+		names = append(names, l.Netns)
+	}
+	return names
+}
+
 // removeNetwork deletes the namespaces; with them go the veths, the pod
 // bridge and every iptables and nft rule kube-proxy wrote.
 func removeNetwork() error {
 	var errs []error
-	for _, ns := range []string{LaptopNetns, ClusterNetns} {
+	names := netnsNames()
+	slices.Reverse(names)
+	for _, ns := range names {
 		if _, err := os.Stat(filepath.Join(runNetns, ns)); err == nil {
 			errs = append(errs, run("ip", "netns", "del", ns))
 		}

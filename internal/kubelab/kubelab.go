@@ -22,8 +22,8 @@ import (
 const (
 	HostAddr    = "198.19.0.1" // the host's end of the veth into the cluster
 	NodeAddr    = "198.19.0.2" // the cluster's end: node IP, API server, kubelet, CoreDNS
-	LaptopGW    = "198.19.0.5" // the cluster's end of the laptop's veth; the API server answers here too
-	LaptopAddr  = "198.19.0.6" // the laptop namespace's address
+	LaptopGW    = "198.19.0.5" // the cluster's end of the first laptop's veth; every laptop reaches the API server here
+	LaptopAddr  = "198.19.0.6" // the first laptop namespace's address
 	PodCIDR     = "198.18.128.0/24"
 	ServiceCIDR = "198.18.160.0/24"
 	APIService  = "198.18.160.1" // the kubernetes service's ClusterIP
@@ -31,11 +31,10 @@ const (
 	APIPort     = 16443
 	NodeName    = "kubelab"
 
-	// ClusterNetns holds the whole cluster; LaptopNetns is the laptop.
+	// ClusterNetns holds the whole cluster; LaptopNetns is the first laptop.
 	ClusterNetns = "tether-kube"
 	LaptopNetns  = "tether-kube-laptop"
 	hostVeth     = "tkube0"
-	laptopVeth   = "laptop0"
 	bridge       = "kl-br0"
 	cniNetwork   = "tether-kubelab"
 
@@ -50,6 +49,26 @@ const (
 	PauseImage   = "tether.local/pause:dev"
 	TestAppImage = "tether.local/testapp:dev"
 )
+
+// Laptop is a network namespace outside the cluster, a developer's machine:
+// it reaches the API server and nothing else of the cluster.
+type Laptop struct {
+	Netns string
+	Addr  string // the laptop's address, on a /30 with GW
+	GW    string // the cluster's end of the laptop's veth
+	veth  string // that end's name in ClusterNetns
+}
+
+// Laptops are the laptop namespaces, one per developer of a test: each runs
+// a daemon of its own, and a daemon routes the cluster's subnets into its
+// TUN, so two daemons cannot share a namespace. Every laptop reaches the
+// API server at LaptopGW (the later ones through a host route to it), so
+// the kubeconfigs of UserKubeconfig(user, true) serve all of them.
+var Laptops = []Laptop{
+	{Netns: LaptopNetns, Addr: LaptopAddr, GW: LaptopGW, veth: "laptop0"},
+	{Netns: "tether-kube-laptop2", Addr: "198.19.0.10", GW: "198.19.0.9", veth: "laptop1"},
+	{Netns: "tether-kube-laptop3", Addr: "198.19.0.14", GW: "198.19.0.13", veth: "laptop2"},
+}
 
 // Binaries are the programs make kube-bins builds; Up needs all of them.
 var Binaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "coredns", "kubectl"}
@@ -91,7 +110,7 @@ type Cluster struct {
 func (c *Cluster) Kubeconfig() string { return filepath.Join(c.Dir, "kubeconfig") }
 
 // UserKubeconfig is the kubeconfig of a user (see Users) for use from the
-// host, or from the laptop namespace when laptop is true.
+// host, or from any of the Laptops when laptop is true.
 func (c *Cluster) UserKubeconfig(user string, laptop bool) string {
 	if laptop {
 		return filepath.Join(c.Dir, "laptop", user+".kubeconfig")
@@ -179,7 +198,7 @@ func (c *Cluster) up(ctx context.Context, images []string) error {
 	if err := c.writeFiles(); err != nil {
 		return err
 	}
-	c.logf("network namespaces %s (cluster) and %s (laptop)", ClusterNetns, LaptopNetns)
+	c.logf("network namespaces %s (cluster) and %d laptops (%s, ...)", ClusterNetns, len(Laptops), LaptopNetns)
 	if err := setupNetwork(); err != nil {
 		return err
 	}
@@ -412,9 +431,14 @@ func (c *Cluster) Apply(ctx context.Context, yaml string) error {
 	return err
 }
 
-// LaptopCommand is a command that runs in the laptop namespace.
+// LaptopCommand is a command that runs in the first laptop namespace.
 func (c *Cluster) LaptopCommand(ctx context.Context, name string, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", LaptopNetns, name}, args...)...)
+	return Laptops[0].Command(ctx, name, args...)
+}
+
+// Command is a command that runs in the laptop's namespace.
+func (l Laptop) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", l.Netns, name}, args...)...)
 }
 
 // KubectlPath is the kubectl binary, for tests that run it themselves.

@@ -308,6 +308,45 @@ func TestPortForwardFromLaptop(t *testing.T) {
 	}
 }
 
+// The node (the cluster's network namespace) reaches a Service's ClusterIP,
+// as tests that call a workload from inside the cluster do.
+func TestServiceFromNode(t *testing.T) {
+	c := requireCluster(t)
+	ns := newNamespace(t, c)
+	deployWeb(t, c, ns)
+	clusterIP := strings.TrimSpace(kubectl(t, c, "get", "service", "web", "-n", ns, "-o", "jsonpath={.spec.clusterIP}"))
+	out, err := exec.Command("ip", "netns", "exec", ClusterNetns, "curl", "-sS", "-m", "5", "http://"+clusterIP+"/").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "pod=web-") {
+		t.Fatalf("curl %s from the node: %v: %s", clusterIP, err, out)
+	}
+}
+
+// Every laptop reaches the API server with the laptop kubeconfigs, and no
+// pod.
+func TestEveryLaptopReachesOnlyTheAPIServer(t *testing.T) {
+	c := requireCluster(t)
+	ns := newNamespace(t, c)
+	deployWeb(t, c, ns)
+	podIP := strings.Fields(kubectl(t, c, "get", "pods", "-n", ns, "-l", "app=web", "-o", "jsonpath={.items[*].status.podIP}"))[0]
+	for _, l := range Laptops {
+		t.Run(l.Netns, func(t *testing.T) {
+			ctx := context.Background()
+			out, err := l.Command(ctx, c.KubectlPath(), "--kubeconfig", c.UserKubeconfig("admin", true), "get", "--raw", "/readyz").CombinedOutput()
+			if err != nil || strings.TrimSpace(string(out)) != "ok" {
+				t.Fatalf("the API server from %s: %v: %s", l.Netns, err, out)
+			}
+			// Even with a route of its own the laptop does not get through.
+			if out, err := l.Command(ctx, "ip", "route", "add", PodCIDR, "via", l.GW).CombinedOutput(); err != nil {
+				t.Fatalf("route: %v: %s", err, out)
+			}
+			defer l.Command(ctx, "ip", "route", "del", PodCIDR).Run()
+			if out, err := l.Command(ctx, "curl", "-sS", "-m", "2", "http://"+podIP+":8080/").CombinedOutput(); err == nil {
+				t.Errorf("%s reached pod %s: %s", l.Netns, podIP, out)
+			}
+		})
+	}
+}
+
 func TestRBACEnforced(t *testing.T) {
 	c := requireCluster(t)
 	tests := []struct {

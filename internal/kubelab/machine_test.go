@@ -47,7 +47,7 @@ func snapshotMachine(dir string) machineState {
 			name := strings.TrimSuffix(strings.SplitN(f[1], "@", 2)[0], ":")
 			// Only names a cluster could create: other tests on the machine
 			// make links of their own meanwhile.
-			if name == hostVeth || name == laptopVeth || name == bridge || strings.HasPrefix(name, "veth") {
+			if name == hostVeth || name == bridge || strings.HasPrefix(name, "laptop") || strings.HasPrefix(name, "veth") {
 				s["link"] = append(s["link"], name)
 			}
 		}

@@ -44,7 +44,9 @@ type Options struct {
 }
 
 // Lab is a set of network namespaces wired as described in the package comment.
-// The exported fields are set by [New] and must not be changed.
+// The exported fields are set by [New] and must not be changed. The zero Lab has no
+// namespaces of its own: it starts, runs and (Close) ends processes in namespaces made by
+// others, such as internal/kubelab's laptops.
 type Lab struct {
 	Client, Mgr, Pod                 string // namespace names
 	ClientIP, MgrIP, MgrPodIP, PodIP netip.Addr

@@ -1,13 +1,15 @@
 // Package story is `make demo`: the rules Tether exists for, told as two
-// developers sharing one workload, in a lab of network namespaces
-// (internal/netlab) with short timeouts. Each step checks its own outcome;
-// [Run] returns an error naming the first step that went wrong, so the
-// e2e tests run it too (e2e/demo_test.go).
+// developers sharing one workload, with short timeouts. Each step checks
+// its own outcome; [Tell] returns an error naming the first step that went
+// wrong, so the e2e tests run it too (e2e/demo_test.go). It is told on a
+// [Stage]: [Run] builds the lab of network namespaces (internal/netlab) of
+// make demo; internal/kubestage the test cluster of make demo-k8s.
 //
-// The cast: alice, bob and carol on three laptops, a traffic manager with a
-// token file and an RBAC policy (tokens.csv, policy.yaml beside this file),
-// and the workload default/web: an app on the pod's loopback behind its
-// agent on 198.18.2.2:8080.
+// The cast: alice, bob and carol on three laptops, a traffic manager that
+// knows them and lets only carol revoke (in the lab: a token file and an
+// RBAC policy, tokens.csv and policy.yaml beside this file), and the
+// workload default/web (in the lab: an app on the pod's loopback behind its
+// agent on 198.18.2.2:8080).
 package story
 
 import (
@@ -63,20 +65,56 @@ type Options struct {
 	Out io.Writer
 }
 
+// Stage is where the story is told: the namespace lab of make demo ([Run]),
+// or the test cluster of make demo-k8s (package internal/kubestage). The
+// story starts a daemon and a local server on devPort in each laptop; the
+// stage provides the traffic manager and the workload default/web, whose
+// port 8080 reaches an app answering "hello from the app" until someone
+// intercepts it.
+type Stage struct {
+	// Lab starts the story's processes and sockets in the laptops. A stage
+	// in namespaces made by others uses the zero Lab.
+	Lab *netlab.Lab
+	// Laptops are the namespaces of alice's, bob's and carol's laptops.
+	Laptops [3]string
+	// Dir holds the sockets and logs; every *.log in it is printed when a
+	// step fails.
+	Dir string
+	// SetUp starts the traffic manager and default/web and says where.
+	SetUp func(ctx context.Context) (string, error)
+	// Env is the environment of a developer's tether commands beyond the
+	// story's own (e.g. KUBECONFIG); nil for none.
+	Env func(user string) []string
+	// ConnectArgs follow `tether connect` for a developer.
+	ConnectArgs func(user string) []string
+	// Routes says in the narration what a connected laptop routes.
+	Routes string
+	// Request calls default/web from inside the cluster with header x-user
+	// (none when user is empty) and returns the answer's body.
+	Request func(ctx context.Context, user string) string
+	// URL is default/web as a laptop reaches it through Tether.
+	URL string
+	// Settle bounds how long a change of intercepts takes to reach the
+	// requests (an agent injected into a real workload waits for a rollout).
+	Settle time.Duration
+	// CollectLogs, when set, writes logs kept elsewhere (a pod's) into Dir
+	// before a failure prints them.
+	CollectLogs func()
+}
+
 // laptop is one developer's machine: a client namespace with a daemon and
 // a local server on devPort that answers "hello from NAME's laptop".
 type laptop struct {
 	name   string
 	ns     string
 	socket string
-	token  string // path of the token file
 }
 
-// story is one run: the lab, the cast, the narration.
+// story is one run: the stage, the cast, the narration.
 type story struct {
 	ctx               context.Context
-	lab               *netlab.Lab
-	bin, dir          string
+	stage             Stage
+	bin               string
 	out               io.Writer
 	start             time.Time
 	alice, bob, carol *laptop
@@ -85,22 +123,16 @@ type story struct {
 	aliceLastActive time.Time
 }
 
-// Run tells the story. It removes every namespace, process and file it
-// made before it returns, also when a step fails or ctx is cancelled
-// (Ctrl-C in the demo command).
+// Run tells the story in a lab of network namespaces. It removes every
+// namespace, process and file it made before it returns, also when a step
+// fails or ctx is cancelled (Ctrl-C in the demo command).
 func Run(ctx context.Context, opts Options) (err error) {
 	if err := netlab.Available(); err != nil {
 		return fmt.Errorf("the lab needs root, iproute2 and /dev/net/tun: %w", err)
 	}
-	if _, err := exec.LookPath("curl"); err != nil {
-		return errors.New("curl is not installed (apt-get install -y curl)")
-	}
 	bin, err := filepath.Abs(opts.Tether)
 	if err != nil {
 		return err
-	}
-	if _, err := os.Stat(bin); err != nil {
-		return fmt.Errorf("the tether binary: %w (make build)", err)
 	}
 	dir, err := os.MkdirTemp("", "tether-story-")
 	if err != nil {
@@ -111,37 +143,75 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	s := &story{ctx: ctx, lab: lab, bin: bin, dir: dir, out: opts.Out, start: time.Now()}
-	// Deferred calls run in reverse: the lab goes first, so the logs are
-	// complete when a failure prints them, and the directory last.
+	defer func() { err = errors.Join(err, lab.Close()) }()
+	stop, err := serve(lab, lab.Pod, appPort, "hello from the app")
+	if err != nil {
+		return err
+	}
+	defer stop()
+	mgrAddr := net.JoinHostPort(lab.MgrIP.String(), fmt.Sprint(mgrPort))
+	webURL := fmt.Sprintf("http://%s/", net.JoinHostPort(lab.PodIP.String(), fmt.Sprint(webPort)))
+	st := Stage{
+		Lab:     lab,
+		Laptops: [3]string(lab.Clients),
+		Dir:     dir,
+		SetUp:   func(context.Context) (string, error) { return setUpLab(lab, bin, dir) },
+		ConnectArgs: func(user string) []string {
+			return []string{"--manager", mgrAddr, "--token-file", filepath.Join(dir, user+".token")}
+		},
+		Routes: lab.PodNet.String(),
+		Request: func(ctx context.Context, user string) string {
+			return Curl(ctx, lab, lab.Mgr, webURL, user)
+		},
+		URL:    webURL,
+		Settle: 5 * time.Second,
+	}
+	for _, name := range []string{"alice", "bob", "carol"} {
+		if err := os.WriteFile(filepath.Join(dir, name+".token"), []byte("t-"+name+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
+	return Tell(ctx, st, bin, opts.Out)
+}
+
+// Tell tells the story on a stage. It stops the processes and servers it
+// started before it returns; the stage's own are its maker's to remove.
+func Tell(ctx context.Context, st Stage, tether string, out io.Writer) (err error) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		return errors.New("curl is not installed (apt-get install -y curl)")
+	}
+	if _, err := os.Stat(tether); err != nil {
+		return fmt.Errorf("the tether binary: %w (make build)", err)
+	}
+	s := &story{ctx: ctx, stage: st, bin: tether, out: out, start: time.Now()}
+	// Deferred calls run in reverse: the processes go first, so the logs
+	// are complete when a failure prints them.
 	defer func() {
 		switch {
 		case ctx.Err() != nil:
-			fmt.Fprintln(s.out, "interrupted; the lab is removed")
+			fmt.Fprintln(s.out, "interrupted; cleaning up")
 		case err != nil:
 			s.printLogs()
 		}
 	}()
-	defer func() { err = errors.Join(err, lab.Close()) }()
-	var stops []func()
+	var procs []*netlab.Proc
 	defer func() {
-		for _, stop := range stops {
-			stop()
+		// quit ends what a connect started beside the daemon (a
+		// port-forward of the user's, say), then the daemons stop.
+		for _, l := range []*laptop{s.alice, s.bob, s.carol} {
+			if l != nil {
+				// Also after Ctrl-C, which cancelled s.ctx.
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				_, _ = s.run(ctx, l, "quit")
+				cancel()
+			}
+		}
+		for _, p := range procs {
+			_ = p.Stop()
 		}
 	}()
-	serve := func(ns string, port int, body string) error {
-		ln, err := lab.Listen(ns, "tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			return err
-		}
-		stops = append(stops, netlab.ServeHTTP(ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			fmt.Fprintln(w, body)
-		})))
-		return nil
-	}
-
 	for i, name := range []string{"alice", "bob", "carol"} {
-		l := &laptop{name: name, ns: lab.Clients[i], socket: filepath.Join(dir, name+".sock"), token: filepath.Join(dir, name+".token")}
+		l := &laptop{name: name, ns: st.Laptops[i], socket: filepath.Join(st.Dir, name+".sock")}
 		switch name {
 		case "alice":
 			s.alice = l
@@ -150,32 +220,45 @@ func Run(ctx context.Context, opts Options) (err error) {
 		default:
 			s.carol = l
 		}
-		if err := os.WriteFile(l.token, []byte("t-"+name+"\n"), 0o600); err != nil {
+		stop, err := serve(st.Lab, l.ns, devPort, "hello from "+name+"'s laptop")
+		if err != nil {
 			return err
 		}
-		if err := serve(l.ns, devPort, "hello from "+name+"'s laptop"); err != nil {
+		defer stop()
+		p, err := st.Lab.Start(l.ns, s.log(name+"-daemon"), s.bin, "--socket", l.socket, "daemon", "--tun-name", "tether-"+name)
+		if err != nil {
 			return err
 		}
+		procs = append(procs, p)
 	}
-	if err := serve(lab.Pod, appPort, "hello from the app"); err != nil {
-		return err
-	}
-	return s.tell()
+	return s.tell(&procs)
 }
 
-func (s *story) tell() error {
+// serve answers HTTP on ns's loopback with body.
+func serve(lab *netlab.Lab, ns string, port int, body string) (stop func(), err error) {
+	ln, err := lab.Listen(ns, "tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return nil, err
+	}
+	return netlab.ServeHTTP(ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, body)
+	})), nil
+}
+
+// tell runs the steps; procs gets what they start in the background.
+func (s *story) tell(procs *[]*netlab.Proc) error {
 	for _, step := range []struct {
 		title string
 		do    func() (string, error)
 	}{
-		{"a cluster: default/web behind its agent, a traffic manager, three laptops", s.setUp},
+		{"a cluster: default/web, a traffic manager, three laptops", s.setUp},
 		{"alice and bob connect from two laptops", s.connect},
 		{"both intercept default/web with disjoint header filters; each gets only their own requests", s.disjoint},
 		{"bob's too-broad filter " + wideFilter + " is refused", s.refused},
 		{"alice goes idle; her laptop still serves her requests, which do not count", s.aliceIdles},
 		{"bob tries again: his filter wins and alice's intercept is flagged CONFLICT", s.bobWins},
 		{"bob leaves: alice's intercept returns to ACTIVE by itself", s.bobLeaves},
-		{"a keepalive script on alice's laptop keeps her block right", s.keepalive},
+		{"a keepalive script on alice's laptop keeps her block right", func() (string, error) { return s.keepalive(procs) }},
 		{"carol, with RBAC, revokes alice's intercept; alice's status says so", s.revoke},
 		{"alice's session expires at the TTL", s.expire},
 	} {
@@ -183,7 +266,7 @@ func (s *story) tell() error {
 			return err
 		}
 	}
-	fmt.Fprintf(s.out, "[%3.0fs] the story is done; removing the lab\n", time.Since(s.start).Seconds())
+	fmt.Fprintf(s.out, "[%3.0fs] the story is done; cleaning up\n", time.Since(s.start).Seconds())
 	return nil
 }
 
@@ -202,9 +285,10 @@ func (s *story) step(title string, do func() (string, error)) error {
 	return nil
 }
 
-func (s *story) setUp() (string, error) {
+// setUpLab starts the manager and default/web's agent in the lab.
+func setUpLab(lab *netlab.Lab, bin, dir string) (string, error) {
 	write := func(name, content string) (string, error) {
-		p := filepath.Join(s.dir, name)
+		p := filepath.Join(dir, name)
 		return p, os.WriteFile(p, []byte(content), 0o600)
 	}
 	tokenFile, err := write("tokens.csv", tokens)
@@ -219,29 +303,33 @@ func (s *story) setUp() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if _, err := s.lab.Start(s.lab.Mgr, s.log("manager"), s.bin, "manager", "--listen", fmt.Sprintf(":%d", mgrPort),
-		"--subnet", s.lab.PodNet.String(), "--token-file", tokenFile, "--rbac-policy-file", policyFile,
+	log := func(name string) string { return filepath.Join(dir, name+".log") }
+	if _, err := lab.Start(lab.Mgr, log("manager"), bin, "manager", "--listen", fmt.Sprintf(":%d", mgrPort),
+		"--subnet", lab.PodNet.String(), "--token-file", tokenFile, "--rbac-policy-file", policyFile,
 		"--inactive-block-timeout", BlockTimeout.String(), "--connection-ttl", TTL.String(),
 		"--report-interval", ReportInterval.String()); err != nil {
 		return "", err
 	}
-	if err := s.waitTCP(s.lab.Pod, net.JoinHostPort(s.lab.MgrPodIP.String(), fmt.Sprint(mgrPort))); err != nil {
+	if err := waitTCP(lab, lab.Pod, net.JoinHostPort(lab.MgrPodIP.String(), fmt.Sprint(mgrPort))); err != nil {
 		return "", fmt.Errorf("the traffic manager does not listen: %w", err)
 	}
-	agentAddr := net.JoinHostPort(s.lab.PodIP.String(), fmt.Sprint(webPort))
-	if _, err := s.lab.Start(s.lab.Pod, s.log("agent"), s.bin, "agent",
-		"--manager", net.JoinHostPort(s.lab.MgrPodIP.String(), fmt.Sprint(mgrPort)), "--token-file", agentToken,
+	agentAddr := net.JoinHostPort(lab.PodIP.String(), fmt.Sprint(webPort))
+	if _, err := lab.Start(lab.Pod, log("agent"), bin, "agent",
+		"--manager", net.JoinHostPort(lab.MgrPodIP.String(), fmt.Sprint(mgrPort)), "--token-file", agentToken,
 		"--workload", workload, "--port", fmt.Sprint(webPort), "--app", fmt.Sprintf("127.0.0.1:%d", appPort),
 		"--listen", agentAddr); err != nil {
 		return "", err
 	}
-	if err := s.waitTCP(s.lab.Mgr, agentAddr); err != nil {
+	if err := waitTCP(lab, lab.Mgr, agentAddr); err != nil {
 		return "", fmt.Errorf("the agent does not listen: %w", err)
 	}
-	for _, l := range []*laptop{s.alice, s.bob, s.carol} {
-		if _, err := s.lab.Start(l.ns, s.log(l.name+"-daemon"), s.bin, "--socket", l.socket, "daemon", "--tun-name", "tether-"+l.name); err != nil {
-			return "", err
-		}
+	return fmt.Sprintf("web at %s behind its agent, block timeout %s, TTL %s, laptops %s", agentAddr, BlockTimeout, TTL, joinAddrs(lab)), nil
+}
+
+func (s *story) setUp() (string, error) {
+	detail, err := s.stage.SetUp(s.ctx)
+	if err != nil {
+		return "", err
 	}
 	for _, l := range []*laptop{s.alice, s.bob, s.carol} {
 		if err := s.waitFor(10*time.Second, func() error {
@@ -251,10 +339,15 @@ func (s *story) setUp() (string, error) {
 			return "", fmt.Errorf("%s's daemon does not answer: %w", l.name, err)
 		}
 	}
-	if got := s.request(""); got != "hello from the app" {
-		return "", fmt.Errorf("default/web answers %q, want the app", got)
+	if err := s.waitFor(s.stage.Settle, func() error {
+		if got := s.request(""); got != "hello from the app" {
+			return fmt.Errorf("default/web answers %q, want the app", got)
+		}
+		return nil
+	}); err != nil {
+		return "", err
 	}
-	return fmt.Sprintf("web at %s, block timeout %s, TTL %s, laptops %s", agentAddr, BlockTimeout, TTL, joinAddrs(s.lab)), nil
+	return detail, nil
 }
 
 func (s *story) connect() (string, error) {
@@ -263,13 +356,13 @@ func (s *story) connect() (string, error) {
 		if err := s.connectLaptop(l); err != nil {
 			return "", err
 		}
-		parts = append(parts, l.name+" routes "+s.lab.PodNet.String())
+		parts = append(parts, l.name+" routes "+s.stage.Routes)
 	}
 	return strings.Join(parts, ", "), nil
 }
 
 func (s *story) connectLaptop(l *laptop) error {
-	if out, err := s.tether(l, "connect", "--manager", net.JoinHostPort(s.lab.MgrIP.String(), fmt.Sprint(mgrPort)), "--token-file", l.token); err != nil {
+	if out, err := s.tether(l, append([]string{"connect"}, s.stage.ConnectArgs(l.name)...)...); err != nil {
 		return fmt.Errorf("%s: %w\n%s", l.name, err, out)
 	}
 	st, err := s.status(l)
@@ -296,6 +389,11 @@ func (s *story) disjoint() (string, error) {
 }
 
 func (s *story) refused() (string, error) {
+	// alice is at work: her CLI counts as activity. On a cluster the
+	// intercepts waited for web's rollout, which may take a while.
+	if out, err := s.tether(s.alice, "status"); err != nil {
+		return "", fmt.Errorf("alice's status: %w\n%s", err, out)
+	}
 	out, err := s.intercept(s.bob, "bob-wide", wideFilter)
 	if err == nil {
 		return "", fmt.Errorf("bob's wide intercept was accepted while alice is active:\n%s", out)
@@ -381,12 +479,12 @@ func keepaliveScript(url string) string {
 	return fmt.Sprintf("for i in $(seq 60); do curl -s -o /dev/null --max-time 2 %s; sleep 1; done", url)
 }
 
-func (s *story) keepalive() (string, error) {
-	script := keepaliveScript(fmt.Sprintf("http://%s/", net.JoinHostPort(s.lab.PodIP.String(), fmt.Sprint(webPort))))
-	p, err := s.lab.Start(s.alice.ns, s.log("alice-keepalive"), "sh", "-c", script)
+func (s *story) keepalive(procs *[]*netlab.Proc) (string, error) {
+	p, err := s.stage.Lab.Start(s.alice.ns, s.log("alice-keepalive"), "sh", "-c", keepaliveScript(s.stage.URL))
 	if err != nil {
 		return "", err
 	}
+	*procs = append(*procs, p)
 	// Longer than the block timeout: only the script can have kept it.
 	err = s.sleep(BlockTimeout + 2*ReportInterval)
 	out, ierr := s.intercept(s.bob, "bob-wide", wideFilter)
@@ -484,7 +582,16 @@ func (s *story) expire() (string, error) {
 func (s *story) tether(l *laptop, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
 	defer cancel()
-	return s.lab.Run(ctx, l.ns, s.bin, append([]string{"--socket", l.socket}, args...)...)
+	return s.run(ctx, l, args...)
+}
+
+// run runs the CLI on laptop l for as long as ctx allows.
+func (s *story) run(ctx context.Context, l *laptop, args ...string) (string, error) {
+	args = append([]string{"--socket", l.socket}, args...)
+	if s.stage.Env == nil {
+		return s.stage.Lab.Run(ctx, l.ns, s.bin, args...)
+	}
+	return s.stage.Lab.Run(ctx, l.ns, "env", append(append(s.stage.Env(l.name), s.bin), args...)...)
 }
 
 func (s *story) intercept(l *laptop, name, header string) (string, error) {
@@ -555,15 +662,18 @@ func (s *story) interceptState(l *laptop, name string) (state, message string, e
 	return "", "", fmt.Errorf("%s has no intercept %q", l.name, name)
 }
 
-// request calls default/web from inside the cluster (the manager's
-// namespace, which reaches the pod network) with an x-user header ("" for
-// none) and returns the answer.
-func (s *story) request(user string) string {
-	args := []string{"-sS", "--max-time", "5", fmt.Sprintf("http://%s/", net.JoinHostPort(s.lab.PodIP.String(), fmt.Sprint(webPort)))}
+// request calls default/web from inside the cluster with an x-user header
+// ("" for none) and returns the answer.
+func (s *story) request(user string) string { return s.stage.Request(s.ctx, user) }
+
+// Curl GETs url from namespace ns with an x-user header ("" for none) and
+// returns the body, or "error: " and what curl said.
+func Curl(ctx context.Context, lab *netlab.Lab, ns, url, user string) string {
+	args := []string{"-sS", "--max-time", "5", url}
 	if user != "" {
 		args = append(args, "-H", "x-user: "+user)
 	}
-	out, err := s.lab.Run(s.ctx, s.lab.Mgr, "curl", args...)
+	out, err := lab.Run(ctx, ns, "curl", args...)
 	if err != nil {
 		return "error: " + strings.TrimSpace(out)
 	}
@@ -574,7 +684,7 @@ func (s *story) request(user string) string {
 // agents and daemons are told of changes at once; this absorbs the
 // propagation.
 func (s *story) expectRoutes(want map[string]string) error {
-	return s.waitFor(5*time.Second, func() error {
+	return s.waitFor(s.stage.Settle, func() error {
 		for user, body := range want {
 			if got := s.request(user); got != body {
 				return fmt.Errorf("a request with x-user %q got %q, want %q", user, got, body)
@@ -610,23 +720,30 @@ func (s *story) sleep(d time.Duration) error {
 	}
 }
 
-func (s *story) waitTCP(ns, addr string) error {
-	return s.waitFor(10*time.Second, func() error {
-		ctx, cancel := context.WithTimeout(s.ctx, time.Second)
-		defer cancel()
-		c, err := s.lab.DialContext(ctx, ns, "tcp", addr)
-		if err != nil {
+func waitTCP(lab *netlab.Lab, ns, addr string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, err := lab.DialContext(ctx, ns, "tcp", addr)
+		cancel()
+		if err == nil {
+			return c.Close()
+		}
+		if time.Now().After(deadline) {
 			return err
 		}
-		return c.Close()
-	})
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
-func (s *story) log(name string) string { return filepath.Join(s.dir, name+".log") }
+func (s *story) log(name string) string { return filepath.Join(s.stage.Dir, name+".log") }
 
 // printLogs writes the last lines of every log, for a failed run.
 func (s *story) printLogs() {
-	logs, _ := filepath.Glob(filepath.Join(s.dir, "*.log"))
+	if s.stage.CollectLogs != nil {
+		s.stage.CollectLogs()
+	}
+	logs, _ := filepath.Glob(filepath.Join(s.stage.Dir, "*.log"))
 	for _, p := range logs {
 		b, err := os.ReadFile(p)
 		if err != nil {

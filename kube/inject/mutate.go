@@ -194,6 +194,7 @@ func (a Agent) Mutate(pod *corev1.Pod, namespace string) ([]PatchOp, error) {
 	var ops []PatchOp
 	for _, t := range plans {
 		ops = append(ops, PatchOp{Op: "replace", Path: fmt.Sprintf("/spec/containers/%d/ports/%d/name", t.container, t.port), Value: t.renamed})
+		ops = append(ops, probeOps(&pod.Spec.Containers[t.container], t)...)
 	}
 	for i, t := range plans {
 		name := ContainerName
@@ -280,4 +281,34 @@ func (a Agent) volume() corev1.Volume {
 		}}}})
 	}
 	return corev1.Volume{Name: tokenVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: sources}}}
+}
+
+// probeOps point the app container's probes that name the port an agent
+// takes over at its number: the kubelet resolves a probe's port name among
+// the container's own ports, where the name is now the renamed one, and a
+// probe must keep checking the app, not the agent.
+func probeOps(c *corev1.Container, t takeover) []PatchOp {
+	var ops []PatchOp
+	for _, p := range []struct {
+		field string
+		probe *corev1.Probe
+	}{{"livenessProbe", c.LivenessProbe}, {"readinessProbe", c.ReadinessProbe}, {"startupProbe", c.StartupProbe}} {
+		if p.probe == nil {
+			continue
+		}
+		var handler string
+		var port intstr.IntOrString
+		switch {
+		case p.probe.HTTPGet != nil:
+			handler, port = "httpGet", p.probe.HTTPGet.Port
+		case p.probe.TCPSocket != nil:
+			handler, port = "tcpSocket", p.probe.TCPSocket.Port
+		default:
+			continue // exec and grpc (a number) name no port
+		}
+		if port.Type == intstr.String && port.StrVal == t.app.Name {
+			ops = append(ops, PatchOp{Op: "replace", Path: fmt.Sprintf("/spec/containers/%d/%s/%s/port", t.container, p.field, handler), Value: t.app.ContainerPort})
+		}
+	}
+	return ops
 }

@@ -315,3 +315,33 @@ func TestRestorePatch(t *testing.T) {
 		t.Fatalf("restore %s, want %s", b, want)
 	}
 }
+
+// The app's probes that name the port an agent takes over keep checking
+// the app, by number: the kubelet looks the name up among the container's
+// own ports, where it is now the renamed one, and the pod would never be
+// Ready.
+func TestMutateProbesByName(t *testing.T) {
+	pod := appPod("8080", corev1.ContainerPort{Name: "http", ContainerPort: 8080}, corev1.ContainerPort{Name: "metrics", ContainerPort: 9090})
+	app := &pod.Spec.Containers[1]
+	app.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromString("http")}}}
+	app.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString("http")}}}
+	app.StartupProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Port: intstr.FromString("metrics")}}}
+	ops, err := testAgent.Mutate(pod, "shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := container(mutated(t, pod, ops), "app")
+	for _, tc := range []struct {
+		name string
+		port intstr.IntOrString
+		want intstr.IntOrString
+	}{
+		{"readiness by the taken name", got.ReadinessProbe.HTTPGet.Port, intstr.FromInt32(8080)},
+		{"liveness by the taken name", got.LivenessProbe.TCPSocket.Port, intstr.FromInt32(8080)},
+		{"startup by another name", got.StartupProbe.HTTPGet.Port, intstr.FromString("metrics")},
+	} {
+		if tc.port != tc.want {
+			t.Errorf("%s: port %v, want %v", tc.name, tc.port.String(), tc.want.String())
+		}
+	}
+}

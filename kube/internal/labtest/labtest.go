@@ -8,8 +8,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,11 +36,13 @@ var (
 // (e.g. "pause.tar": every pod needs it) from KUBELAB_IMAGES or
 // ../../bin/image imported into the node. Call it from TestMain.
 func Main(m *testing.M, dir string, images ...string) {
-	flag.Parse()
-	os.Exit(run(m, dir, images))
+	os.Exit(Run(m, dir, images...))
 }
 
-func run(m *testing.M, dir string, images []string) int {
+// Run is Main returning the exit code, for a TestMain with work of its own
+// to undo after.
+func Run(m *testing.M, dir string, images ...string) int {
+	flag.Parse()
 	bins := envOr("KUBELAB_BINS", "../../bin/kube")
 	imageDir := envOr("KUBELAB_IMAGES", "../../bin/image")
 	var tars []string
@@ -81,6 +85,19 @@ func run(m *testing.M, dir string, images []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	// An interrupted run tears down before it exits: the lock goes with
+	// the process, and a cluster left running would stop the next
+	// package's.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		if _, ok := <-sigs; ok {
+			fmt.Fprintln(os.Stderr, "kubelab: interrupted; tearing down")
+			_ = c.Down()
+			os.Exit(1)
+		}
+	}()
 	code := func() int {
 		rc, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig())
 		if err != nil {
