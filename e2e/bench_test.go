@@ -215,7 +215,8 @@ func profileArgs(addr string) []string {
 }
 
 // profileDuring runs fn and, when profileDirEnv is set, takes 4 s CPU
-// profiles of the daemon and the manager meanwhile (fn runs iperf3 for 5).
+// profiles of the daemon and the manager meanwhile (fn runs iperf3 for 5,
+// or BenchmarkConnect's 5,000 connections).
 func (e *env) profileDuring(b *testing.B, name string, fn func()) {
 	b.Helper()
 	dir := os.Getenv(profileDirEnv)
@@ -338,7 +339,13 @@ func BenchmarkConnect(b *testing.B) {
 			if _, err := connectLoop(e.lab, w.addr, warmup); err != nil {
 				b.Fatalf("warm-up: %v", err)
 			}
-			s, err := connectLoop(e.lab, w.addr, n)
+			var s connectStats
+			run := func() { s, err = connectLoop(e.lab, w.addr, n) }
+			if w.into == &vif {
+				e.profileDuring(b, "connect", run)
+			} else {
+				run()
+			}
 			if err != nil {
 				b.Fatal(err)
 			}
