@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -82,15 +80,6 @@ func userForwardPaths() (forwardPaths, error) {
 	return p, nil
 }
 
-func dirOwnedBy(dir string, uid int) bool {
-	fi, err := os.Stat(dir)
-	if err != nil || !fi.IsDir() {
-		return false
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	return ok && int(st.Uid) == uid
-}
-
 // managerAddr is the daemon's manager address for a forwarder's socket.
 func (p forwardPaths) managerAddr() string { return "unix://" + p.socket }
 
@@ -129,11 +118,6 @@ func writeForwardState(path string, st forwardState) error {
 		return err
 	}
 	return os.Rename(tmp, path)
-}
-
-func processAlive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // newForwardCmd is the forwarder: a process of the user that holds their
@@ -335,7 +319,7 @@ func startForwarder(ctx context.Context, g *globals, t kubeTarget, p forwardPath
 		// `sudo tether connect`: the user's credentials are theirs to use,
 		// root runs none of their exec plugins.
 		cmd.Env = p.env
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(p.uid), Gid: uint32(p.gid)}
+		runAs(cmd, p.uid, p.gid)
 	}
 	err = cmd.Start()
 	w.Close()
@@ -381,7 +365,7 @@ func stopForwarder() (bool, error) {
 		os.Remove(paths.state)
 		return false, nil
 	}
-	if err := syscall.Kill(st.PID, syscall.SIGTERM); err != nil {
+	if err := terminate(st.PID); err != nil {
 		return false, fmt.Errorf("stopping the forwarder (pid %d): %w", st.PID, err)
 	}
 	for range 50 {

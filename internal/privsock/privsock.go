@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 )
 
@@ -39,12 +38,15 @@ func MkdirPrivate(dir string, uid int) error {
 	if err != nil {
 		return fmt.Errorf("private directory: %w", err)
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !fi.IsDir() || !ok {
+	if !fi.IsDir() {
 		return fmt.Errorf("%s is not a directory", dir)
 	}
-	if int(st.Uid) != uid {
-		return fmt.Errorf("%s belongs to uid %d, not to uid %d: remove it, or set XDG_RUNTIME_DIR to a directory of your own", dir, st.Uid, uid)
+	owner, err := ownerUID(fi)
+	if err != nil {
+		return fmt.Errorf("private directory %s: %w", dir, err)
+	}
+	if owner != uid {
+		return fmt.Errorf("%s belongs to uid %d, not to uid %d: remove it, or set XDG_RUNTIME_DIR to a directory of your own", dir, owner, uid)
 	}
 	if fi.Mode().Perm() != 0o700 {
 		if err := os.Chmod(dir, 0o700); err != nil {

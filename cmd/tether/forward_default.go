@@ -1,0 +1,33 @@
+//go:build !unix
+
+package main
+
+import (
+	"os"
+	"os/exec"
+)
+
+// dirOwnedBy cannot tell owners apart here (Windows has no uids): no
+// directory counts as the user's, so no sudo user's directory is used.
+func dirOwnedBy(string, int) bool { return false }
+
+func processAlive(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return false
+	}
+	p.Release()
+	return true
+}
+
+// runAs is not implemented here: there is no sudo user to become.
+func runAs(*exec.Cmd, int, int) {}
+
+// terminate ends the forwarder; Windows has no SIGTERM to ask with.
+func terminate(pid int) error {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return err
+	}
+	return p.Kill()
+}
