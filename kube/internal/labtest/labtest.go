@@ -65,6 +65,9 @@ func Run(m *testing.M, dir string, images ...string) int {
 		}
 	}
 	if skipReason != "" {
+		// go test shows a skipped benchmark's reason only with -v: make
+		// bench says here why the cluster's figures are missing.
+		fmt.Fprintf(os.Stderr, "labtest: %s; the tests and benchmarks on it skip\n", skipReason)
 		return m.Run()
 	}
 	if d := os.Getenv("KUBELAB_TEST_DIR"); d != "" {
