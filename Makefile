@@ -43,7 +43,7 @@ bench: ## run the benchmarks (root: the namespace lab as ratios to the direct ve
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./kube/e2e/ 2>&1 | tee -a bench.txt
 	@! grep -Eq '^(FAIL|--- FAIL)' bench.txt || { echo 'bench: some benchmarks failed, see bench.txt'; exit 1; }
 
-bench-k8s: ## only the test cluster's benchmarks (root; skipped with the reason otherwise): through the port-forward vs the node's namespace; output also in bench-k8s.txt
+bench-k8s: ## only the test cluster's benchmarks (root; skipped with the reason otherwise): through the port-forward and a NodePort Service vs the node's namespace; output also in bench-k8s.txt
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory kube-bins image; fi
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./kube/e2e/ 2>&1 | tee bench-k8s.txt
 	@! grep -Eq '^(FAIL|--- FAIL)' bench-k8s.txt || { echo 'bench-k8s: some benchmarks failed, see bench-k8s.txt'; exit 1; }

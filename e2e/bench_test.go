@@ -331,25 +331,9 @@ func BenchmarkConnect(b *testing.B) {
 			*w.into = s // the last run's: percentiles do not average
 		}
 	}
-	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 	b.ReportMetric(0, "ns/op")
-	b.ReportMetric(vif.Rate(), "vif-conns/s")
-	b.ReportMetric(dir.Rate(), "direct-conns/s")
-	b.ReportMetric(vif.Rate()/dir.Rate(), "conns/s-ratio")
 	tab := &netbench.Table{Title: fmt.Sprintf("BenchmarkConnect: %d sequential connections, dial + first byte + close", n)}
-	tab.Add("connections/s", vif.Rate(), dir.Rate())
-	for _, p := range []struct {
-		name string
-		q    float64
-	}{{"p50", 0.50}, {"p99", 0.99}} {
-		v, d := us(vif.Percentile(p.q)), us(dir.Percentile(p.q))
-		b.ReportMetric(v, "vif-"+p.name+"-us")
-		b.ReportMetric(d, "direct-"+p.name+"-us")
-		b.ReportMetric(v-d, "added-"+p.name+"-us")
-		b.ReportMetric(v/d, p.name+"-ratio")
-		tab.Add(p.name+" connect + first byte (µs)", v, d)
-		tab.AddVIF(p.name+" added by the VIF (µs)", v-d)
-	}
+	netbench.ReportConnect(b, tab, vif, dir, "direct")
 	tab.Print()
 }
 

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/tether-dev/tether/internal/netlab"
@@ -123,6 +124,30 @@ func RunConnectLoop(addr string, n int) (ConnectStats, error) {
 	}
 	r.Elapsed = time.Since(start)
 	return r, nil
+}
+
+// ReportConnect reports two connect loops' rates and p50/p99 latencies
+// through the VIF and the other way (direct names it in the metrics:
+// "direct-conns/s"), their ratios and the latency the VIF adds, as metrics
+// of b and rows of tab.
+func ReportConnect(b *testing.B, tab *Table, vif, other ConnectStats, direct string) {
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	b.ReportMetric(vif.Rate(), "vif-conns/s")
+	b.ReportMetric(other.Rate(), direct+"-conns/s")
+	b.ReportMetric(vif.Rate()/other.Rate(), "conns/s-ratio")
+	tab.Add("connections/s", vif.Rate(), other.Rate())
+	for _, p := range []struct {
+		name string
+		q    float64
+	}{{"p50", 0.50}, {"p99", 0.99}} {
+		v, d := us(vif.Percentile(p.q)), us(other.Percentile(p.q))
+		b.ReportMetric(v, "vif-"+p.name+"-us")
+		b.ReportMetric(d, direct+"-"+p.name+"-us")
+		b.ReportMetric(v-d, "added-"+p.name+"-us")
+		b.ReportMetric(v/d, p.name+"-ratio")
+		tab.Add(p.name+" connect + first byte (µs)", v, d)
+		tab.AddVIF(p.name+" added by the VIF (µs)", v-d)
+	}
 }
 
 // Table is a benchmark's summary, printed as Markdown on stdout at the end

@@ -195,22 +195,7 @@ func (k *cluster) measure(b *testing.B, l *laptop, pod, title string) {
 			stats[i] = st // the last run's: percentiles do not average
 		}
 	}
-	v, c := stats[0], stats[1]
-	b.ReportMetric(v.Rate(), "vif-conns/s")
-	b.ReportMetric(c.Rate(), "cluster-conns/s")
-	b.ReportMetric(v.Rate()/c.Rate(), "conns/s-ratio")
-	tab.Add("connections/s", v.Rate(), c.Rate())
-	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-	for _, p := range []struct {
-		name string
-		q    float64
-	}{{"p50", 0.50}, {"p99", 0.99}} {
-		vp, cp := us(v.Percentile(p.q)), us(c.Percentile(p.q))
-		b.ReportMetric(vp, "vif-"+p.name+"-us")
-		b.ReportMetric(cp, "cluster-"+p.name+"-us")
-		b.ReportMetric(vp/cp, p.name+"-ratio")
-		tab.Add(p.name+" connect + first byte (µs)", vp, cp)
-	}
+	netbench.ReportConnect(b, tab, stats[0], stats[1], "cluster")
 	tab.Print()
 }
 
