@@ -5,7 +5,7 @@ PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 GOBIN     := $(shell $(GO) env GOPATH)/bin
 
-.PHONY: help build test bench demo demo-k8s demo-vif generate lint cross clean kube-bins image image-push kube-up kube-down
+.PHONY: help build test bench bench-k8s demo demo-k8s demo-vif generate lint cross clean kube-bins image image-push kube-up kube-down
 
 # The test cluster (internal/kubelab). The binaries' real store is a cache
 # outside the repo, keyed on the tools module (see its build.sh).
@@ -36,10 +36,17 @@ test: ## run all tests, never from the test cache: e2e builds the tether binary 
 
 # A pipe into tee hides go test's exit status (POSIX sh has no pipefail), so
 # bench fails by looking for go test's FAIL lines in bench.txt.
-bench: ## run the benchmarks (root: the namespace lab, as ratios to the direct veth); output also in bench.txt
+bench: ## run the benchmarks (root: the namespace lab as ratios to the direct veth, then the test cluster's as ratios to the node's namespace); output also in bench.txt
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./e2e/ 2>&1 | tee bench.txt
 	$(GO) test -run '^$$' -bench . -benchmem ./tunnel/ ./activity/ ./manager/ ./manager/conflict/ ./agent/ 2>&1 | tee -a bench.txt
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory kube-bins image; fi
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./kube/e2e/ 2>&1 | tee -a bench.txt
 	@! grep -Eq '^(FAIL|--- FAIL)' bench.txt || { echo 'bench: some benchmarks failed, see bench.txt'; exit 1; }
+
+bench-k8s: ## only the test cluster's benchmarks (root; skipped with the reason otherwise): through the port-forward and a NodePort Service vs the node's namespace; output also in bench-k8s.txt
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory kube-bins image; fi
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./kube/e2e/ 2>&1 | tee bench-k8s.txt
+	@! grep -Eq '^(FAIL|--- FAIL)' bench-k8s.txt || { echo 'bench-k8s: some benchmarks failed, see bench-k8s.txt'; exit 1; }
 
 # The demo runs as its own binary, not under `go run`, so Ctrl-C reaches it
 # alone and it cleans up before exiting.
@@ -93,6 +100,6 @@ cross: ## build tether for macOS and Windows (compile check of the platform file
 	GOOS=windows GOARCH=amd64 $(GO) build -o /dev/null ./cmd/tether
 
 clean: ## remove build output (the kube-bins cache in /var/cache/tether/kube-bins stays)
-	rm -rf bin bench.txt
+	rm -rf bin bench.txt bench-k8s.txt
 
 FORCE:

@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -33,6 +32,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tether-dev/tether/internal/netbench"
 	"github.com/tether-dev/tether/internal/netlab"
 )
 
@@ -50,21 +50,7 @@ const (
 const holdServerEnv = "TETHER_E2E_HOLD_SERVER"
 
 func init() {
-	if spec := os.Getenv(connectLoopEnv); spec != "" {
-		var addr string
-		var n int
-		if _, err := fmt.Sscanf(spec, "%s %d", &addr, &n); err != nil {
-			fmt.Fprintf(os.Stderr, "%s=%q: %v\n", connectLoopEnv, spec, err)
-			os.Exit(2)
-		}
-		r, err := runConnectLoop(addr, n)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		json.NewEncoder(os.Stdout).Encode(r)
-		os.Exit(0)
-	}
+	netbench.ConnectLoopChild()
 	addr := os.Getenv(holdServerEnv)
 	if addr == "" {
 		return
@@ -128,7 +114,7 @@ func BenchmarkTCPBulk(b *testing.B) {
 
 	const rounds = 3 // alternating VIF pairs per direction and iteration
 	streams := [2]int{1, 4}
-	tab := &table{title: fmt.Sprintf("BenchmarkTCPBulk: iperf3 -t 5, Gbit/s received (%d CPUs); VIF 1- and 4-stream runs alternate", runtime.NumCPU())}
+	tab := &netbench.Table{Title: fmt.Sprintf("BenchmarkTCPBulk: iperf3 -t 5, Gbit/s received (%d CPUs); VIF 1- and 4-stream runs alternate", runtime.NumCPU())}
 	// CPU-s per GB of each direction's 1-stream runs, for the ratio of
 	// download to upload.
 	var perGB1 [2][2]float64 // [upload, download][daemon, manager]
@@ -174,22 +160,22 @@ func BenchmarkTCPBulk(b *testing.B) {
 				b.ReportMetric(mCPU[i]/runs, fmt.Sprintf("mgr-CPU%%-%d", n))
 				b.ReportMetric(dSecs[i]/gb[i], fmt.Sprintf("daemon-CPU-s/GB-%d", n))
 				b.ReportMetric(mSecs[i]/gb[i], fmt.Sprintf("mgr-CPU-s/GB-%d", n))
-				tab.add(name+" (Gbit/s)", v, d)
-				tab.addVIF(name+": each VIF run, min–max (Gbit/s)", slices.Min(rates[i]), slices.Max(rates[i]))
-				tab.addVIF(name+": daemon, manager CPU % of one core", dCPU[i]/runs, mCPU[i]/runs)
-				tab.addVIF(name+": daemon, manager CPU-s per GB", dSecs[i]/gb[i], mSecs[i]/gb[i])
+				tab.Add(name+" (Gbit/s)", v, d)
+				tab.AddVIF(name+": each VIF run, min–max (Gbit/s)", slices.Min(rates[i]), slices.Max(rates[i]))
+				tab.AddVIF(name+": daemon, manager CPU % of one core", dCPU[i]/runs, mCPU[i]/runs)
+				tab.AddVIF(name+": daemon, manager CPU-s per GB", dSecs[i]/gb[i], mSecs[i]/gb[i])
 			}
 			perGB1[d] = [2]float64{dSecs[0] / gb[0], mSecs[0] / gb[0]}
 			four := vif[1] / vif[0]
 			b.ReportMetric(four, "4-vs-1-stream")
-			tab.addVIF(dir.name+": 4 streams / 1 stream through the VIF", four)
+			tab.AddVIF(dir.name+": 4 streams / 1 stream through the VIF", four)
 		})
 	}
 	if perGB1[0][0] > 0 && perGB1[1][0] > 0 {
-		tab.addVIF("1 stream, CPU-s per GB download / upload: daemon, manager",
+		tab.AddVIF("1 stream, CPU-s per GB download / upload: daemon, manager",
 			perGB1[1][0]/perGB1[0][0], perGB1[1][1]/perGB1[0][1])
 	}
-	tab.print()
+	tab.Print()
 }
 
 // profileDirEnv names a directory: when set, the lab's daemon and manager
@@ -330,17 +316,18 @@ func BenchmarkConnect(b *testing.B) {
 	}
 	e.stops = append(e.stops, serveFirstByte(ln))
 
-	var vif, dir connectStats
+	var vif, dir netbench.ConnectStats
 	for range b.N {
 		for _, w := range []struct {
 			addr string
-			into *connectStats
+			into *netbench.ConnectStats
 		}{{e.podAddr(portFirst), &vif}, {e.directAddr(portFirstDirect), &dir}} {
-			if _, err := connectLoop(e.lab, w.addr, warmup); err != nil {
+			if _, err := netbench.ConnectLoop(e.lab, e.lab.Client, w.addr, warmup); err != nil {
 				b.Fatalf("warm-up: %v", err)
 			}
-			var s connectStats
-			run := func() { s, err = connectLoop(e.lab, w.addr, n) }
+			var s netbench.ConnectStats
+			var err error
+			run := func() { s, err = netbench.ConnectLoop(e.lab, e.lab.Client, w.addr, n) }
 			if w.into == &vif {
 				e.profileDuring(b, "connect", run)
 			} else {
@@ -352,108 +339,10 @@ func BenchmarkConnect(b *testing.B) {
 			*w.into = s // the last run's: percentiles do not average
 		}
 	}
-	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 	b.ReportMetric(0, "ns/op")
-	b.ReportMetric(vif.rate(), "vif-conns/s")
-	b.ReportMetric(dir.rate(), "direct-conns/s")
-	b.ReportMetric(vif.rate()/dir.rate(), "conns/s-ratio")
-	tab := &table{title: fmt.Sprintf("BenchmarkConnect: %d sequential connections, dial + first byte + close", n)}
-	tab.add("connections/s", vif.rate(), dir.rate())
-	for _, p := range []struct {
-		name string
-		q    float64
-	}{{"p50", 0.50}, {"p99", 0.99}} {
-		v, d := us(vif.percentile(p.q)), us(dir.percentile(p.q))
-		b.ReportMetric(v, "vif-"+p.name+"-us")
-		b.ReportMetric(d, "direct-"+p.name+"-us")
-		b.ReportMetric(v-d, "added-"+p.name+"-us")
-		b.ReportMetric(v/d, p.name+"-ratio")
-		tab.add(p.name+" connect + first byte (µs)", v, d)
-		tab.addVIF(p.name+" added by the VIF (µs)", v-d)
-	}
-	tab.print()
-}
-
-// connectStats are the latencies of one connect loop (sorted once
-// connectLoop has them), also what its client prints as JSON.
-type connectStats struct {
-	Elapsed time.Duration
-	Lat     []time.Duration
-}
-
-func (s connectStats) rate() float64 { return float64(len(s.Lat)) / s.Elapsed.Seconds() }
-
-// percentile is the nearest-rank q-quantile.
-func (s connectStats) percentile(q float64) time.Duration {
-	if len(s.Lat) == 0 {
-		return 0
-	}
-	i := int(math.Ceil(q*float64(len(s.Lat)))) - 1
-	return s.Lat[max(i, 0)]
-}
-
-// connectLoop makes n sequential connections to addr from the client
-// namespace, in a child process (the test binary again, see init): in this
-// process the loop would share the scheduler with the pod's servers, and a
-// goroutine on a thread locked into the client namespace (Lab.Do) is woken
-// by a thread hand-off on every read, both of which add to every
-// connection, through the VIF or not.
-func connectLoop(lab *netlab.Lab, addr string, n int) (connectStats, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return connectStats{}, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	out, err := lab.Run(ctx, lab.Client, "env", fmt.Sprintf("%s=%s %d", connectLoopEnv, addr, n), exe)
-	if err != nil {
-		return connectStats{}, err
-	}
-	var s connectStats
-	if err := json.Unmarshal([]byte(out), &s); err != nil {
-		return connectStats{}, fmt.Errorf("connect loop to %s: %v: %q", addr, err, out)
-	}
-	slices.Sort(s.Lat)
-	return s, nil
-}
-
-// connectLoopEnv, set to "ADDR N", turns the test binary into
-// connectLoop's client (see init).
-const connectLoopEnv = "TETHER_E2E_CONNECT_LOOP"
-
-// runConnectLoop makes n sequential connections to addr, each dial + read
-// of the byte the server writes on accept + close, bounded by 5 s each and
-// 2 minutes in all. The client closes first, gracefully, so its TIME_WAIT
-// sockets stay in the client's kernel (never in the daemon's netstack,
-// which closes passively). No SO_LINGER 0: 5,000 TIME_WAIT sockets per
-// destination fit easily in the ~28,000 ephemeral ports, and the lab sets
-// tcp_tw_reuse besides.
-func runConnectLoop(addr string, n int) (connectStats, error) {
-	r := connectStats{Lat: make([]time.Duration, 0, n)}
-	deadline := time.Now().Add(2 * time.Minute)
-	buf := make([]byte, 1)
-	d := net.Dialer{Timeout: 5 * time.Second}
-	start := time.Now()
-	for i := range n {
-		if time.Now().After(deadline) {
-			return r, fmt.Errorf("connect loop to %s: only %d of %d connections within 2m", addr, i, n)
-		}
-		t0 := time.Now()
-		c, err := d.Dial("tcp", addr)
-		if err != nil {
-			return r, fmt.Errorf("connection %d to %s: %w", i, addr, err)
-		}
-		c.SetReadDeadline(t0.Add(5 * time.Second))
-		_, err = io.ReadFull(c, buf)
-		lat := time.Since(t0)
-		c.Close()
-		if err != nil {
-			return r, fmt.Errorf("connection %d to %s: first byte: %w", i, addr, err)
-		}
-		r.Lat = append(r.Lat, lat)
-	}
-	r.Elapsed = time.Since(start)
-	return r, nil
+	tab := &netbench.Table{Title: fmt.Sprintf("BenchmarkConnect: %d sequential connections, dial + first byte + close", n)}
+	netbench.ReportConnect(b, tab, vif, dir, "direct")
+	tab.Print()
 }
 
 // BenchmarkIdleMemory: the daemon's (and, for information, the manager's)
@@ -512,16 +401,16 @@ func BenchmarkIdleMemory(b *testing.B) {
 	b.ReportMetric(float64(mAfter.rssKiB)/1024, "mgr-MiB")
 	b.ReportMetric(float64(n)/openSecs, "open-conns/s")
 
-	tab := &table{title: fmt.Sprintf("BenchmarkIdleMemory: %d idle connections through the VIF (no direct counterpart)", n)}
-	tab.addVIF("daemon RSS before (MiB)", float64(dBefore.rssKiB)/1024)
-	tab.addVIF("daemon RSS with the connections (MiB)", float64(dAfter.rssKiB)/1024)
-	tab.addVIF("daemon KiB per connection", dKiB)
-	tab.addVIF("daemon threads with the connections", float64(dAfter.threads))
-	tab.addVIF("manager RSS before (MiB)", float64(mBefore.rssKiB)/1024)
-	tab.addVIF("manager RSS with the connections (MiB)", float64(mAfter.rssKiB)/1024)
-	tab.addVIF("manager KiB per connection", mKiB)
-	tab.addVIF(fmt.Sprintf("opening them, %d dialers (conns/s)", dialers), float64(n)/openSecs)
-	tab.print()
+	tab := &netbench.Table{Title: fmt.Sprintf("BenchmarkIdleMemory: %d idle connections through the VIF (no direct counterpart)", n)}
+	tab.AddVIF("daemon RSS before (MiB)", float64(dBefore.rssKiB)/1024)
+	tab.AddVIF("daemon RSS with the connections (MiB)", float64(dAfter.rssKiB)/1024)
+	tab.AddVIF("daemon KiB per connection", dKiB)
+	tab.AddVIF("daemon threads with the connections", float64(dAfter.threads))
+	tab.AddVIF("manager RSS before (MiB)", float64(mBefore.rssKiB)/1024)
+	tab.AddVIF("manager RSS with the connections (MiB)", float64(mAfter.rssKiB)/1024)
+	tab.AddVIF("manager KiB per connection", mKiB)
+	tab.AddVIF(fmt.Sprintf("opening them, %d dialers (conns/s)", dialers), float64(n)/openSecs)
+	tab.Print()
 }
 
 // BenchmarkIdleCPU: CPU and wake-ups of the daemon and the manager over 10 s,
@@ -565,14 +454,14 @@ func BenchmarkIdleCPU(b *testing.B) {
 	b.ReportMetric(base[0].wakeups, "daemon-0conn-wakeups/s")
 	b.ReportMetric(base[1].wakeups, "mgr-0conn-wakeups/s")
 
-	tab := &table{title: fmt.Sprintf("BenchmarkIdleCPU: %v per sample, connected (no direct counterpart)", window)}
+	tab := &netbench.Table{Title: fmt.Sprintf("BenchmarkIdleCPU: %v per sample, connected (no direct counterpart)", window)}
 	for i, who := range []string{"daemon", "manager"} {
-		tab.addVIF(who+" CPU %, no connections", base[i].cpuPct)
-		tab.addVIF(fmt.Sprintf("%s CPU %%, %d idle connections", who, n), idle[i].cpuPct)
-		tab.addVIF(who+" wake-ups/s, no connections", base[i].wakeups)
-		tab.addVIF(fmt.Sprintf("%s wake-ups/s, %d idle connections", who, n), idle[i].wakeups)
+		tab.AddVIF(who+" CPU %, no connections", base[i].cpuPct)
+		tab.AddVIF(fmt.Sprintf("%s CPU %%, %d idle connections", who, n), idle[i].cpuPct)
+		tab.AddVIF(who+" wake-ups/s, no connections", base[i].wakeups)
+		tab.AddVIF(fmt.Sprintf("%s wake-ups/s, %d idle connections", who, n), idle[i].wakeups)
 	}
-	tab.print()
+	tab.Print()
 }
 
 // openConns opens n connections to addr from the client namespace with the
@@ -800,48 +689,4 @@ func cpuDuring(b *testing.B, fn func(), pids ...int) []cpuRate {
 		}
 	}
 	return r
-}
-
-// table is a benchmark's summary, printed as Markdown on stdout at the end
-// of the benchmark (b.Logf shows only with -v). Safe for sub-benchmarks,
-// which run one at a time.
-type table struct {
-	title string
-	rows  [][4]string
-}
-
-// add records a measurement made both ways; ratio is via VIF / direct.
-func (t *table) add(name string, vif, direct float64) {
-	t.rows = append(t.rows, [4]string{name, fmtNum(vif), fmtNum(direct), strconv.FormatFloat(vif/direct, 'f', 3, 64)})
-}
-
-// addVIF records a measurement with no direct counterpart: one value, or
-// several shown as "a, b".
-func (t *table) addVIF(name string, vif ...float64) {
-	vals := make([]string, len(vif))
-	for i, v := range vif {
-		vals[i] = fmtNum(v)
-	}
-	t.rows = append(t.rows, [4]string{name, strings.Join(vals, ", "), "—", "—"})
-}
-
-func (t *table) print() {
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n%s\n\n| measurement | via VIF | direct | ratio |\n|---|---:|---:|---:|\n", t.title)
-	for _, r := range t.rows {
-		fmt.Fprintf(&sb, "| %s | %s | %s | %s |\n", r[0], r[1], r[2], r[3])
-	}
-	fmt.Print(sb.String() + "\n")
-}
-
-// fmtNum prints three significant digits or the whole integer part.
-func fmtNum(v float64) string {
-	switch a := math.Abs(v); {
-	case a >= 100:
-		return strconv.FormatFloat(v, 'f', 0, 64)
-	case a >= 10:
-		return strconv.FormatFloat(v, 'f', 1, 64)
-	default:
-		return strconv.FormatFloat(v, 'f', 2, 64)
-	}
 }

@@ -53,7 +53,7 @@ var rules = kubestage.Rules{BlockTimeout: 4 * time.Second, TTL: 40 * time.Second
 
 // cluster is the test's view of the shared cluster.
 type cluster struct {
-	t     *testing.T
+	t     testing.TB
 	c     *kubelab.Cluster
 	admin kubernetes.Interface
 	rc    *rest.Config
@@ -63,7 +63,7 @@ type cluster struct {
 
 // setUp gives t the cluster with Tether installed by the Helm SDK (extra
 // values after the tests' own), removed after t.
-func setUp(t *testing.T, extra ...string) *cluster {
+func setUp(t testing.TB, extra ...string) *cluster {
 	t.Helper()
 	c, admin, rc := labtest.Cluster(t)
 	k := &cluster{t: t, c: c, admin: admin, rc: rc, lab: &netlab.Lab{}}
@@ -269,7 +269,7 @@ func needInject(t *testing.T) {
 	feature(t, "inject: agents injected by a webhook", []string{"uninstall"}, "--agents")
 }
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	labtest.Cluster(t) // skips, saying why, without a cluster
 	if tetherBin == "" {

@@ -65,6 +65,9 @@ func Run(m *testing.M, dir string, images ...string) int {
 		}
 	}
 	if skipReason != "" {
+		// go test shows a skipped benchmark's reason only with -v: make
+		// bench says here why the cluster's figures are missing.
+		fmt.Fprintf(os.Stderr, "labtest: %s; the tests and benchmarks on it skip\n", skipReason)
 		return m.Run()
 	}
 	if d := os.Getenv("KUBELAB_TEST_DIR"); d != "" {
@@ -127,7 +130,7 @@ func envOr(key, def string) string {
 
 // Cluster returns the cluster and its admin's client, or skips t saying
 // why there is none.
-func Cluster(t *testing.T) (*kubelab.Cluster, kubernetes.Interface, *rest.Config) {
+func Cluster(t testing.TB) (*kubelab.Cluster, kubernetes.Interface, *rest.Config) {
 	t.Helper()
 	if cluster == nil {
 		t.Skip(skipReason)
@@ -136,7 +139,7 @@ func Cluster(t *testing.T) (*kubelab.Cluster, kubernetes.Interface, *rest.Config
 }
 
 // Namespace creates a namespace named after the test, deleted after it.
-func Namespace(t *testing.T, admin kubernetes.Interface) string {
+func Namespace(t testing.TB, admin kubernetes.Interface) string {
 	t.Helper()
 	name := "t-" + strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
 	if len(name) > 63 {
@@ -151,7 +154,7 @@ func Namespace(t *testing.T, admin kubernetes.Interface) string {
 }
 
 // Eventually polls f every tick until it returns nil, for at most limit.
-func Eventually(t *testing.T, what string, limit, tick time.Duration, f func() error) {
+func Eventually(t testing.TB, what string, limit, tick time.Duration, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for {
