@@ -21,7 +21,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -113,27 +112,7 @@ func TestTokenIdentifiedByTokenReview(t *testing.T) {
 func labManager(t *testing.T, admin kubernetes.Interface, ns string) pb.ManagerClient {
 	t.Helper()
 	authn, authz := newAuth(t, admin)
-	m, err := manager.New(manager.Config{
-		Subnets:       []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")},
-		Authenticator: authn, Authorizer: authz, Namespace: ns,
-		Log: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	m.Register(srv)
-	go func() { _ = srv.Serve(ln) }()
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close(); m.Shutdown(); srv.Stop() })
-	return pb.NewManagerClient(cc)
+	return labtest.Manager(t, manager.Config{Authenticator: authn, Authorizer: authz, Namespace: ns})
 }
 
 // arrive opens a session with user's cluster token and returns the

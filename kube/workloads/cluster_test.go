@@ -4,16 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	appsv1 "k8s.io/api/apps/v1"
@@ -190,7 +185,7 @@ func TestWorkloadsOnCluster(t *testing.T) {
 	})
 
 	t.Run("intercept refusals", func(t *testing.T) {
-		c := labManager(t, manager.Config{Workloads: w})
+		c := labtest.Manager(t, manager.Config{Workloads: w})
 		sess := arrive(t, c, "")
 		create := func(workload string, port uint32) error {
 			_, err := c.CreateIntercept(sess, &pb.CreateInterceptRequest{Spec: &pb.InterceptSpec{Name: "x", Workload: workload, Port: port, Kind: pb.InterceptKind_GLOBAL}})
@@ -241,7 +236,7 @@ func TestWorkloadsOnCluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := labManager(t, manager.Config{Authenticator: authn, Authorizer: authz, Workloads: w})
+		c := labtest.Manager(t, manager.Config{Authenticator: authn, Authorizer: authz, Workloads: w})
 		webPod, dbPod := podOf(t, admin, ns, "web"), podOf(t, admin, ns, "db")
 		webToken := podToken(t, admin, ns, webPod, []string{wire.AgentAudience})
 		id, ok, err := authn.AuthenticateAgent(ctx, webToken)
@@ -382,30 +377,6 @@ func kubelabToken(t *testing.T, name string) string {
 	}
 	t.Fatalf("no kubelab user %s", name)
 	return ""
-}
-
-// labManager serves a traffic manager of cfg on loopback.
-func labManager(t *testing.T, cfg manager.Config) pb.ManagerClient {
-	t.Helper()
-	cfg.Subnets = []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}
-	cfg.Log = slog.New(slog.DiscardHandler)
-	m, err := manager.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	m.Register(srv)
-	go func() { _ = srv.Serve(ln) }()
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close(); m.Shutdown(); srv.Stop() })
-	return pb.NewManagerClient(cc)
 }
 
 // arrive opens a session (with token, if any) and returns its calls'
