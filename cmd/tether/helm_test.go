@@ -61,8 +61,9 @@ func checkDeploymentFlags(t *testing.T, sets []string) {
 	if d == nil {
 		t.Fatal("no Deployment")
 	}
-	f := pflag.NewFlagSet("manager", pflag.ContinueOnError)
-	keys := managerFlags(f)
+	// The command's own flags (--metrics-addr, --config) beside its keys'.
+	f := newManagerCmd(&globals{}).Flags()
+	keys := managerFlags(pflag.NewFlagSet("manager", pflag.ContinueOnError))
 	c := d.Spec.Template.Spec.Containers[0]
 	if c.Args[0] != "manager" {
 		t.Fatalf("args %q", c.Args)
