@@ -218,10 +218,14 @@ spec:
 	if out := alice.run("sessions", "--json", "--no-activity"); !strings.Contains(out, `"user": "alice"`) {
 		t.Fatalf("the manager's sessions:\n%s", out)
 	}
-	body, err := alice.curl(webURL)
-	if err != nil || !strings.Contains(body, "web-") {
-		t.Fatalf("curl %s through the VIF: %v\n%s", webURL, err, body)
-	}
+	// kube-proxy programs a new Service a moment after its pods are
+	// ready: until then the manager's dial of the ClusterIP is refused.
+	labtest.Eventually(t, "curl "+webURL+" through the VIF", 30*time.Second, 250*time.Millisecond, func() error {
+		if body, err := alice.curl(webURL); err != nil || !strings.Contains(body, "web-") {
+			return fmt.Errorf("%v: %s", err, body)
+		}
+		return nil
+	})
 
 	// The manager's pod dies; a new one starts, and the session comes
 	// back through a port-forward to it.
