@@ -177,19 +177,10 @@ func (a *Authenticator) AuthenticateAgent(ctx context.Context, token string) (ma
 	// tokens (static, or OIDC for its own audience) for an audience not
 	// its own. The cache keeps these answers apart from users'.
 	actx := authenticator.WithAudiences(ctx, authenticator.Audiences{wire.AgentAudience})
-	r, err := http.NewRequestWithContext(actx, http.MethodPost, "/", nil)
+	u, err := a.review(actx, token, "TokenReview for audience "+wire.AgentAudience)
 	if err != nil {
 		return manager.Identity{}, false, err
 	}
-	r.Header.Set("Authorization", "Bearer "+token)
-	resp, ok, err := a.req.AuthenticateRequest(r)
-	if !ok || resp == nil || resp.User == nil {
-		if err == nil {
-			err = errors.New("the API server does not know this token")
-		}
-		return manager.Identity{}, false, fmt.Errorf("TokenReview for audience %s: %w", wire.AgentAudience, err)
-	}
-	u := resp.User
 	pod, uid := one(u.GetExtra()[extraPodName]), one(u.GetExtra()[extraPodUID])
 	ns, _, isSA := strings.Cut(strings.TrimPrefix(u.GetName(), serviceAccountPrefix), ":")
 	if pod == "" || uid == "" || !strings.HasPrefix(u.GetName(), serviceAccountPrefix) || !isSA {
@@ -217,14 +208,24 @@ func one(vals []string) string {
 	return ""
 }
 
-// AuthenticateToken implements manager.Authenticator. The delegating
-// authenticator judges HTTP requests, so the token travels in one that
-// is never sent. A refusal's error is the API server's reason ("invalid
-// bearer token", the token's status error) or why it could not be asked.
+// AuthenticateToken implements manager.Authenticator. A refusal's error
+// is the API server's reason ("invalid bearer token", the token's status
+// error) or why it could not be asked.
 func (a *Authenticator) AuthenticateToken(ctx context.Context, token string) (manager.Identity, bool, error) {
-	r, err := http.NewRequestWithContext(ctx, http.MethodPost, "/", nil)
+	u, err := a.review(ctx, token, "TokenReview")
 	if err != nil {
 		return manager.Identity{}, false, err
+	}
+	return manager.Identity{User: u.GetName(), UID: u.GetUID(), Groups: u.GetGroups()}, true, nil
+}
+
+// review asks the delegating authenticator who token is. It judges HTTP
+// requests, so the token travels in one that is never sent; a refusal
+// says what was asked (what) and the API server's reason.
+func (a *Authenticator) review(ctx context.Context, token, what string) (user.Info, error) {
+	r, err := http.NewRequestWithContext(ctx, http.MethodPost, "/", nil)
+	if err != nil {
+		return nil, err
 	}
 	r.Header.Set("Authorization", "Bearer "+token)
 	resp, ok, err := a.req.AuthenticateRequest(r)
@@ -232,10 +233,9 @@ func (a *Authenticator) AuthenticateToken(ctx context.Context, token string) (ma
 		if err == nil {
 			err = errors.New("the API server does not know this token")
 		}
-		return manager.Identity{}, false, fmt.Errorf("TokenReview: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	u := resp.User
-	return manager.Identity{User: u.GetName(), UID: u.GetUID(), Groups: u.GetGroups()}, true, nil
+	return resp.User, nil
 }
 
 // AuthenticateCert implements manager.CertAuthenticator: the chain is
