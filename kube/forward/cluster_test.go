@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tether-dev/tether/internal/kubelab"
+	"github.com/tether-dev/tether/internal/kubestage"
 	"github.com/tether-dev/tether/kube/helm"
 	"github.com/tether-dev/tether/kube/internal/labtest"
 )
@@ -132,42 +133,14 @@ func TestConnectThroughKubeconfig(t *testing.T) {
 	ctx := context.Background()
 	install(t, c, admin)
 	ns := labtest.Namespace(t, admin)
-	if err := c.Apply(ctx, fmt.Sprintf(`
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: %[1]s}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: web
-        image: %[2]s
-        imagePullPolicy: Never
-        ports: [{containerPort: 8080}]
-        env: [{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
-        readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 1}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: %[1]s}
-spec:
-  selector: {app: web}
-  ports: [{port: 80, targetPort: 8080}]
-`, ns, kubelab.TestAppImage)); err != nil {
+	if err := kubestage.DeployWeb(ctx, admin, ns, 1); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := c.Kubectl(ctx, "rollout", "status", "deployment/web", "-n", ns, "--timeout=120s"); err != nil {
-		t.Fatalf("web: %v %s", err, out)
-	}
-	svc, err := admin.CoreV1().Services(ns).Get(ctx, "web", metav1.GetOptions{})
+	svc, err := admin.CoreV1().Services(ns).Get(ctx, kubestage.Web, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	webURL := "http://" + svc.Spec.ClusterIP + "/"
+	webURL := fmt.Sprintf("http://%s:%d/", svc.Spec.ClusterIP, kubestage.WebPort)
 
 	dir := t.TempDir()
 	socket := filepath.Join(dir, "daemon.sock")
