@@ -310,8 +310,14 @@ func removeNetwork() error {
 			errs = append(errs, run("ip", "netns", "del", ns))
 		}
 	}
+	// The host end of the cluster's veth goes with its peer once the
+	// namespace is freed, which the kernel does after "ip netns del"
+	// returns: a device gone between show and del is what we wanted.
 	if err := exec.Command("ip", "link", "show", hostVeth).Run(); err == nil {
-		errs = append(errs, run("ip", "link", "del", hostVeth))
+		out, err := exec.Command("ip", "link", "del", hostVeth).CombinedOutput()
+		if err != nil && !strings.Contains(string(out), "No such device") && !strings.Contains(string(out), "Cannot find device") {
+			errs = append(errs, fmt.Errorf("kubelab: ip link del %s: %w: %s", hostVeth, err, strings.TrimSpace(string(out))))
+		}
 	}
 	return errors.Join(errs...)
 }
