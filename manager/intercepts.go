@@ -82,7 +82,7 @@ func (s *Server) CreateIntercept(ctx context.Context, req *pb.CreateInterceptReq
 	if err := s.checkAgents(ctx, w, spec); err != nil {
 		return nil, err
 	}
-	x, info, err := s.addIntercept(sess, spec, ci)
+	x, info, err := s.addIntercept(sess, spec, ci, w)
 	if err != nil {
 		return nil, err
 	}
@@ -94,14 +94,14 @@ func (s *Server) CreateIntercept(ctx context.Context, req *pb.CreateInterceptReq
 
 // addIntercept creates sess's intercept of spec, or refuses it: checking
 // conflicts and creating or superseding happen under one lock.
-func (s *Server) addIntercept(sess *session, spec *pb.InterceptSpec, ci conflict.Intercept) (*intercept, *pb.InterceptInfo, error) {
+func (s *Server) addIntercept(sess *session, spec *pb.InterceptSpec, ci conflict.Intercept, w Workload) (*intercept, *pb.InterceptInfo, error) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sessions[sess.id] != sess {
 		return nil, nil, status.Error(codes.NotFound, "the session ended")
 	}
-	ports := s.coveredPortsLocked(spec)
+	ports := s.coveredPortsLocked(spec, w)
 	if len(ports) == 0 {
 		return nil, nil, status.Errorf(codes.FailedPrecondition, "replace intercept %q covers no port: no agent of %s has declared its ports; give --port or --to-port, or start the workload's agents first", spec.Name, spec.Workload)
 	}
@@ -185,16 +185,20 @@ func checkSpecPorts(spec *pb.InterceptSpec) error {
 
 // coveredPortsLocked are the workload ports an intercept of spec covers,
 // sorted: its own port and, for a replace intercept, the ports its owner
-// maps and those the workload's agents declared by now. An agent that
+// maps, those Services target in w (known before the agents are injected)
+// and those the workload's agents declared by now. An agent that
 // declares a port later does not widen it: the owner's daemon dials only
 // the local ports it agreed to when it created the intercept.
-func (s *Server) coveredPortsLocked(spec *pb.InterceptSpec) []uint32 {
+func (s *Server) coveredPortsLocked(spec *pb.InterceptSpec, w Workload) []uint32 {
 	var ports []uint32
 	if spec.Port != 0 {
 		ports = append(ports, spec.Port)
 	}
 	if spec.Kind == pb.InterceptKind_REPLACE {
 		ports = append(ports, spec.Ports...)
+		for _, p := range w.Ports {
+			ports = append(ports, uint32(p.Port))
+		}
 		for w := range s.agents[spec.Workload] {
 			ports = append(ports, w.ports...)
 		}

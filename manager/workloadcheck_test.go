@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -102,6 +103,23 @@ func TestCreateInterceptChecksWorkload(t *testing.T) {
 				t.Fatalf("%d intercepts after the call, want created=%v", n, created)
 			}
 		})
+	}
+}
+
+// TestReplaceCoversTheServicePorts: a replace intercept of a resolved
+// workload that names no port covers every port its Services target, before
+// any agent has declared one (the agents are injected after it is created).
+func TestReplaceCoversTheServicePorts(t *testing.T) {
+	m := startGRPC(t, Config{Authenticator: testTokens, Workloads: shopWorkloads})
+	l := &grpcLab{s: m.s, c: m.client}
+	alice := l.arrive(t, "alice")
+	spec := &pb.InterceptSpec{Name: "all", Workload: "shop/web", Kind: pb.InterceptKind_REPLACE}
+	info, err := l.c.CreateIntercept(alice, &pb.CreateInterceptRequest{Spec: spec})
+	if err != nil {
+		t.Fatalf("CreateIntercept: %v", err)
+	}
+	if want := []uint32{8080, 9100}; !slices.Equal(info.Ports, want) {
+		t.Fatalf("covered ports %v, want %v (the workload's Service ports)", info.Ports, want)
 	}
 }
 

@@ -90,7 +90,7 @@ is the intercept's name instead.`,
 	f.Uint32Var(&to, "to", 0, "the local port that receives the traffic")
 	f.StringArrayVar(&headers, "http-header", nil, "only HTTP requests whose header NAME fully matches REGEX (NAME=REGEX, repeatable, RE2)")
 	f.StringVar(&path, "http-path", "", "only HTTP requests whose path fully matches REGEX (RE2)")
-	f.BoolVar(&replace, "replace", false, "take the workload's ports (--port, --to-port and those its agents declared by now); its app gets no traffic")
+	f.BoolVar(&replace, "replace", false, "take the workload's ports (--port, --to-port, those its Services target and those its agents declared by now); its app gets no traffic")
 	f.StringArrayVar(&toPorts, "to-port", nil, "with --replace: the local port for another workload port (WORKLOADPORT=LOCALPORT, repeatable); covered ports not listed go to the same port number locally (to --to when there is no --port)")
 	cmd.MarkFlagRequired("to")
 	cmd.RegisterFlagCompletionFunc("workload", completeFromDaemon(g, workloads))
