@@ -2,7 +2,10 @@
 # Builds the test cluster's binaries into $1 (make kube-bins). The real store
 # is a cache outside the repo, $2/<key>, keyed on the sha256 of this module's
 # go.mod, go.sum, mains and this script: a second run, also from a fresh clone
-# elsewhere, only copies. The Go build cache is never kept in the repo.
+# elsewhere, only copies. The Go build cache is never kept in the repo. The
+# cache keeps the two keys used last (a branch that changes the tools module
+# and main can alternate without rebuilding); older ones are removed. A
+# checkout's bin/kube holds hard links, so removing a key breaks none.
 set -eu
 out=$1
 cache=$2
@@ -23,6 +26,10 @@ if [ ! -f "$dir/.complete" ]; then
     rm -rf "$dir"
     mv "$dir.tmp" "$dir"
 fi
+touch "$dir"
+for old in $(ls -1t "$cache" | grep -v '\.tmp$' | tail -n +3); do
+    if [ -f "$cache/$old/.complete" ]; then rm -rf "${cache:?}/$old"; fi
+done
 cd - >/dev/null
 mkdir -p "$out"
 for f in "$dir"/*; do
