@@ -396,8 +396,9 @@ func managerListen(c *config) (string, error) {
 }
 
 // startInjector serves the agent injector's webhook when webhook.port is
-// set, and returns the manager's Injector (nil without it) and what stops
-// the webhook and waits for it.
+// set, with the repair of pods that started without their agent, and
+// returns the manager's Injector (nil without it) and what stops both and
+// waits for them.
 func startInjector(ctx context.Context, c *config, kc kubernetes.Interface, log *slog.Logger) (manager.Injector, func(), error) {
 	port := c.GetInt("webhook.port")
 	if port == 0 {
@@ -433,13 +434,22 @@ func startInjector(ctx context.Context, c *config, kc kubernetes.Interface, log 
 	if err != nil {
 		return nil, nil, err
 	}
+	in := inject.New(kc, ns, log)
 	wctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
+	served, repaired := make(chan struct{}), make(chan struct{})
 	go func() {
-		defer close(done)
+		defer close(served)
 		if err := wh.Run(wctx); err != nil {
 			log.Error("agent injector stopped", "component", "webhook", "error", err)
 		}
 	}()
-	return inject.New(kc, ns, log), func() { cancel(); <-done }, nil
+	// Pods of intercepted workloads that started while the webhook was
+	// down get their agent: replaced once the webhook is reachable.
+	go func() {
+		defer close(repaired)
+		if err := in.Repair(wctx, wh.Reachable()); err != nil {
+			log.Error("agent repair stopped", "component", "repair", "error", err)
+		}
+	}()
+	return in, func() { cancel(); <-served; <-repaired }, nil
 }
