@@ -258,7 +258,7 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 	f.String("report-interval", manager.DefaultRules.ReportInterval.String(), "activity.reportInterval: how often daemons report")
 	f.String("keepalive-time", tunnel.DefaultKeepalive.Time.String(), "grpc.keepaliveTime: ping a client connection silent for this long (at least 1s)")
 	f.String("keepalive-timeout", tunnel.DefaultKeepalive.Timeout.String(), "grpc.keepaliveTimeout: close a connection whose ping is unanswered for this long, ending its sessions' streams")
-	f.Int("webhook-port", 0, "webhook.port: serve the agent injector (a mutating admission webhook, HTTPS) on this port and inject agents into intercepted workloads (the chart sets it; needs the manager's Kubernetes credentials); 0: agents are started by hand")
+	f.Int("webhook-port", 0, "webhook.port: serve the agent injector (a mutating admission webhook, HTTPS) on this port, inject agents into intercepted workloads and replace their pods that started without one (the chart sets it; needs the manager's Kubernetes credentials); 0: agents are started by hand")
 	f.String("agent-image", "", "webhook.agentImage: the injected agents' image, the manager's own (needed with webhook.port)")
 	f.String("agent-image-pull-policy", string(corev1.PullIfNotPresent), "webhook.agentImagePullPolicy: the injected agents' imagePullPolicy")
 	f.String("agent-manager", "", "webhook.agentManager: the manager's address (host:port) injected agents dial, e.g. traffic-manager.tether.svc:8081 (needed with webhook.port)")
