@@ -258,7 +258,7 @@ func managerFlags(f *pflag.FlagSet) map[string]string {
 	f.String("report-interval", manager.DefaultRules.ReportInterval.String(), "activity.reportInterval: how often daemons report")
 	f.String("keepalive-time", tunnel.DefaultKeepalive.Time.String(), "grpc.keepaliveTime: ping a client connection silent for this long (at least 1s)")
 	f.String("keepalive-timeout", tunnel.DefaultKeepalive.Timeout.String(), "grpc.keepaliveTimeout: close a connection whose ping is unanswered for this long, ending its sessions' streams")
-	f.Int("webhook-port", 0, "webhook.port: serve the agent injector (a mutating admission webhook, HTTPS) on this port and inject agents into intercepted workloads (the chart sets it; needs the manager's Kubernetes credentials); 0: agents are started by hand")
+	f.Int("webhook-port", 0, "webhook.port: serve the agent injector (a mutating admission webhook, HTTPS) on this port, inject agents into intercepted workloads and replace their pods that started without one (the chart sets it; needs the manager's Kubernetes credentials); 0: agents are started by hand")
 	f.String("agent-image", "", "webhook.agentImage: the injected agents' image, the manager's own (needed with webhook.port)")
 	f.String("agent-image-pull-policy", string(corev1.PullIfNotPresent), "webhook.agentImagePullPolicy: the injected agents' imagePullPolicy")
 	f.String("agent-manager", "", "webhook.agentManager: the manager's address (host:port) injected agents dial, e.g. traffic-manager.tether.svc:8081 (needed with webhook.port)")
@@ -396,8 +396,9 @@ func managerListen(c *config) (string, error) {
 }
 
 // startInjector serves the agent injector's webhook when webhook.port is
-// set, and returns the manager's Injector (nil without it) and what stops
-// the webhook and waits for it.
+// set, with the repair of pods that started without their agent, and
+// returns the manager's Injector (nil without it) and what stops both and
+// waits for them.
 func startInjector(ctx context.Context, c *config, kc kubernetes.Interface, log *slog.Logger) (manager.Injector, func(), error) {
 	port := c.GetInt("webhook.port")
 	if port == 0 {
@@ -433,13 +434,22 @@ func startInjector(ctx context.Context, c *config, kc kubernetes.Interface, log 
 	if err != nil {
 		return nil, nil, err
 	}
+	in := inject.New(kc, ns, log)
 	wctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
+	served, repaired := make(chan struct{}), make(chan struct{})
 	go func() {
-		defer close(done)
+		defer close(served)
 		if err := wh.Run(wctx); err != nil {
 			log.Error("agent injector stopped", "component", "webhook", "error", err)
 		}
 	}()
-	return inject.New(kc, ns, log), func() { cancel(); <-done }, nil
+	// Pods of intercepted workloads that started while the webhook was
+	// down get their agent: replaced once the webhook is reachable.
+	go func() {
+		defer close(repaired)
+		if err := in.Repair(wctx, wh.Reachable()); err != nil {
+			log.Error("agent repair stopped", "component", "repair", "error", err)
+		}
+	}()
+	return in, func() { cancel(); <-served; <-repaired }, nil
 }

@@ -324,6 +324,8 @@ func TestRBAC(t *testing.T) {
 			{"", "nodes", "", "get,list,watch"},
 			{"", "pods", "", "get,list,watch"},
 			{"", "pods", "", "delete"},
+			{"", "pods/eviction", "", "create"},
+			{"", "events", "", "create,patch"},
 			{"", "services", "", "get,list,watch"},
 			{"networking.k8s.io", "servicecidrs", "", "get,list,watch"},
 			{"apps", "deployments", "", "get,list,watch,patch"},

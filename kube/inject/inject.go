@@ -9,7 +9,9 @@
 // agent claims the name on a number of its own, forwarding to the app on
 // loopback, so no NET_ADMIN and no iptables are needed. What the manager
 // changed is recorded on the workload, so RemoveAll restores the template
-// exactly and the workload rolls back to its pods of before.
+// exactly and the workload rolls back to its pods of before. Repair
+// replaces the pods that started while the webhook was down, without an
+// agent (repair.go).
 package inject
 
 import (
@@ -347,12 +349,9 @@ func RemoveAll(ctx context.Context, client kubernetes.Interface, log *slog.Logge
 // restore patches o back, conditional on the version read.
 func (in *Injector) restore(ctx context.Context, o object) error {
 	key := o.meta.Namespace + "/" + o.meta.Name
-	var tmplMeta json.RawMessage = []byte("{}")
-	if r, ok := o.meta.Annotations[AnnotationRestore]; ok {
-		tmplMeta = json.RawMessage(r)
-		if !json.Valid(tmplMeta) {
-			return fmt.Errorf("%s %s: annotation %s is not JSON", o.kind, key, AnnotationRestore)
-		}
+	tmplMeta, err := restoreMeta(o.meta.Annotations)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", o.kind, key, err)
 	}
 	patch := map[string]any{
 		"metadata": map[string]any{
@@ -363,6 +362,27 @@ func (in *Injector) restore(ctx context.Context, o object) error {
 		"spec": map[string]any{"template": map[string]any{"metadata": tmplMeta}},
 	}
 	return in.patch(ctx, o.kind, o.meta.Namespace, o.meta.Name, patch)
+}
+
+// restoreMeta is the merge patch of a pod template's metadata that a
+// workload with annotations gets back: its annotation AnnotationRestore,
+// which the first mark recorded, and the removal of the agent repair's
+// AnnotationRestartedAt, which came later and was never in the template
+// before.
+func restoreMeta(annotations map[string]string) (map[string]any, error) {
+	meta := map[string]any{}
+	if r, ok := annotations[AnnotationRestore]; ok {
+		if err := json.Unmarshal([]byte(r), &meta); err != nil || meta == nil {
+			return nil, fmt.Errorf("annotation %s is not a JSON object", AnnotationRestore)
+		}
+	}
+	ann, ok := meta["annotations"].(map[string]any)
+	if !ok {
+		ann = map[string]any{}
+		meta["annotations"] = ann
+	}
+	ann[AnnotationRestartedAt] = nil
+	return meta, nil
 }
 
 // restoreFresh restores o, reading it again when it changed since it was

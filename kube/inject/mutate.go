@@ -33,6 +33,11 @@ const (
 	// AnnotationRestore on a workload holds the JSON merge patch of its pod
 	// template's metadata that undoes every mark: the original values.
 	AnnotationRestore = "tether.dev/restore"
+	// AnnotationRestartedAt on a Deployment's pod template is the agent
+	// repair's rollout restart (repair.go), as `kubectl rollout restart`
+	// sets kubectl.kubernetes.io/restartedAt: a key of Tether's own, which
+	// the restore removes.
+	AnnotationRestartedAt = "tether.dev/restartedAt"
 )
 
 // The agent container, as kube-contract.md fixes it.
@@ -174,10 +179,8 @@ func (a Agent) Mutate(pod *corev1.Pod, namespace string) ([]PatchOp, error) {
 	if !ok {
 		return nil, nil
 	}
-	for _, c := range pod.Spec.Containers {
-		if c.Name == ContainerName || strings.HasPrefix(c.Name, ContainerName+"-") {
-			return nil, nil
-		}
+	if hasAgent(&pod.Spec) {
+		return nil, nil
 	}
 	workload := pod.Annotations[AnnotationWorkload]
 	if workload == "" {
@@ -219,6 +222,13 @@ func (a Agent) Mutate(pod *corev1.Pod, namespace string) ([]PatchOp, error) {
 		ops = append(ops, PatchOp{Op: "add", Path: "/spec/volumes/-", Value: vol})
 	}
 	return ops, nil
+}
+
+// hasAgent says whether spec has an agent container already.
+func hasAgent(spec *corev1.PodSpec) bool {
+	return slices.ContainsFunc(spec.Containers, func(c corev1.Container) bool {
+		return c.Name == ContainerName || strings.HasPrefix(c.Name, ContainerName+"-")
+	})
 }
 
 // container is the agent serving t: it listens on its own number under the

@@ -17,6 +17,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -50,7 +51,18 @@ type Webhook struct {
 	ln        net.Listener
 	cert      tls.Certificate
 	caPEM     []byte
+	// reachable is closed once the webhook answered through its Service.
+	reachable chan struct{}
 }
+
+// probeEvery is how often the webhook dials itself through its Service
+// until it answers: nothing to watch says when the API server's calls reach
+// it (the pod's readiness, the Service's endpoints, kube-proxy, each in
+// turn); probeWarnAfter is when it says it does not.
+const (
+	probeEvery     = time.Second
+	probeWarnAfter = time.Minute
+)
 
 // NewWebhook listens on addr and makes the serving certificate for
 // ServiceName in namespace.
@@ -68,7 +80,7 @@ func NewWebhook(client kubernetes.Interface, namespace, addr string, agent Agent
 		return nil, fmt.Errorf("webhook.port: %w", err)
 	}
 	return &Webhook{client: client, namespace: namespace, agent: agent, log: log.With("component", "webhook"),
-		ln: ln, cert: cert, caPEM: caPEM}, nil
+		ln: ln, cert: cert, caPEM: caPEM, reachable: make(chan struct{})}, nil
 }
 
 // Addr is where the webhook listens.
@@ -77,12 +89,24 @@ func (wh *Webhook) Addr() net.Addr { return wh.ln.Addr() }
 // CA is the PEM certificate that the serving certificate chains to.
 func (wh *Webhook) CA() []byte { return wh.caPEM }
 
+// Reachable is closed once the caBundle is patched and the webhook
+// answered through its Service (ServiceName, on its own port, as the chart
+// has it) with its certificate: from then on the API server's calls reach
+// it, and a pod created gets its agent.
+func (wh *Webhook) Reachable() <-chan struct{} { return wh.reachable }
+
 // Run patches the caBundle in and serves until ctx ends. A caBundle that
 // cannot be patched is logged, not fatal: the webhook's failurePolicy
 // Ignore keeps pods starting, without agents, and intercepts wait.
 func (wh *Webhook) Run(ctx context.Context) error {
+	pctx, stopProbe := context.WithCancel(ctx)
+	var probing sync.WaitGroup
+	defer probing.Wait()
+	defer stopProbe()
 	if err := wh.PatchCABundle(ctx); err != nil {
 		wh.log.Error("agents will not be injected", "error", err)
+	} else {
+		probing.Go(func() { wh.probe(pctx) })
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc(Path, wh.serve)
@@ -108,6 +132,44 @@ func (wh *Webhook) Run(ctx context.Context) error {
 	}
 	wh.log.Info("webhook stopped")
 	return err
+}
+
+// probe dials the webhook through its Service until the TLS handshake
+// verifies its certificate, then closes reachable; or until ctx ends.
+func (wh *Webhook) probe(ctx context.Context) {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(wh.caPEM)
+	host := ServiceName + "." + wh.namespace + ".svc"
+	_, port, err := net.SplitHostPort(wh.ln.Addr().String())
+	if err != nil {
+		wh.log.Error("pods without their agent are not replaced", "error", err)
+		return
+	}
+	addr := net.JoinHostPort(host, port)
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: probeEvery}, Config: &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}}
+	start := time.Now()
+	warned := false
+	tick := time.NewTicker(probeEvery)
+	defer tick.Stop()
+	for {
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			_ = c.Close()
+			wh.log.Info("webhook reachable through its Service", "service", addr, "after", time.Since(start).Round(time.Millisecond))
+			close(wh.reachable)
+			return
+		}
+		if !warned && time.Since(start) > probeWarnAfter {
+			warned = true
+			wh.log.Warn("webhook not reachable through its Service: pods of intercepted workloads that started without their agent are not replaced until it is",
+				"service", addr, "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // PatchCABundle puts the webhook's CA into every webhook of the
