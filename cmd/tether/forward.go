@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -42,6 +44,9 @@ type kubeTarget struct {
 type forwardPaths struct {
 	dir, socket, state, log string
 	uid, gid                int
+	// groups are the user's supplementary groups for a forwarder that
+	// `sudo tether connect` starts, as login gives them (initgroups).
+	groups []int
 	// env is the user's environment for a forwarder that `sudo tether
 	// connect` starts; nil: this process's.
 	env []string
@@ -59,8 +64,9 @@ func userForwardPaths() (forwardPaths, error) {
 		}
 		p.uid, _ = strconv.Atoi(u.Uid)
 		p.gid, _ = strconv.Atoi(u.Gid)
+		p.groups = userGroups(u, p.gid)
 		home, runtimeDir = u.HomeDir, ""
-		if d := "/run/user/" + u.Uid; dirOwnedBy(d, p.uid) {
+		if d := "/run/user/" + u.Uid; privsock.Owned(d, p.uid) == nil {
 			runtimeDir = d
 		}
 		p.env = []string{"HOME=" + home, "USER=" + u.Username, "LOGNAME=" + u.Username, "PATH=" + os.Getenv("PATH")}
@@ -68,16 +74,43 @@ func userForwardPaths() (forwardPaths, error) {
 			p.env = append(p.env, "XDG_RUNTIME_DIR="+runtimeDir)
 		}
 		if k := os.Getenv("KUBECONFIG"); k != "" {
-			p.env = append(p.env, "KUBECONFIG="+k)
+			p.env = append(p.env, "KUBECONFIG="+absKubeconfig(k))
 		}
 	}
-	dir, err := privsock.Dir(runtimeDir, home)
-	if err != nil {
-		return p, err
-	}
-	p.dir = dir
-	p.socket, p.state, p.log = filepath.Join(dir, "forward.sock"), filepath.Join(dir, "forward.json"), filepath.Join(dir, "forward.log")
+	p.dir = privsock.Dir(runtimeDir, home, p.uid)
+	p.socket, p.state, p.log = filepath.Join(p.dir, "forward.sock"), filepath.Join(p.dir, "forward.json"), filepath.Join(p.dir, "forward.log")
 	return p, nil
+}
+
+// absKubeconfig is the list of KUBECONFIG with each file made absolute:
+// the forwarder runs in /, not where connect was run.
+func absKubeconfig(list string) string {
+	files := filepath.SplitList(list)
+	for i, f := range files {
+		if f != "" {
+			if abs, err := filepath.Abs(f); err == nil {
+				files[i] = abs
+			}
+		}
+	}
+	return strings.Join(files, string(filepath.ListSeparator))
+}
+
+// userGroups are u's group ids, its supplementary groups included; the
+// primary group alone when the group database cannot be read: fewer
+// rights than the user has, never root's.
+func userGroups(u *user.User, gid int) []int {
+	ids, err := u.GroupIds()
+	if err != nil {
+		return []int{gid}
+	}
+	groups := []int{gid}
+	for _, id := range ids {
+		if g, err := strconv.Atoi(id); err == nil && g != gid {
+			groups = append(groups, g)
+		}
+	}
+	return groups
 }
 
 // managerAddr is the daemon's manager address for a forwarder's socket.
@@ -99,9 +132,16 @@ type forwardState struct {
 	Started          time.Time `json:"started"`
 }
 
-func readForwardState(path string) (forwardState, bool) {
+// readForwardState is the user's forwarder record, and whether that
+// forwarder lives. Only a record in a directory of the user's counts:
+// under sudo root would otherwise signal, and hand the daemon, whatever
+// another user put in a /tmp/tether-UID made before the user's.
+func readForwardState(p forwardPaths) (forwardState, bool) {
 	var st forwardState
-	b, err := os.ReadFile(path)
+	if privsock.Owned(p.dir, p.uid) != nil {
+		return st, false
+	}
+	b, err := os.ReadFile(p.state)
 	if err != nil || json.Unmarshal(b, &st) != nil || st.PID <= 0 {
 		return st, false
 	}
@@ -255,6 +295,11 @@ func ensureForwarder(ctx context.Context, g *globals, t kubeTarget) (addr string
 	if err != nil {
 		return "", false, err
 	}
+	// Another user's directory (one made first in /tmp) is refused before
+	// anything in it is believed: the forwarder would refuse it too.
+	if err := privsock.Owned(paths.dir, paths.uid); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", false, fmt.Errorf("the forwarder's directory: %w", err)
+	}
 	if t.kubeconfig != "" {
 		// The forwarder runs in /.
 		if t.kubeconfig, err = filepath.Abs(t.kubeconfig); err != nil {
@@ -271,7 +316,7 @@ func ensureForwarder(ctx context.Context, g *globals, t kubeTarget) (addr string
 		}
 		ctxName = kube.Context
 	}
-	if st, alive := readForwardState(paths.state); alive && socketAnswers(paths.socket) {
+	if st, alive := readForwardState(paths); alive && socketAnswers(paths.socket) {
 		if (ctxName == "" || st.Context == ctxName) && st.Namespace == t.managerNamespace && st.Kubeconfig == t.kubeconfig {
 			return paths.managerAddr(), false, nil
 		}
@@ -319,7 +364,10 @@ func startForwarder(ctx context.Context, g *globals, t kubeTarget, p forwardPath
 		// `sudo tether connect`: the user's credentials are theirs to use,
 		// root runs none of their exec plugins.
 		cmd.Env = p.env
-		runAs(cmd, p.uid, p.gid)
+		runAs(cmd, p.uid, p.gid, p.groups)
+	} else if k := os.Getenv("KUBECONFIG"); k != "" {
+		// The last KUBECONFIG wins.
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+absKubeconfig(k))
 	}
 	err = cmd.Start()
 	w.Close()
@@ -358,7 +406,11 @@ func stopForwarder() (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	st, alive := readForwardState(paths.state)
+	if privsock.Owned(paths.dir, paths.uid) != nil {
+		// None, or not the user's to signal from or clean up.
+		return false, nil
+	}
+	st, alive := readForwardState(paths)
 	if !alive || !socketAnswers(paths.socket) {
 		// No forwarder, or a record that outlived it (the pid may be
 		// another process's by now).
@@ -384,7 +436,7 @@ func forwardedVia(managerAddr string) (forwardState, bool) {
 	if err != nil || managerAddr != paths.managerAddr() {
 		return forwardState{}, false
 	}
-	return readForwardState(paths.state)
+	return readForwardState(paths)
 }
 
 // forwardStart stops a forwarder that connect started when the connect
@@ -406,7 +458,7 @@ func (f *forwardStart) contextNamespace() string {
 	if err != nil {
 		return ""
 	}
-	st, _ := readForwardState(paths.state)
+	st, _ := readForwardState(paths)
 	return st.ContextNamespace
 }
 

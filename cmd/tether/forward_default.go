@@ -7,10 +7,6 @@ import (
 	"os/exec"
 )
 
-// dirOwnedBy cannot tell owners apart here (Windows has no uids): no
-// directory counts as the user's, so no sudo user's directory is used.
-func dirOwnedBy(string, int) bool { return false }
-
 func processAlive(pid int) bool {
 	p, err := os.FindProcess(pid)
 	if err != nil {
@@ -21,7 +17,7 @@ func processAlive(pid int) bool {
 }
 
 // runAs is not implemented here: there is no sudo user to become.
-func runAs(*exec.Cmd, int, int) {}
+func runAs(*exec.Cmd, int, int, []int) {}
 
 // terminate ends the forwarder; Windows has no SIGTERM to ask with.
 func terminate(pid int) error {

@@ -372,7 +372,11 @@ func removeSharedFiles(dir string, rec record, haveRecord bool) error {
 		dirs := slices.Clone(sharedDirsWatched)
 		slices.SortFunc(dirs, func(a, b string) int { return len(b) - len(a) })
 		for _, d := range dirs {
-			if _, existed := rec.Entries[d]; existed {
+			if _, existed := rec.Entries[d]; existed || d == runNetns {
+				// /run/netns is ip netns's: the first "ip netns add" makes
+				// it a bind mount of itself, which rmdir cannot remove
+				// (EBUSY), and unmounting it would strand a namespace
+				// another test adds meanwhile.
 				continue
 			}
 			if d == runContainerd {

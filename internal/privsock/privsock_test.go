@@ -1,6 +1,9 @@
 package privsock
 
 import (
+	"errors"
+	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -11,17 +14,59 @@ import (
 )
 
 func TestDir(t *testing.T) {
+	uid := os.Getuid()
+	home := t.TempDir() // uid's
 	for _, tc := range []struct {
-		name, runtime, home, want string
+		name, runtime, home string
+		uid                 int
+		want                string
 	}{
-		{name: "runtime dir", runtime: "/run/user/1000", home: "/home/a", want: "/run/user/1000/tether"},
-		{name: "home fallback", home: "/home/a", want: "/home/a/.cache/tether"},
-		{name: "neither", want: ""},
+		{name: "runtime dir", runtime: "/run/user/1000", home: home, uid: uid, want: "/run/user/1000/tether"},
+		{name: "home fallback", home: home, uid: uid, want: home + "/.cache/tether"},
+		// nobody's /nonexistent, daemon's /usr/sbin: no home of theirs.
+		{name: "missing home", home: filepath.Join(home, "nonexistent"), uid: uid, want: fmt.Sprintf("/tmp/tether-%d", uid)},
+		{name: "another's home", home: home, uid: uid + 1, want: fmt.Sprintf("/tmp/tether-%d", uid+1)},
+		{name: "no home", uid: uid, want: fmt.Sprintf("/tmp/tether-%d", uid)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := Dir(tc.runtime, tc.home)
-			if got != tc.want || (err != nil) != (tc.want == "") {
-				t.Fatalf("Dir = %q, %v; want %q", got, err, tc.want)
+			if got := Dir(tc.runtime, tc.home, tc.uid); got != tc.want {
+				t.Fatalf("Dir = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// Owned is what root believes a user's directory by: a directory, not a
+// link to one, of that uid.
+func TestOwned(t *testing.T) {
+	uid := os.Getuid()
+	dir := t.TempDir()
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, dir string
+		uid       int
+		want      string // in the error; "" none
+	}{
+		{name: "own", dir: dir, uid: uid},
+		{name: "another's", dir: dir, uid: uid + 1, want: fmt.Sprintf("belongs to uid %d, not to uid %d", uid, uid+1)},
+		{name: "link", dir: link, uid: uid, want: "is not a directory"},
+		{name: "file", dir: file, uid: uid, want: "is not a directory"},
+		{name: "missing", dir: filepath.Join(dir, "missing"), uid: uid, want: "no such file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Owned(tc.dir, tc.uid)
+			if (err == nil) != (tc.want == "") || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("Owned = %v, want %q", err, tc.want)
+			}
+			if tc.name == "missing" && !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("Owned of a missing directory = %v, want fs.ErrNotExist", err)
 			}
 		})
 	}
