@@ -97,6 +97,17 @@ func Install(ctx context.Context, c *kubelab.Cluster, r Rules, out io.Writer, ex
 	return helm.Install(ctx, helm.Options{Kube: KubeFlags(c.Kubeconfig()), Timeout: 3 * time.Minute, Out: io.Discard, Progress: out}, vals)
 }
 
+// Upgrade upgrades the release with the values given before and extra
+// over them, as `tether helm upgrade --set` does, and waits until the
+// manager is available.
+func Upgrade(ctx context.Context, c *kubelab.Cluster, out io.Writer, extra ...string) error {
+	vals, err := helm.Values(values.Options{Values: extra})
+	if err != nil {
+		return err
+	}
+	return helm.Upgrade(ctx, helm.Options{Kube: KubeFlags(c.Kubeconfig()), Timeout: 3 * time.Minute, Out: io.Discard, Progress: out}, vals, false)
+}
+
 // Uninstall removes the release and waits until its objects are gone.
 func Uninstall(ctx context.Context, c *kubelab.Cluster, out io.Writer) error {
 	return helm.Uninstall(ctx, helm.Options{Kube: KubeFlags(c.Kubeconfig()), Timeout: 2 * time.Minute, Out: out, Progress: out})
