@@ -134,14 +134,14 @@ func BenchmarkTCPBulk(b *testing.B) {
 						var res iperfResult
 						run := func() { res = e.iperf(b, pod, n, dir.reverse) }
 						name := fmt.Sprintf("%s-%d-r%d", dir.name, n, r)
-						cpu := cpuDuring(b, func() { e.profileDuring(b, name, run) }, dpid, mpid)
+						cpu := netbench.CPUDuring(b, func() { e.profileDuring(b, name, run) }, dpid, mpid)
 						vif[i] += res.gbps
 						rates[i] = append(rates[i], res.gbps)
 						gb[i] += res.bytes / 1e9
-						dCPU[i] += cpu[0].cpuPct
-						mCPU[i] += cpu[1].cpuPct
-						dSecs[i] += cpu[0].cpuSecs
-						mSecs[i] += cpu[1].cpuSecs
+						dCPU[i] += cpu[0].Pct
+						mCPU[i] += cpu[1].Pct
+						dSecs[i] += cpu[0].Secs
+						mSecs[i] += cpu[1].Secs
 					}
 				}
 				for i, n := range streams {
@@ -426,10 +426,10 @@ func BenchmarkIdleCPU(b *testing.B) {
 	dpid, mpid := procPID(b, e.daemon), procPID(b, e.mgr)
 
 	idleFor := func() { time.Sleep(window) }
-	var base, idle []cpuRate // daemon, manager
+	var base, idle []netbench.CPURate // daemon, manager
 	for range b.N {
 		time.Sleep(3 * time.Second) // let connect's work settle
-		base = cpuDuring(b, idleFor, dpid, mpid)
+		base = netbench.CPUDuring(b, idleFor, dpid, mpid)
 		conns, failed, err := openConns(e.lab, e.podAddr(portHold), n, 20)
 		if failed > 0 {
 			closeAll(conns)
@@ -440,26 +440,26 @@ func BenchmarkIdleCPU(b *testing.B) {
 			b.Fatal(err)
 		}
 		time.Sleep(3 * time.Second)
-		idle = cpuDuring(b, idleFor, dpid, mpid)
+		idle = netbench.CPUDuring(b, idleFor, dpid, mpid)
 		closeAll(conns)
 		if err := e.waitLive(0, time.Minute); err != nil {
 			b.Errorf("after closing the connections: %v", err)
 		}
 	}
 	b.ReportMetric(0, "ns/op")
-	b.ReportMetric(idle[0].cpuPct, "daemon-CPU%")
-	b.ReportMetric(idle[0].wakeups, "daemon-wakeups/s")
-	b.ReportMetric(idle[1].cpuPct, "mgr-CPU%")
-	b.ReportMetric(idle[1].wakeups, "mgr-wakeups/s")
-	b.ReportMetric(base[0].wakeups, "daemon-0conn-wakeups/s")
-	b.ReportMetric(base[1].wakeups, "mgr-0conn-wakeups/s")
+	b.ReportMetric(idle[0].Pct, "daemon-CPU%")
+	b.ReportMetric(idle[0].Wakeups, "daemon-wakeups/s")
+	b.ReportMetric(idle[1].Pct, "mgr-CPU%")
+	b.ReportMetric(idle[1].Wakeups, "mgr-wakeups/s")
+	b.ReportMetric(base[0].Wakeups, "daemon-0conn-wakeups/s")
+	b.ReportMetric(base[1].Wakeups, "mgr-0conn-wakeups/s")
 
 	tab := &netbench.Table{Title: fmt.Sprintf("BenchmarkIdleCPU: %v per sample, connected (no direct counterpart)", window)}
 	for i, who := range []string{"daemon", "manager"} {
-		tab.AddVIF(who+" CPU %, no connections", base[i].cpuPct)
-		tab.AddVIF(fmt.Sprintf("%s CPU %%, %d idle connections", who, n), idle[i].cpuPct)
-		tab.AddVIF(who+" wake-ups/s, no connections", base[i].wakeups)
-		tab.AddVIF(fmt.Sprintf("%s wake-ups/s, %d idle connections", who, n), idle[i].wakeups)
+		tab.AddVIF(who+" CPU %, no connections", base[i].Pct)
+		tab.AddVIF(fmt.Sprintf("%s CPU %%, %d idle connections", who, n), idle[i].Pct)
+		tab.AddVIF(who+" wake-ups/s, no connections", base[i].Wakeups)
+		tab.AddVIF(fmt.Sprintf("%s wake-ups/s, %d idle connections", who, n), idle[i].Wakeups)
 	}
 	tab.Print()
 }
@@ -598,95 +598,4 @@ func settledMem(b *testing.B, pid int) procMem {
 		b.Fatal(err)
 	}
 	return m
-}
-
-// cpuRate is CPU use and wake-ups of one process over a window.
-type cpuRate struct {
-	cpuPct  float64 // of one core
-	cpuSecs float64
-	wakeups float64 // context switches per second, all threads
-}
-
-// clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat: 100
-// on every Linux architecture Go supports (sysconf would need cgo).
-const clockTicks = 100
-
-// cpuSample is a process's CPU time (ticks) and context switches (all threads).
-type cpuSample struct {
-	ticks, switches int64
-}
-
-func readCPU(pid int) (cpuSample, error) {
-	var s cpuSample
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return s, err
-	}
-	// The command name may contain spaces: fields start after the last ')'.
-	i := strings.LastIndexByte(string(stat), ')')
-	if i < 0 {
-		return s, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	fields := strings.Fields(string(stat[i+1:]))
-	if len(fields) < 13 {
-		return s, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	// fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
-	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return s, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-	}
-	s.ticks = utime + stime
-
-	// Threads that exit between two samples take their counts with them; Go
-	// runtimes rarely end threads, and an idle process starts none.
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		return s, err
-	}
-	for _, t := range tasks {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
-		if err != nil {
-			continue // the thread ended meanwhile
-		}
-		for line := range strings.SplitSeq(string(b), "\n") {
-			k, v, _ := strings.Cut(line, ":")
-			if k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches" {
-				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-				s.switches += n
-			}
-		}
-	}
-	return s, nil
-}
-
-// cpuDuring runs fn and returns each pid's CPU use and wake-ups meanwhile.
-func cpuDuring(b *testing.B, fn func(), pids ...int) []cpuRate {
-	b.Helper()
-	read := func() []cpuSample {
-		ss := make([]cpuSample, len(pids))
-		for i, pid := range pids {
-			s, err := readCPU(pid)
-			if err != nil {
-				b.Fatal(err)
-			}
-			ss[i] = s
-		}
-		return ss
-	}
-	before := read()
-	start := time.Now()
-	fn()
-	after := read()
-	secs := time.Since(start).Seconds()
-	r := make([]cpuRate, len(pids))
-	for i := range pids {
-		r[i] = cpuRate{
-			cpuPct:  float64(after[i].ticks-before[i].ticks) / clockTicks / secs * 100,
-			cpuSecs: float64(after[i].ticks-before[i].ticks) / clockTicks,
-			wakeups: float64(after[i].switches-before[i].switches) / secs,
-		}
-	}
-	return r
 }

@@ -47,6 +47,11 @@ const (
 	Web      = "web"
 	WebPort  = 8080   // the Service's port and the app's
 	PortName = "http" // the app's named port, the Service's targetPort
+	// FirstPort is the app's first-byte port (FIRST_PORT: one byte on
+	// accept), named FirstPortName in its pods and behind no Service of
+	// DeployWeb's.
+	FirstPort     = 8082
+	FirstPortName = "first"
 	// ManagerNamespace is the chart's default (manager.namespace).
 	ManagerNamespace = helm.DefaultNamespace
 	// DevGroup is the kubelab users' group (kubelab.Users).
@@ -92,14 +97,25 @@ func Install(ctx context.Context, c *kubelab.Cluster, r Rules, out io.Writer, ex
 	return helm.Install(ctx, helm.Options{Kube: KubeFlags(c.Kubeconfig()), Timeout: 3 * time.Minute, Out: io.Discard, Progress: out}, vals)
 }
 
+// Upgrade upgrades the release with the values given before and extra
+// over them, as `tether helm upgrade --set` does, and waits until the
+// manager is available.
+func Upgrade(ctx context.Context, c *kubelab.Cluster, out io.Writer, extra ...string) error {
+	vals, err := helm.Values(values.Options{Values: extra})
+	if err != nil {
+		return err
+	}
+	return helm.Upgrade(ctx, helm.Options{Kube: KubeFlags(c.Kubeconfig()), Timeout: 3 * time.Minute, Out: io.Discard, Progress: out}, vals, false)
+}
+
 // Uninstall removes the release and waits until its objects are gone.
 func Uninstall(ctx context.Context, c *kubelab.Cluster, out io.Writer) error {
 	return helm.Uninstall(ctx, helm.Options{Kube: KubeFlags(c.Kubeconfig()), Timeout: 2 * time.Minute, Out: out, Progress: out})
 }
 
-// DeployWeb creates Deployment web of the test app (replicas pods, its port
-// named PortName) and Service web (WebPort, targetPort PortName) in ns, and
-// waits until every pod is ready.
+// DeployWeb creates Deployment web of the test app (replicas pods, its
+// ports named PortName and FirstPortName) and Service web (WebPort,
+// targetPort PortName) in ns, and waits until every pod is ready.
 func DeployWeb(ctx context.Context, cs kubernetes.Interface, ns string, replicas int32) error {
 	return deployWeb(ctx, cs, ns, replicas, "")
 }
@@ -119,7 +135,7 @@ func deployWeb(ctx context.Context, cs kubernetes.Interface, ns string, replicas
 					TerminationGracePeriodSeconds: &grace,
 					Containers: []corev1.Container{{
 						Name: Web, Image: kubelab.TestAppImage, ImagePullPolicy: corev1.PullNever,
-						Ports: []corev1.ContainerPort{{Name: PortName, ContainerPort: WebPort}},
+						Ports: []corev1.ContainerPort{{Name: PortName, ContainerPort: WebPort}, {Name: FirstPortName, ContainerPort: FirstPort}},
 						Env: []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{
 							FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}},
 						ReadinessProbe: &corev1.Probe{PeriodSeconds: 1, ProbeHandler: corev1.ProbeHandler{

@@ -132,6 +132,7 @@ type laptop struct {
 	user   string
 	netns  string
 	socket string
+	daemon *netlab.Proc
 }
 
 // laptop starts a daemon on laptop i for user.
@@ -139,7 +140,8 @@ func (k *cluster) laptop(i int, user string) *laptop {
 	k.t.Helper()
 	dir := k.t.TempDir()
 	l := &laptop{k: k, user: user, netns: kubelab.Laptops[i].Netns, socket: filepath.Join(dir, "daemon.sock")}
-	if _, err := k.lab.Start(l.netns, filepath.Join(dir, "daemon.log"), tetherBin, "--socket", l.socket, "daemon", "--tun-name", "tether-"+user); err != nil {
+	var err error
+	if l.daemon, err = k.lab.Start(l.netns, filepath.Join(dir, "daemon.log"), tetherBin, "--socket", l.socket, "daemon", "--tun-name", "tether-"+user); err != nil {
 		k.t.Fatal(err)
 	}
 	k.t.Cleanup(func() {

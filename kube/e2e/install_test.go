@@ -1,18 +1,24 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/tether-dev/tether/internal/kubelab"
 	"github.com/tether-dev/tether/internal/kubestage"
+	"github.com/tether-dev/tether/internal/testlog"
 	"github.com/tether-dev/tether/kube/internal/labtest"
 )
 
@@ -35,6 +41,56 @@ func TestChartInstalls(t *testing.T) {
 			t.Errorf("configmap traffic-manager %s = %q, want %q", key, got, want)
 		}
 	}
+}
+
+// An upgrade that adds tls.extraSANs issues the manager's certificate
+// again from the same CA, so that forwarders holding the CA keep trusting
+// it, and restarts the manager, which then serves a certificate that names
+// the new address.
+func TestExtraSANsOnUpgrade(t *testing.T) {
+	k := setUp(t)
+	ctx := context.Background()
+	secret := func() *corev1.Secret {
+		s, err := k.admin.CoreV1().Secrets(kubestage.ManagerNamespace).Get(ctx, "traffic-manager-tls", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	before := secret()
+	pod, err := kubestage.ManagerPod(ctx, k.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kubestage.Upgrade(ctx, k.c, testlog.New(t), "tls.extraSANs={"+kubelab.LaptopGW+"}"); err != nil {
+		t.Fatal(err)
+	}
+	after := secret()
+	if !bytes.Equal(after.Data["ca.crt"], before.Data["ca.crt"]) || bytes.Equal(after.Data["tls.crt"], before.Data["tls.crt"]) {
+		t.Fatal("the upgrade did not issue a new certificate from the same CA")
+	}
+	// The Deployment rolls out a new pod; the old one may linger a moment.
+	var now string
+	labtest.Eventually(t, "a new manager pod", time.Minute, 500*time.Millisecond, func() error {
+		if now, err = kubestage.ManagerPod(ctx, k.admin); err != nil || now == pod {
+			return fmt.Errorf("manager pod %q (before %s): %v", now, pod, err)
+		}
+		return nil
+	})
+	addr, stop, err := kubestage.PortForward(ctx, k.rc, k.admin, kubestage.ManagerNamespace, now, 8081)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(before.Data["ca.crt"])
+	labtest.Eventually(t, "the manager serves a certificate for "+kubelab.LaptopGW, 30*time.Second, 500*time.Millisecond, func() error {
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: kubelab.LaptopGW, NextProtos: []string{"h2"}})
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
 }
 
 // `tether helm uninstall` leaves no object of the release, in the

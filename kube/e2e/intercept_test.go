@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/tether-dev/tether/internal/kubelab"
 	"github.com/tether-dev/tether/internal/kubestage"
@@ -243,6 +244,59 @@ func (k *cluster) injectedAndRemoved(ns string, before []string, alice *laptop) 
 		t.Fatalf("web's pods after uninstall:\n%v\nbefore the first intercept:\n%v", after, before)
 	}
 	k.expect(url, map[string]string{"alice": "app", "": "app"}, 30*time.Second)
+}
+
+// A replace intercept without --port covers every port web's Services
+// target, known from the workload before any agent is injected: web's
+// http and, through a second Service, its first-byte port. Requests to
+// both Services reach the laptop and none the app, whoever sends them,
+// until leave gives web its traffic back.
+func TestReplaceCoversServicePorts(t *testing.T) {
+	needForward(t)
+	needWorkloads(t)
+	needInject(t)
+	k := setUp(t)
+	ns := k.web(1)
+	ctx := context.Background()
+	first := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-first", Namespace: ns},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": kubestage.Web},
+			Ports:    []corev1.ServicePort{{Port: kubestage.FirstPort, TargetPort: intstr.FromString(kubestage.FirstPortName)}},
+		},
+	}
+	if _, err := k.admin.CoreV1().Services(ns).Create(ctx, first, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ip, err := kubestage.ClusterIP(ctx, k.admin, ns, first.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url, firstURL := k.webURL(ns), fmt.Sprintf("http://%s:%d/", ip, kubestage.FirstPort)
+	alice := k.laptop(0, "alice")
+	alice.serveLaptop()
+	alice.connect()
+	out := alice.tether("intercept", kubestage.Web, "-n", ns, "--replace", "--to", fmt.Sprint(devPort))
+	want := fmt.Sprintf("other ports: %d -> 127.0.0.1:%d, %d -> 127.0.0.1:%d", kubestage.WebPort, devPort, kubestage.FirstPort, devPort)
+	if !strings.Contains(out, want) {
+		t.Fatalf("tether intercept --replace without --port:\n%s\nwant %q", out, want)
+	}
+	var rows []struct {
+		Name  string   `json:"name"`
+		Ports []uint32 `json:"ports"`
+	}
+	if out := alice.tether("--no-activity", "list", "--json"); json.Unmarshal([]byte(out), &rows) != nil || len(rows) != 1 ||
+		!reflect.DeepEqual(rows[0].Ports, []uint32{kubestage.WebPort, kubestage.FirstPort}) {
+		t.Fatalf("tether list --json: want intercept %s covering %d and %d:\n%s", kubestage.Web, kubestage.WebPort, kubestage.FirstPort, out)
+	}
+	laptop := "hello from alice's laptop"
+	k.expect(url, map[string]string{"": laptop, "bob": laptop}, 2*time.Minute)
+	k.expect(firstURL, map[string]string{"": laptop}, 10*time.Second)
+	alice.tether("leave", kubestage.Web)
+	if out := alice.tether("--no-activity", "list", "--json"); strings.TrimSpace(out) != "[]" {
+		t.Errorf("tether list --json after leave:\n%s", out)
+	}
+	k.expect(url, map[string]string{"": "app", "bob": "app"}, 30*time.Second)
 }
 
 // The ConfigMap's intercept.inactiveBlockTimeout, changed while the manager

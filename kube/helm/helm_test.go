@@ -269,6 +269,44 @@ func TestTLS(t *testing.T) {
 		t.Error("the certificate is good for another namespace's Service")
 	}
 
+	if sec.Annotations["tether.dev/tls-sans"] == "" || len(sec.Data["ca.key"]) == 0 {
+		t.Errorf("the secret lacks what an upgrade needs to issue the certificate again: annotations %v, ca.key %d bytes", sec.Annotations, len(sec.Data["ca.key"]))
+	}
+	dep := get[*appsv1.Deployment](t, objs, "Deployment tether/traffic-manager")
+	plain := dep.Spec.Template.Annotations["tether.dev/tls-sans"]
+
+	// tls.extraSANs: an address and a name where a NodePort or a load
+	// balancer reaches the manager; the pod template changes with them.
+	objs, _ = render(t, labSubnets, "tls.extraSANs={198.19.0.5,manager.example.com,fd00::5}")
+	sec = get[*corev1.Secret](t, objs, "Secret tether/traffic-manager-tls")
+	ca = get[*corev1.ConfigMap](t, objs, "ConfigMap tether/traffic-manager-ca")
+	roots = x509.NewCertPool()
+	roots.AppendCertsFromPEM([]byte(ca.Data["ca.crt"]))
+	pair, err = tls.X509KeyPair(sec.Data["tls.crt"], sec.Data["tls.key"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaf, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"198.19.0.5", "manager.example.com", "fd00::5", "traffic-manager.tether.svc", "127.0.0.1"} {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: name}); err != nil {
+			t.Errorf("with tls.extraSANs, %s: %v", name, err)
+		}
+	}
+	if got := fmt.Sprint(leaf.IPAddresses); got != "[127.0.0.1 198.19.0.5 fd00::5]" {
+		t.Errorf("IP SANs %s", got)
+	}
+	dep = get[*appsv1.Deployment](t, objs, "Deployment tether/traffic-manager")
+	if extra := dep.Spec.Template.Annotations["tether.dev/tls-sans"]; extra == "" || extra == plain {
+		t.Errorf("the pod template's tether.dev/tls-sans %q, %q without extraSANs: an upgrade would not restart the manager", extra, plain)
+	}
+	for _, bad := range []string{"tls.extraSANs={bad_name}", "tls.extraSANs={300.1.1.1}"} {
+		if _, err := Render("tether", set(t, labSubnets, bad)); err == nil {
+			t.Errorf("%s rendered", bad)
+		}
+	}
+
 	// Without TLS: no certificate, and the manager serves plaintext.
 	objs, _ = render(t, labSubnets, "tls.enabled=false")
 	for _, key := range []string{"Secret tether/traffic-manager-tls", "ConfigMap tether/traffic-manager-ca"} {

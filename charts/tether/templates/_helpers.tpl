@@ -41,11 +41,25 @@ the API server or a token file decides who calls, or a lab says anyone may. */}}
 {{- if or (eq .Values.auth.mode "kubernetes") .Values.auth.tokenSecret .Values.grpc.insecureListenAny }}true{{ end }}
 {{- end }}
 
-{{/* The SANs of the manager's certificate: its Service's names, and
-loopback for a port-forward by hand. */}}
-{{- define "tether.tlsDNSNames" -}}
-{{- $ns := .Release.Namespace -}}
-{{ list "traffic-manager" (printf "traffic-manager.%s" $ns) (printf "traffic-manager.%s.svc" $ns) "localhost" | toJson }}
+{{/* The SANs of the manager's certificate, as JSON {"dns": [...], "ips":
+[...]}: its Service's names and loopback (a port-forward by hand), then
+tls.extraSANs, an address where it parses as one (a dotted quad, or
+anything with a colon: IPv6), a DNS name otherwise. With extras false,
+only the chart's own: what a Secret of a chart before tls.extraSANs names. */}}
+{{- define "tether.tlsSANs" -}}
+{{- $ns := .ctx.Release.Namespace -}}
+{{- $dns := list "traffic-manager" (printf "traffic-manager.%s" $ns) (printf "traffic-manager.%s.svc" $ns) "localhost" -}}
+{{- $ips := list "127.0.0.1" -}}
+{{- if .extras -}}
+{{- range .ctx.Values.tls.extraSANs -}}
+{{- if regexMatch "^[0-9]+(\\.[0-9]+){3}$|:" . -}}
+{{- $ips = append $ips . -}}
+{{- else -}}
+{{- $dns = append $dns . -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{ dict "dns" $dns "ips" $ips | toJson }}
 {{- end }}
 
 {{/* The mutating webhook's name (issue 13 item 5), which the manager's RBAC names already. */}}
