@@ -394,9 +394,19 @@ func removeSharedFiles(dir string, rec record, haveRecord bool) error {
 }
 
 // removePods stops and removes every pod sandbox through CRI, bounded in
-// time: a hung containerd is killed after it.
+// time: a hung containerd is killed after it. A stop can fail while a
+// sandbox's shim exits under it ("ttrpc: closed"); containerd notices the
+// exit a moment later and the next round stops and removes it, so only
+// what is left after a few rounds is an error.
 func removePods(sock string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	return criRemoveAll(ctx, sock)
+	var err error
+	for round := 0; round < 3; round++ {
+		if err = criRemoveAll(ctx, sock); err == nil || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(time.Second)
+	}
+	return err
 }
