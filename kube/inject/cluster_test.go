@@ -129,6 +129,18 @@ func TestInjectAndRemoveOnTheCluster(t *testing.T) {
 	checkRestored(t, admin, ns, orig, origHash)
 }
 
+// installChartUntilCleanup is installChart with `tether helm uninstall`
+// when the test ends.
+func installChartUntilCleanup(t *testing.T, c *kubelab.Cluster, admin kubernetes.Interface) {
+	t.Helper()
+	opts := installChart(t, c, admin)
+	t.Cleanup(func() {
+		if err := helm.Uninstall(context.Background(), opts); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
 // installChart installs the chart with the test cluster's image, and waits
 // until its manager has patched the webhook's caBundle.
 func installChart(t *testing.T, c *kubelab.Cluster, admin kubernetes.Interface) helm.Options {
@@ -320,12 +332,7 @@ func checkRestored(t *testing.T, admin kubernetes.Interface, ns string, orig cor
 func TestInjectBareReplicaSetOnTheCluster(t *testing.T) {
 	c, admin, _ := labtest.Cluster(t)
 	ctx := context.Background()
-	opts := installChart(t, c, admin)
-	t.Cleanup(func() {
-		if err := helm.Uninstall(context.Background(), opts); err != nil {
-			t.Error(err)
-		}
-	})
+	installChartUntilCleanup(t, c, admin)
 	ns := labtest.Namespace(t, admin)
 	d := webDeployment()
 	rs := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: "web"},
@@ -383,12 +390,7 @@ func TestInjectBareReplicaSetOnTheCluster(t *testing.T) {
 func TestRepairAfterManagerDownOnTheCluster(t *testing.T) {
 	c, admin, _ := labtest.Cluster(t)
 	ctx := context.Background()
-	opts := installChart(t, c, admin)
-	t.Cleanup(func() {
-		if err := helm.Uninstall(context.Background(), opts); err != nil {
-			t.Error(err)
-		}
-	})
+	installChartUntilCleanup(t, c, admin)
 	ns := labtest.Namespace(t, admin)
 	web := startWeb(t, admin, ns)
 	orig := web.Spec.Template
