@@ -220,7 +220,8 @@ func runForward(ctx context.Context, g *globals, t kubeTarget, ready io.Writer) 
 		return err
 	}
 	defer closeLog()
-	log := g.logger().With("component", "forwarder")
+	base := g.logger() // kube/forward and grpcproxy name their own component
+	log := base.With("component", "forwarder")
 	kube, err := forward.Load(forward.Kubeconfig{Path: t.kubeconfig, Context: t.context})
 	if err != nil {
 		return err
@@ -237,7 +238,7 @@ func runForward(ctx context.Context, g *globals, t kubeTarget, ready io.Writer) 
 	}
 	sctx, cancel := context.WithTimeout(ctx, forwardStartTimeout)
 	defer cancel()
-	fwd, err := forward.New(sctx, forward.Config{Kube: kube, Namespace: t.managerNamespace, Log: log, OnPod: onPod})
+	fwd, err := forward.New(sctx, forward.Config{Kube: kube, Namespace: t.managerNamespace, Log: base, OnPod: onPod})
 	if err != nil {
 		return err
 	}
@@ -254,7 +255,7 @@ func runForward(ctx context.Context, g *globals, t kubeTarget, ready io.Writer) 
 	}
 	// The daemon connects without credentials; whatever identity a caller
 	// puts on a call is replaced by the user's.
-	proxy := grpcproxy.New(fwd.ClientConn(), []string{wire.MDAuthorization}, log, tunnel.ServerOptions(tunnel.Keepalive{})...)
+	proxy := grpcproxy.New(fwd.ClientConn(), []string{wire.MDAuthorization}, base, tunnel.ServerOptions(tunnel.Keepalive{})...)
 	onPod(fwd.Pod())
 	served := make(chan error, 1)
 	go func() { served <- proxy.Serve(ln) }()
