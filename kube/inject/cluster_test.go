@@ -299,11 +299,16 @@ func checkInjected(t *testing.T, c *kubelab.Cluster, admin kubernetes.Interface,
 		}
 		return fmt.Errorf("endpoint slices %+v", eps.Items)
 	})
-	// Through the Service, the agent forwards to the app.
-	out, err := c.Kubectl(context.Background(), "exec", "-n", ns, pod.Name, "-c", "app", "--", "/testapp", "get", "http://web."+ns+".svc.cluster.local/")
-	if err != nil || !strings.Contains(string(out), "pod="+pod.Name) {
-		t.Fatalf("GET through the agent: %v: %s", err, out)
-	}
+	// Through the Service, the agent forwards to the app. The endpoint
+	// slice changes before kube-proxy has programmed it, so the first GETs
+	// may still find the old pod's rules.
+	labtest.Eventually(t, "a GET through the Service answered by the agent's pod", 30*time.Second, 500*time.Millisecond, func() error {
+		out, err := c.Kubectl(context.Background(), "exec", "-n", ns, pod.Name, "-c", "app", "--", "/testapp", "get", "http://web."+ns+".svc.cluster.local/")
+		if err != nil || !strings.Contains(string(out), "pod="+pod.Name) {
+			return fmt.Errorf("GET through the agent: %v: %s", err, out)
+		}
+		return nil
+	})
 }
 
 // checkRestored waits for the rollback and checks that web is as it was:
