@@ -31,9 +31,11 @@ func TestConnectKubeconfigRefusesManagerFlags(t *testing.T) {
 	}
 }
 
-// The forwarder's record is private, and status finds it only for the
-// daemon's manager address that is the user's socket.
-func TestForwardState(t *testing.T) {
+// ownForwardPaths are the forwarder paths of the user running the test,
+// under a runtime directory of its own (returned), with the forwarder's
+// directory made.
+func ownForwardPaths(t *testing.T) (forwardPaths, string) {
+	t.Helper()
 	rt := t.TempDir()
 	t.Setenv("XDG_RUNTIME_DIR", rt)
 	t.Setenv("SUDO_UID", "")
@@ -41,11 +43,18 @@ func TestForwardState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.socket != filepath.Join(rt, "tether", "forward.sock") || p.managerAddr() != "unix://"+p.socket {
-		t.Fatalf("paths %+v", p)
-	}
 	if err := os.MkdirAll(p.dir, 0o700); err != nil {
 		t.Fatal(err)
+	}
+	return p, rt
+}
+
+// The forwarder's record is private, and status finds it only for the
+// daemon's manager address that is the user's socket.
+func TestForwardState(t *testing.T) {
+	p, rt := ownForwardPaths(t)
+	if p.socket != filepath.Join(rt, "tether", "forward.sock") || p.managerAddr() != "unix://"+p.socket {
+		t.Fatalf("paths %+v", p)
 	}
 	want := forwardState{PID: os.Getpid(), Socket: p.socket, Context: "lab", Namespace: "tether", Pod: "traffic-manager-1", TLS: true}
 	if err := writeForwardState(p.state, want); err != nil {
@@ -97,15 +106,7 @@ func TestForwardState(t *testing.T) {
 // A record whose socket nobody serves is stale, even when its pid is alive
 // (reused by another process): quit removes it and signals nobody.
 func TestStopForwarderStaleRecord(t *testing.T) {
-	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
-	t.Setenv("SUDO_UID", "")
-	p, err := userForwardPaths()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(p.dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	p, _ := ownForwardPaths(t)
 	// This test's own pid: a SIGTERM would end the test binary.
 	if err := writeForwardState(p.state, forwardState{PID: os.Getpid(), Socket: p.socket}); err != nil {
 		t.Fatal(err)
@@ -167,16 +168,7 @@ func TestForwarderDirOfAnotherUser(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("another user's directory needs root (to chown it)")
 	}
-	rt := t.TempDir()
-	t.Setenv("XDG_RUNTIME_DIR", rt)
-	t.Setenv("SUDO_UID", "")
-	p, err := userForwardPaths()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(p.dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	p, _ := ownForwardPaths(t)
 	victim := exec.Command("sleep", "60")
 	if err := victim.Start(); err != nil {
 		t.Fatal(err)
