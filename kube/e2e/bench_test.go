@@ -34,6 +34,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tether-dev/tether/internal/kubelab"
@@ -131,10 +132,8 @@ func (k *cluster) tetherProcs(b *testing.B, l *laptop) []proc {
 	return []proc{{"daemon", pid}, {"manager", k.managerPID(b)}}
 }
 
-// managerPID finds the manager's process among the host's: the one in the
-// manager pod's cgroup whose arguments start with "manager" (the other is
-// the pod's pause).
-func (k *cluster) managerPID(b *testing.B) int {
+// managerPod is the manager's running pod.
+func (k *cluster) managerPod(b *testing.B) *corev1.Pod {
 	b.Helper()
 	ctx := context.Background()
 	name, err := kubestage.ManagerPod(ctx, k.admin)
@@ -145,6 +144,15 @@ func (k *cluster) managerPID(b *testing.B) int {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return pod
+}
+
+// managerPID finds the manager's process among the host's: the one in the
+// manager pod's cgroup whose arguments start with "manager" (the other is
+// the pod's pause).
+func (k *cluster) managerPID(b *testing.B) int {
+	b.Helper()
+	pod := k.managerPod(b)
 	uid := string(pod.UID)
 	// cgroupfs names the pod's cgroup pod<UID>, systemd pod<UID with _>.
 	marks := []string{"pod" + uid, "pod" + strings.ReplaceAll(uid, "-", "_")}
@@ -166,7 +174,7 @@ func (k *cluster) managerPID(b *testing.B) int {
 			return pid
 		}
 	}
-	b.Fatalf("no process of pod %s/%s (uid %s) runs the manager", kubestage.ManagerNamespace, name, uid)
+	b.Fatalf("no process of pod %s/%s (uid %s) runs the manager", kubestage.ManagerNamespace, pod.Name, uid)
 	return 0
 }
 
@@ -204,14 +212,7 @@ func (k *cluster) exposeManager(b *testing.B) string {
 			nodePort = p.NodePort
 		}
 	}
-	name, err := kubestage.ManagerPod(ctx, k.admin)
-	if err != nil {
-		b.Fatal(err)
-	}
-	pod, err := k.admin.CoreV1().Pods(kubestage.ManagerNamespace).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	pod := k.managerPod(b)
 	var podPort int32
 	for _, c := range pod.Spec.Containers {
 		for _, p := range c.Ports {
